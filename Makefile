@@ -1,0 +1,32 @@
+# Two commands do all the set-up: `make run` (demo portal) and `make test` (whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ADDR ?= 127.0.0.1:8000
+
+.PHONY: install run test lint check bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install  ## migrate, seed the demo, start web server + Celery worker/beat
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --quiet-logins
+	$(PY) manage.py serve --addr $(ADDR)
+
+test: install  ## the whole suite on DATABASE_URL (SQLite by default)
+	$(PY) -m pytest
+
+lint: install  ## ruff, Django checks, migrations up to date
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,165 @@
+"""The central team's workspace for entities, operators, the audit log and the outbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from portal import services
+from portal.admin_mixins import (
+    AuditLogInline,
+    EntityScopedAdminMixin,
+    register_site_titles,
+)
+from portal.exceptions import DomainError
+from portal.models import AuditLog, Entity, Membership, Notification
+
+register_site_titles(admin.site, settings.SITE_NAME)
+User = get_user_model()
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["entity", "user"]
+    fields = ["user", "entity", "role", "created_at"]
+    readonly_fields = ["created_at"]
+
+
+class EntityMembershipInline(MembershipInline):
+    fields = ["user", "role", "created_at"]
+
+
+class UserMembershipInline(MembershipInline):
+    fields = ["entity", "role", "created_at"]
+
+
+@admin.register(Entity)
+class EntityAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+    list_display = ["indented_name", "code", "kind", "parent", "contact_email", "active"]
+    list_filter = ["kind", "active", ("parent", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["code", "name", "contact_email"]
+    autocomplete_fields = ["parent"]
+    readonly_fields = ["path", "group", "created_at"]
+    fields = ["code", "name", "kind", "parent", "contact_email", "active", *readonly_fields]
+    inlines = [EntityMembershipInline, AuditLogInline]
+    list_select_related = ["parent"]
+    list_per_page = 100
+
+    @admin.display(description="name", ordering="path")
+    def indented_name(self, obj: Entity) -> str:
+        return f"{'— ' * max(obj.depth, 0)}{obj.name}"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "code"] if obj else fields
+
+    def save_model(self, request: HttpRequest, obj: Entity, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        services.record_audit(
+            obj=obj,
+            action="change_entity" if change else "create_entity",
+            actor=request.user,
+            extra={"changed": form.changed_data},
+        )
+
+
+class UserAdmin(BaseUserAdmin):
+    inlines = [UserMembershipInline]
+    list_display = ["username", "email", "first_name", "last_name", "is_staff", "roles"]
+    list_filter = [*BaseUserAdmin.list_filter, "memberships__role"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("memberships__entity")
+
+    @admin.display(description="roles")
+    def roles(self, obj: Any) -> str:
+        return ", ".join(f"{m.get_role_display()} ({m.entity.code})" for m in obj.memberships.all())
+
+
+admin.site.unregister(User)
+admin.site.register(User, UserAdmin)
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "actor_display",
+        "content_type",
+        "object_repr",
+        "action",
+        "from_state",
+        "to_state",
+        "entity",
+    ]
+    list_filter = ["action", "content_type", ("entity", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["object_repr", "actor_repr", "comment", "object_id"]
+    date_hierarchy = "created_at"
+    list_select_related = ["content_type", "entity"]
+    readonly_fields = [f.name for f in AuditLog._meta.fields]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).visible_to(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "recipient_email",
+        "subject",
+        "kind",
+        "status",
+        "attempts",
+        "sent_at",
+    ]
+    list_filter = ["status", "kind", ("entity", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["recipient_email", "subject", "last_error"]
+    date_hierarchy = "created_at"
+    list_select_related = ["entity"]
+    readonly_fields = [f.name for f in Notification._meta.fields]
+    actions = ["resend"]
+    inlines = [AuditLogInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Resend the selected failed notifications", permissions=["resend"])
+    def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
+        done, refused = 0, []
+        for notification in queryset:
+            try:
+                services.resend_notification(notification=notification, actor=request.user)
+                done += 1
+            except (DomainError, PermissionDenied) as exc:
+                refused.append(f"#{notification.pk}: {exc}")
+        if done:
+            self.message_user(request, f"{done} notification(s) queued again.", messages.SUCCESS)
+        for text in refused:
+            self.message_user(request, text, messages.WARNING)
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("portal.resend_notification")

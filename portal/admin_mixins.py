@@ -1,0 +1,131 @@
+"""Admin building blocks reused by every app: entity scoping, audit history, service-backed
+transition buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.contenttypes.admin import GenericTabularInline
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import path, reverse
+
+from portal.exceptions import DomainError
+from portal.models import AuditLog
+
+
+class EntityScopedAdminMixin:
+    """Limit an admin to the objects of the entities the user may see (404 for the rest).
+
+    Models expose ``objects.visible_to(user)``; superusers and central operators see all,
+    because the central group holds rights on every entity.
+    """
+
+    def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        queryset = super().get_queryset(request)  # type: ignore[misc]
+        return queryset.visible_to(request.user)
+
+
+class AuditLogInline(GenericTabularInline):
+    """The object's history (audit entries), read-only, newest first."""
+
+    model = AuditLog
+    ct_field = "content_type"
+    ct_fk_field = "object_id"
+    fields = ["created_at", "actor_repr", "action", "from_state", "to_state", "comment"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "history entry"
+    verbose_name_plural = "history (audit log)"
+    ordering = ["-created_at", "-id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the parent object's own rights already apply
+
+
+ServiceAction = Callable[[Any, Any, HttpRequest], Any]
+
+
+class ServiceTransitionAdminMixin:
+    """Transition buttons on the change form that call services, never raw FSM methods.
+
+    ``transition_actions`` maps a button name to ``(label, service_call)``; the call receives
+    ``(obj, actor, request)``. Domain errors, permission refusals and validation errors are
+    shown as messages and change nothing.
+    """
+
+    change_form_template = "admin/portal/transition_change_form.html"
+    transition_actions: dict[str, tuple[str, ServiceAction]] = {}
+
+    def available_transition_actions(self, obj: Any, request: HttpRequest) -> list[tuple]:
+        return [(name, label) for name, (label, _call) in self.transition_actions.items()]
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        meta = self.model._meta  # type: ignore[attr-defined]
+        return [
+            path(
+                "<path:object_id>/run/<str:action>/",
+                self.admin_site.admin_view(self.run_transition_view),  # type: ignore[attr-defined]
+                name=f"{meta.app_label}_{meta.model_name}_run",
+            ),
+            *super().get_urls(),  # type: ignore[misc]
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ):  # type: ignore[no-untyped-def]
+        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        context = dict(extra_context or {})
+        if obj is not None:
+            meta = self.model._meta  # type: ignore[attr-defined]
+            context["transition_buttons"] = [
+                (
+                    label,
+                    reverse(f"admin:{meta.app_label}_{meta.model_name}_run", args=[obj.pk, name]),
+                )
+                for name, label in self.available_transition_actions(obj, request)
+            ]
+        return super().change_view(request, object_id, form_url, extra_context=context)  # type: ignore[misc]
+
+    def run_transition_view(
+        self, request: HttpRequest, object_id: str, action: str
+    ) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        if obj is None or action not in self.transition_actions:
+            raise Http404
+        if not self.has_change_permission(request, obj):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        label, call = self.transition_actions[action]
+        try:
+            call(obj, request.user, request)
+        except DomainError as exc:
+            for problem in exc.problems:
+                self.message_user(request, problem, messages.ERROR)  # type: ignore[attr-defined]
+        except (PermissionDenied, ValidationError) as exc:
+            text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            self.message_user(request, text or "You may not do that.", messages.ERROR)  # type: ignore[attr-defined]
+        else:
+            self.message_user(request, f"{label}: done.", messages.SUCCESS)  # type: ignore[attr-defined]
+        meta = self.model._meta  # type: ignore[attr-defined]
+        return redirect(f"admin:{meta.app_label}_{meta.model_name}_change", obj.pk)
+
+
+def register_site_titles(site: admin.AdminSite, site_name: str) -> None:
+    site.site_header = f"{site_name} — central workspace"
+    site.site_title = site_name
+    site.index_title = "Campaigns, packages, entities and operators"

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class PortalConfig(AppConfig):
+    name = "portal"
+    verbose_name = "Portal: entities, operators, audit, notifications"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from portal import signals
+
+        post_migrate.connect(signals.sync_role_groups, dispatch_uid="portal.sync_role_groups")

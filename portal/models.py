@@ -1,0 +1,361 @@
+"""Entities, operator memberships, the audit log and the notifications outbox."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.db.models import Q, Value
+from django.db.models.functions import Concat, Substr
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from portal.choices import (
+    CENTRAL_ROLES,
+    LOCAL_ROLES,
+    EntityKind,
+    NotificationStatus,
+    Role,
+)
+from portal.roles import ENTITY_ACCESS_PERM
+
+
+class EntityQuerySet(models.QuerySet["Entity"]):
+    def visible_to(self, user: Any) -> EntityQuerySet:
+        """Entities the user may see: those its entity groups hold the access right on."""
+        if user is None or not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self.all()
+        from guardian.shortcuts import get_objects_for_user
+
+        return get_objects_for_user(user, ENTITY_ACCESS_PERM, klass=self, accept_global_perms=False)
+
+    def local(self) -> EntityQuerySet:
+        return self.filter(kind=EntityKind.LOCAL)
+
+    def active(self) -> EntityQuerySet:
+        return self.filter(active=True)
+
+
+entity_code_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
+    "Use letters, digits, '-' and '_' only, starting with a letter or digit.",
+)
+
+
+class Entity(models.Model):
+    """A node of the organisation: the central entity, a region, or a local entity (a store,
+    branch, dealer). Object rights are granted to the entity's own group."""
+
+    code = models.CharField(max_length=40, unique=True, validators=[entity_code_validator])
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=EntityKind.choices, default=EntityKind.LOCAL)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    contact_email = models.EmailField(blank=True)
+    active = models.BooleanField(default=True)
+    path = models.CharField(max_length=1000, editable=False, db_index=True)
+    group = models.OneToOneField(
+        Group,
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.PROTECT,
+        related_name="entity",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = EntityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "entities"
+        ordering = ["path"]
+        permissions = [("access_entity", "May act for the entity and see its objects")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(kind=EntityKind.CENTRAL),
+                name="portal_entity_single_central",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind=EntityKind.CENTRAL, parent__isnull=True)
+                | (~Q(kind=EntityKind.CENTRAL) & Q(parent__isnull=False)),
+                name="portal_entity_central_is_root",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    @property
+    def depth(self) -> int:
+        return self.path.count("/") - 1
+
+    def clean(self) -> None:
+        super().clean()
+        errors: dict[str, str] = {}
+        if self.pk:
+            old_code = Entity.objects.filter(pk=self.pk).values_list("code", flat=True).first()
+            if old_code and old_code != self.code:
+                errors["code"] = "The code of an existing entity cannot change."
+        if self.kind == EntityKind.CENTRAL:
+            if self.parent_id:
+                errors["parent"] = "The central entity is the root: it has no parent."
+            elif Entity.objects.filter(kind=EntityKind.CENTRAL).exclude(pk=self.pk).exists():
+                errors["kind"] = "There is already a central entity."
+        elif self.parent_id is None:
+            errors["parent"] = "Regions and local entities need a parent."
+        else:
+            parent = self.parent
+            if parent.kind == EntityKind.LOCAL:
+                errors["parent"] = "A local entity cannot have children."
+            elif self.pk and (parent.pk == self.pk or parent.path.startswith(self.path)):
+                errors["parent"] = "An entity cannot be placed under itself or its descendants."
+            elif self.kind == EntityKind.LOCAL and self.pk and self.children.exists():
+                errors["kind"] = "An entity with children cannot be local."
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Keep the materialised path of the entity and its subtree in step with the tree."""
+        old_path = (
+            Entity.objects.filter(pk=self.pk).values_list("path", flat=True).first()
+            if self.pk
+            else None
+        )
+        self.path = self.compute_path()
+        self._tree_changed = old_path != self.path
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if old_path and old_path != self.path:
+                Entity.objects.filter(path__startswith=old_path).exclude(pk=self.pk).update(
+                    path=Concat(Value(self.path), Substr("path", len(old_path) + 1))
+                )
+
+    def compute_path(self) -> str:
+        prefix = self.parent.path if self.parent_id else "/"
+        return f"{prefix}{self.code}/"
+
+    def ancestors(self) -> EntityQuerySet:
+        """This entity and every entity above it."""
+        codes = [code for code in self.path.split("/") if code]
+        return Entity.objects.filter(code__in=codes)
+
+    def descendants(self, *, include_self: bool = True) -> EntityQuerySet:
+        queryset = Entity.objects.filter(path__startswith=self.path)
+        return queryset if include_self else queryset.exclude(pk=self.pk)
+
+
+class MembershipQuerySet(models.QuerySet["Membership"]):
+    def central(self) -> MembershipQuerySet:
+        return self.filter(role__in=CENTRAL_ROLES)
+
+
+class Membership(models.Model):
+    """An operator's role in an entity."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    entity = models.ForeignKey(Entity, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=32, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MembershipQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "entity", "role"], name="portal_membership_unique_role"
+            )
+        ]
+        indexes = [models.Index(fields=["entity", "role"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.get_role_display()} of {self.entity.code}"
+
+    def clean(self) -> None:
+        super().clean()
+        if not self.entity_id:
+            return
+        if self.role in CENTRAL_ROLES and self.entity.kind != EntityKind.CENTRAL:
+            raise ValidationError({"role": "Central roles belong to the central entity only."})
+        if self.role in LOCAL_ROLES and self.entity.kind == EntityKind.CENTRAL:
+            raise ValidationError(
+                {"role": "Local roles belong to a region or a local entity, not to the centre."}
+            )
+
+
+class AuditLogQuerySet(models.QuerySet["AuditLog"]):
+    def for_object(self, obj: models.Model) -> AuditLogQuerySet:
+        content_type = ContentType.objects.get_for_model(obj, for_concrete_model=False)
+        return self.filter(content_type=content_type, object_id=str(obj.pk))
+
+    def visible_to(self, user: Any) -> AuditLogQuerySet:
+        if getattr(user, "is_superuser", False):
+            return self.all()
+        return self.filter(entity__in=Entity.objects.visible_to(user))
+
+
+class AuditLog(models.Model):
+    """An append-only journal entry: who did what to which object, from which state to which."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    actor_repr = models.CharField(max_length=150, blank=True)
+    entity = models.ForeignKey(
+        Entity, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, related_name="+")
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    action = models.CharField(max_length=64)
+    from_state = models.CharField(max_length=32, blank=True)
+    to_state = models.CharField(max_length=32, blank=True)
+    comment = models.TextField(blank=True)
+    extra = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    subject = GenericForeignKey("content_type", "object_id")
+
+    objects = AuditLogQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        default_permissions = ("view",)
+        indexes = [models.Index(fields=["content_type", "object_id", "created_at"])]
+
+    def __str__(self) -> str:
+        arrow = f" {self.from_state} → {self.to_state}" if self.to_state else ""
+        return f"{self.object_repr}: {self.action}{arrow}"
+
+    @property
+    def actor_display(self) -> str:
+        return self.actor_repr or "system"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise ValidationError("Audit log entries are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValidationError("Audit log entries cannot be deleted.")
+
+
+class NotificationQuerySet(models.QuerySet["Notification"]):
+    def visible_to(self, user: Any) -> NotificationQuerySet:
+        if getattr(user, "is_superuser", False):
+            return self.all()
+        return self.filter(entity__in=Entity.objects.visible_to(user))
+
+    def due(self, *, now: Any, grace: Any) -> NotificationQuerySet:
+        """Pending notifications whose send was due a while ago (lost or never enqueued)."""
+        return self.filter(status=NotificationStatus.PENDING, next_attempt_at__lte=now - grace)
+
+    def stuck(self, *, now: Any, after: Any) -> NotificationQuerySet:
+        """Notifications claimed by a worker that did not finish (it died mid-send)."""
+        return self.filter(status=NotificationStatus.SENDING, updated_at__lte=now - after)
+
+
+class Notification(FSMModelMixin, models.Model):
+    """An email to an operator or approver, written in the transaction that caused it and
+    sent afterwards by a Celery task (the outbox)."""
+
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notifications",
+    )
+    recipient_email = models.EmailField()
+    entity = models.ForeignKey(
+        Entity, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
+    subject = models.CharField(max_length=255)
+    body_text = models.TextField()
+    body_html = models.TextField(blank=True)
+    content_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    object_id = models.CharField(max_length=64, blank=True)
+    related_object = GenericForeignKey("content_type", "object_id")
+    kind = models.CharField(max_length=64, blank=True, db_index=True)
+    status = FSMField(
+        max_length=16,
+        choices=NotificationStatus.choices,
+        default=NotificationStatus.PENDING,
+        protected=True,
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NotificationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("resend_notification", "May resend a failed notification")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["content_type", "object_id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} → {self.recipient_email}"
+
+    @property
+    def owning_entity(self) -> Entity | None:
+        return self.entity
+
+    @transition(field=status, source=NotificationStatus.PENDING, target=NotificationStatus.SENDING)
+    def start_sending(self) -> None:
+        self.attempts += 1
+
+    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.SENT)
+    def mark_sent(self) -> None:
+        self.sent_at = timezone.now()
+        self.last_error = ""
+
+    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.PENDING)
+    def schedule_retry(self, *, error: str, delay_seconds: int) -> None:
+        self.last_error = error
+        self.next_attempt_at = timezone.now() + timedelta(seconds=delay_seconds)
+
+    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.FAILED)
+    def mark_failed(self, *, error: str) -> None:
+        self.last_error = error
+
+    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.PENDING)
+    def release_stuck(self) -> None:
+        self.last_error = "The worker stopped while sending; sent again."
+        self.next_attempt_at = timezone.now()
+
+    @transition(
+        field=status,
+        source=NotificationStatus.FAILED,
+        target=NotificationStatus.PENDING,
+        permission="portal.resend_notification",
+        custom={"label": "Resend"},
+    )
+    def requeue(self) -> None:
+        self.attempts = 0
+        self.next_attempt_at = timezone.now()

@@ -1,0 +1,70 @@
+"""What each operator role may do, as Django model permissions.
+
+A membership puts the user in the role's group ("role:<role>") for these kind-of-thing
+permissions, and in the entity's group ("entity:<code>") whose guardian object permissions say
+on which entities (and so on which entity-owned objects) the user may act. Permissions of apps
+not migrated yet are skipped and picked up at the next migrate.
+"""
+
+from portal.choices import Role
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    Role.CENTRAL_MARKETER: [
+        "portal.view_entity",
+        "portal.view_auditlog",
+        "portal.view_notification",
+        "portal.resend_notification",
+        "campaigns.add_campaign",
+        "campaigns.change_campaign",
+        "campaigns.view_campaign",
+        "campaigns.add_personalisationfield",
+        "campaigns.change_personalisationfield",
+        "campaigns.delete_personalisationfield",
+        "campaigns.view_personalisationfield",
+        "packages.add_package",
+        "packages.change_package",
+        "packages.view_package",
+        "packages.publish_package",
+        "packages.add_packagedocument",
+        "packages.change_packagedocument",
+        "packages.delete_packagedocument",
+        "packages.view_packagedocument",
+        "packages.view_order",
+    ],
+    Role.CENTRAL_APPROVER: [
+        "portal.view_entity",
+        "portal.view_auditlog",
+        "portal.view_notification",
+        "packages.view_package",
+        "packages.view_order",
+        "packages.decide_order",
+        "campaigns.view_campaign",
+        "approvals.view_approvalrequest",
+        "approvals.decide_approvalrequest",
+    ],
+    Role.LOCAL_OPERATOR: [
+        "portal.view_entity",
+        "packages.view_package",
+        "packages.add_order",
+        "packages.change_order",
+        "packages.view_order",
+        "campaigns.view_campaign",
+        "campaigns.change_campaign",
+    ],
+    Role.LOCAL_APPROVER: [
+        "portal.view_entity",
+        "packages.view_package",
+        "packages.view_order",
+        "campaigns.view_campaign",
+        "approvals.view_approvalrequest",
+        "approvals.decide_approvalrequest",
+    ],
+}
+
+ENTITY_GROUP_PREFIX = "entity:"
+ROLE_GROUP_PREFIX = "role:"
+ENTITY_ACCESS_PERM = "portal.access_entity"
+
+
+def role_group_name(role: str) -> str:
+    return f"{ROLE_GROUP_PREFIX}{role}"

@@ -1,0 +1,28 @@
+"""Celery tasks of the portal: they take ids, reload rows and call services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from portal import services
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None, ignore_result=True)
+def send_notification(self, notification_id: int) -> str:
+    """Send one outbox row; a transport error schedules a retry with backoff."""
+    outcome = services.deliver_notification(notification_id=notification_id)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def resend_stuck_notifications() -> dict[str, int]:
+    """Periodic: release abandoned sends and enqueue overdue pending notifications."""
+    return services.resend_stuck_notifications()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def purge_old_notifications() -> int:
+    """Daily: drop sent notifications past their retention."""
+    return services.purge_old_notifications()

@@ -1,0 +1,30 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from django.views.static import serve
+
+from portal import views
+
+portal_patterns = (
+    [
+        path("", views.dashboard_view, name="dashboard"),
+        path("entities/", views.entity_list, name="entity_list"),
+        path("entities/<str:code>/", views.entity_detail, name="entity_detail"),
+    ],
+    "portal",
+)
+
+urlpatterns = [
+    path("", include(portal_patterns)),
+    path(
+        "accounts/password_reset/",
+        views.PasswordResetView.as_view(),
+        name="password_reset",
+    ),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("health/", views.health, name="health"),
+]
+
+if settings.DEBUG:
+    urlpatterns += [path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT})]
