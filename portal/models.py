@@ -28,6 +28,19 @@ from portal.choices import (
 from portal.roles import ENTITY_ACCESS_PERM
 
 
+def is_central_user(user: Any) -> bool:
+    """Superusers and members of the central entity see everything, entity-less rows too."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    cached = getattr(user, "_portal_is_central", None)
+    if cached is None:
+        cached = user.memberships.filter(entity__kind=EntityKind.CENTRAL).exists()
+        user._portal_is_central = cached
+    return cached
+
+
 class EntityQuerySet(models.QuerySet["Entity"]):
     def visible_to(self, user: Any) -> EntityQuerySet:
         """Entities the user may see: those its entity groups hold the access right on."""
@@ -202,7 +215,7 @@ class AuditLogQuerySet(models.QuerySet["AuditLog"]):
         return self.filter(content_type=content_type, object_id=str(obj.pk))
 
     def visible_to(self, user: Any) -> AuditLogQuerySet:
-        if getattr(user, "is_superuser", False):
+        if is_central_user(user):
             return self.all()
         return self.filter(entity__in=Entity.objects.visible_to(user))
 
@@ -259,7 +272,7 @@ class AuditLog(models.Model):
 
 class NotificationQuerySet(models.QuerySet["Notification"]):
     def visible_to(self, user: Any) -> NotificationQuerySet:
-        if getattr(user, "is_superuser", False):
+        if is_central_user(user):
             return self.all()
         return self.filter(entity__in=Entity.objects.visible_to(user))
 

@@ -11,6 +11,13 @@ from portal.choices import Role
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.CENTRAL_MARKETER: [
         "portal.view_entity",
+        "portal.add_entity",
+        "portal.change_entity",
+        "portal.view_membership",
+        "portal.add_membership",
+        "portal.change_membership",
+        "portal.delete_membership",
+        "auth.view_user",
         "portal.view_auditlog",
         "portal.view_notification",
         "portal.resend_notification",

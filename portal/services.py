@@ -428,19 +428,20 @@ def resend_notification(*, notification: Notification, actor: Any) -> Notificati
 def resend_stuck_notifications(*, batch_size: int = 500) -> dict[str, int]:
     """Release sends abandoned by a dead worker and enqueue pending rows that are overdue."""
     now = timezone.now()
-    released = 0
+    released: list[int] = []
     with transaction.atomic():
         stuck = Notification.objects.stuck(now=now, after=settings.NOTIFICATION_STUCK_AFTER)
         for notification in stuck.select_for_update(skip_locked=True)[:batch_size]:
             transition(obj=notification, name="release_stuck")
-            released += 1
+            released.append(notification.pk)
     due = list(
         Notification.objects.due(now=now, grace=timedelta(minutes=1))
+        .exclude(pk__in=released)
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:batch_size]
     )
-    enqueue_notifications(due)
-    return {"released": released, "enqueued": len(due)}
+    enqueue_notifications([*released, *due])
+    return {"released": len(released), "enqueued": len(released) + len(due)}
 
 
 def purge_old_notifications(*, older_than_days: int = 180) -> int:
