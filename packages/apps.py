@@ -3,4 +3,18 @@ from django.apps import AppConfig
 
 class PackagesConfig(AppConfig):
     name = "packages"
+    verbose_name = "Packages and orders"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from approvals.services import register_handler
+        from packages import dashboard  # noqa: F401  (registers the dashboard sections)
+        from packages.approval import OrderApprovalHandler
+        from packages.models import Order
+
+        register_handler(Order, OrderApprovalHandler())
+
+    def seed_demo(self, **kwargs) -> None:
+        from packages.demo import seed
+
+        seed(**kwargs)

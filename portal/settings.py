@@ -153,6 +153,18 @@ NOTIFICATION_STUCK_AFTER = timedelta(
     seconds=env_int(ENV, "NOTIFICATION_STUCK_AFTER_SECONDS", 600, minimum=30)
 )
 
+# Approvals.
+APPROVAL_LINK_MAX_AGE_DAYS = env_int(ENV, "APPROVAL_LINK_MAX_AGE_DAYS", 30, minimum=1)
+APPROVAL_REMINDER_HOURS = env_int(ENV, "APPROVAL_REMINDER_HOURS", 24, minimum=1)
+
+# Exports from the admin (CSV/XLSX), for users holding the model's view permission.
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
+IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+
+# Uploads.
+FILE_UPLOAD_PERMISSIONS = 0o640
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
 # Celery: JSON only, late acknowledgement (tasks are idempotent), bounded run times.
 CELERY_BROKER_URL = broker_url(ENV, "CELERY_BROKER_URL", VAR_DIR / "celery-broker.sqlite3")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -173,6 +185,22 @@ CELERY_BEAT_SCHEDULE = {
     "resend-stuck-notifications": {
         "task": "portal.tasks.resend_stuck_notifications",
         "schedule": timedelta(minutes=2),
+    },
+    "approval-reminders": {
+        "task": "approvals.tasks.send_approval_reminders",
+        "schedule": timedelta(minutes=15),
+    },
+    "approval-expiry": {
+        "task": "approvals.tasks.expire_overdue_requests",
+        "schedule": timedelta(minutes=5),
+    },
+    "package-closing": {
+        "task": "packages.tasks.close_ended_packages",
+        "schedule": timedelta(minutes=10),
+    },
+    "package-deadline-reminders": {
+        "task": "packages.tasks.send_deadline_reminders",
+        "schedule": timedelta(hours=1),
     },
     "purge-sent-notifications": {
         "task": "portal.tasks.purge_old_notifications",

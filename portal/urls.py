@@ -16,6 +16,9 @@ portal_patterns = (
 
 urlpatterns = [
     path("", include(portal_patterns)),
+    path("", include("packages.urls")),
+    path("", include("approvals.urls")),
+    path("", include("campaigns.urls")),
     path(
         "accounts/password_reset/",
         views.PasswordResetView.as_view(),

@@ -1,0 +1,131 @@
+"""Approvers' pages: the inbox, a request's page, and the emailed link (GET shows, POST
+decides)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+
+from approvals import services
+from approvals.choices import DecisionChannel, RequestState
+from approvals.forms import DecisionForm
+from approvals.models import ApprovalRequest
+from portal.exceptions import DomainError
+from portal.models import AuditLog
+from portal.web import attempt
+
+
+def _context(request_obj: ApprovalRequest) -> dict:
+    handler = services.handler_for(request_obj.subject)
+    return {
+        "approval": request_obj,
+        "rows": handler.summary(request_obj.subject),
+        "documents": handler.documents(request_obj.subject),
+        "history": AuditLog.objects.for_object(request_obj).select_related("actor"),
+    }
+
+
+@login_required
+def inbox(request: HttpRequest) -> HttpResponse:
+    pending = services.pending_for(request.user)
+    decided = (
+        ApprovalRequest.objects.visible_to(request.user)
+        .exclude(state=RequestState.PENDING)
+        .filter(approvers=request.user)
+        .select_related("entity", "decided_by")[:20]
+    )
+    return render(request, "approvals/inbox.html", {"pending": pending, "decided": decided})
+
+
+@login_required
+def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    approval = get_object_or_404(
+        ApprovalRequest.objects.visible_to(request.user).select_related("entity", "decided_by"),
+        pk=pk,
+    )
+    may_decide = approval.state == RequestState.PENDING and services.may_decide(
+        approval, request.user
+    )
+    form = DecisionForm(request.POST or None)
+    if request.method == "POST":
+        if not services.may_decide(approval, request.user):
+            raise PermissionDenied("You are not an approver of this request.")
+        if form.is_valid():
+            ok, _ = attempt(
+                request,
+                lambda: services.decide(
+                    request=approval,
+                    actor=request.user,
+                    approve=form.cleaned_data["decision"] == "approve",
+                    comment=form.cleaned_data["comment"],
+                    via=DecisionChannel.PORTAL,
+                ),
+            )
+            if ok:
+                messages.success(request, "Your decision is recorded.")
+            return redirect("approvals:request_detail", approval.pk)
+    return render(
+        request,
+        "approvals/request_detail.html",
+        {**_context(approval), "form": form, "may_decide": may_decide},
+    )
+
+
+@never_cache
+@csrf_protect
+def link(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows the request and a confirm form (mail scanners open links: they must not
+    decide anything); POST, with its CSRF token, records the decision."""
+    try:
+        approval_link = services.resolve_link(token)
+    except services.InvalidLink as exc:
+        services.record_refused_link(link=exc.link, reason=exc.reason, method=request.method)
+        approval = exc.link.request if exc.link else None
+        return render(
+            request,
+            "approvals/link_invalid.html",
+            {"message": exc.message, "approval": approval},
+            status=410 if exc.reason in {"expired", "used"} else 400,
+        )
+    approval = approval_link.request
+    if approval.state != RequestState.PENDING:
+        if request.method == "POST":
+            services.record_refused_link(link=approval_link, reason="decided", method="POST")
+        return render(
+            request,
+            "approvals/link_invalid.html",
+            {"message": str(services.AlreadyDecided(approval)), "approval": approval},
+            status=409 if request.method == "POST" else 200,
+        )
+    form = DecisionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.decide_by_link(
+                token=token,
+                approve=form.cleaned_data["decision"] == "approve",
+                comment=form.cleaned_data["comment"],
+            )
+        except services.InvalidLink as exc:
+            services.record_refused_link(link=exc.link, reason=exc.reason, method="POST")
+            return render(
+                request, "approvals/link_invalid.html", {"message": exc.message}, status=410
+            )
+        except DomainError as exc:
+            return render(
+                request,
+                "approvals/link_invalid.html",
+                {"message": exc.message, "approval": approval},
+                status=409,
+            )
+        approval.refresh_from_db()
+        return render(request, "approvals/link_done.html", {"approval": approval})
+    return render(
+        request,
+        "approvals/link_confirm.html",
+        {**_context(approval), "form": form, "approver": approval_link.approver},
+    )

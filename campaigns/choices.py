@@ -1,0 +1,49 @@
+"""Choices of the campaigns app."""
+
+from django.db import models
+
+
+class CampaignKind(models.TextChoices):
+    REFERENCE = "reference", "Reference (collaborative)"
+    PARENT = "parent", "Parent"
+    CHILD = "child", "Child"
+    LOCAL = "local", "Local"
+
+
+class CollaborativeType(models.TextChoices):
+    SIMPLE = "simple", "Simple"
+    BY_FORM = "by_form", "By form"
+    BY_CAMPAIGN = "by_campaign", "By campaign"
+    BY_TARGET_APPROVAL = "by_target_approval", "By target approval"
+
+
+# Collaborative types whose packages need an audience of local entities.
+AUDIENCE_TYPES = frozenset(
+    {CollaborativeType.SIMPLE, CollaborativeType.BY_FORM, CollaborativeType.BY_CAMPAIGN}
+)
+
+
+class CampaignState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    READY = "ready", "Ready"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    STOPPED = "stopped", "Stopped"
+    FAILED = "failed", "Failed"
+
+
+class FieldType(models.TextChoices):
+    TEXT = "text", "Text"
+    LONG_TEXT = "long_text", "Long text"
+    NUMBER = "number", "Number"
+    DATE = "date", "Date"
+    CHOICE = "choice", "Choice"
+    BOOLEAN = "boolean", "Yes / no"
+    FILE = "file", "Image or file"
+
+
+class RunState(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    CANCELLED = "cancelled", "Cancelled"
+    DONE = "done", "Done"

@@ -1,0 +1,188 @@
+"""Campaign services: child campaigns and scheduled runs created from accepted orders, the
+local entity's edits of its child, and the campaign life cycle."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from campaigns.choices import CampaignKind, CampaignState, CollaborativeType, RunState
+from campaigns.models import Campaign, ScheduledRun
+from campaigns.personalisation import clean_values, delete_stored, store_uploads
+from portal import services as portal_services
+from portal.exceptions import DomainError
+
+EDITABLE_CHILD_STATES = frozenset({CampaignState.DRAFT, CampaignState.READY})
+
+
+def create_child_campaign(*, order: Any, actor: Any) -> Campaign:
+    """The child campaign of an accepted by-campaign order; created once, whatever happens.
+
+    The one-to-one link to the order is the guarantee: a second call (a repeated approval, a
+    retried task) returns the existing child, and a concurrent insert loses on the constraint.
+    """
+    existing = Campaign.objects.filter(order=order).first()
+    if existing:
+        return existing
+    parent = order.package.reference_campaign
+    try:
+        with transaction.atomic():
+            child = Campaign.objects.create(
+                name=f"{parent.name} — {order.entity.name}"[:200],
+                description=parent.description,
+                entity=order.entity,
+                kind=CampaignKind.CHILD,
+                collaborative_type=parent.collaborative_type,
+                parent=parent,
+                order=order,
+                personalisation_values=dict(order.values),
+                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+            )
+            copy_campaign_content(source=parent, target=child)
+            portal_services.record_audit(
+                obj=child,
+                action="create_child",
+                actor=actor,
+                to_state=child.state,
+                comment=f"Created from order {order} of package “{order.package}”.",
+                extra={"order": order.pk, "parent": parent.pk},
+            )
+    except IntegrityError:
+        return Campaign.objects.get(order=order)
+    return child
+
+
+def copy_campaign_content(*, source: Campaign, target: Campaign) -> None:
+    """Copy what a child inherits from its parent. Today that is its personalisation values'
+    definitions, which children read from the parent; workflows and typology rules join this
+    copy when those models exist."""
+    for hook in _content_copiers:
+        hook(source=source, target=target)
+
+
+_content_copiers: list[Any] = []
+
+
+def register_content_copier(hook: Any) -> None:
+    """Apps that hang content off campaigns (workflows, typologies) register their copier."""
+    _content_copiers.append(hook)
+
+
+def schedule_order_run(*, order: Any, actor: Any) -> ScheduledRun:
+    """The parent's run for an accepted simple / by-form order (created once)."""
+    existing = ScheduledRun.objects.filter(order=order).first()
+    if existing:
+        return existing
+    package = order.package
+    try:
+        with transaction.atomic():
+            run = ScheduledRun.objects.create(
+                campaign=package.reference_campaign,
+                entity=order.entity,
+                order=order,
+                personalisation_values=dict(order.values),
+                run_at=package.execution_at,
+            )
+            portal_services.record_audit(
+                obj=run,
+                action="schedule_run",
+                actor=actor,
+                to_state=run.state,
+                comment=f"Scheduled from order {order}.",
+            )
+    except IntegrityError:
+        return ScheduledRun.objects.get(order=order)
+    return run
+
+
+def realise_order(*, order: Any, actor: Any) -> Campaign | ScheduledRun | None:
+    """What an accepted order turns into, by the package's collaborative type."""
+    kind = order.package.reference_campaign.collaborative_type
+    if kind == CollaborativeType.BY_CAMPAIGN:
+        return create_child_campaign(order=order, actor=actor)
+    if kind in (CollaborativeType.SIMPLE, CollaborativeType.BY_FORM):
+        return schedule_order_run(order=order, actor=actor)
+    return None
+
+
+def stop_child_for_order(*, order: Any, actor: Any) -> None:
+    """The order was cancelled: stop its child if it has not run, cancel its scheduled run."""
+    child = Campaign.objects.select_for_update().filter(order=order).first()
+    if child and child.state in EDITABLE_CHILD_STATES:
+        portal_services.transition(
+            obj=child,
+            name="stop",
+            actor=actor,
+            check_permission=False,
+            comment="Its order was cancelled.",
+        )
+    run = ScheduledRun.objects.select_for_update().filter(order=order).first()
+    if run and run.state == RunState.SCHEDULED:
+        portal_services.transition(
+            obj=run, name="cancel", actor=actor, comment="Its order was cancelled."
+        )
+
+
+def update_child_values(
+    *,
+    campaign: Campaign,
+    actor: Any,
+    data: Mapping[str, Any],
+    files: Mapping[str, Any] | None = None,
+) -> Campaign:
+    """The local entity changes its child campaign's personalisation values (before it runs),
+    validated against the parent's field definitions."""
+    from packages.services import check_may_act_for
+
+    check_may_act_for(actor=actor, entity=campaign.entity, perm="campaigns.change_campaign")
+    stored: dict[str, dict] = {}
+    try:
+        with transaction.atomic():
+            campaign = (
+                Campaign.objects.select_for_update().select_related("parent").get(pk=campaign.pk)
+            )
+            if campaign.kind != CampaignKind.CHILD:
+                raise DomainError("Only child campaigns take personalisation values.")
+            if campaign.state not in EDITABLE_CHILD_STATES:
+                raise DomainError(
+                    f"A {campaign.get_state_display().lower()} campaign can no longer be changed."
+                )
+            definitions = list(campaign.parent.personalisation_fields.all())
+            values, uploads = clean_values(
+                definitions, data, files, campaign.personalisation_values
+            )
+            stored = store_uploads(uploads, folder=f"campaigns/{campaign.pk}")
+            new_values = {**values, **stored}
+            old = campaign.personalisation_values
+            replaced = [
+                value
+                for name, value in old.items()
+                if isinstance(value, dict) and value.get("path") and new_values.get(name) != value
+            ]
+            changed = sorted(k for k in new_values if new_values[k] != old.get(k))
+            campaign.personalisation_values = new_values
+            campaign.save(update_fields=["personalisation_values", "updated_at"])
+            portal_services.record_audit(
+                obj=campaign,
+                action="personalise",
+                actor=actor,
+                extra={"changed": changed},
+            )
+            transaction.on_commit(partial(delete_stored, replaced))
+    except Exception:
+        delete_stored(stored.values())
+        raise
+    return campaign
+
+
+def run_campaign_transition(*, campaign: Campaign, name: str, actor: Any) -> Campaign:
+    """A life-cycle move asked for by a person (mark ready, pause, stop)."""
+    if name not in {"mark_ready", "pause", "stop"}:
+        raise DomainError("This action is not available here.")
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        portal_services.transition(obj=campaign, name=name, actor=actor)
+    return campaign

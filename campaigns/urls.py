@@ -1,0 +1,13 @@
+from django.urls import path
+
+from campaigns import views
+
+app_name = "campaigns"
+
+urlpatterns = [
+    path("campaigns/", views.campaign_list, name="list"),
+    path("campaigns/<int:pk>/", views.campaign_detail, name="detail"),
+    path("campaigns/<int:pk>/personalise/", views.campaign_personalise, name="personalise"),
+    path("campaigns/<int:pk>/run/<str:action>/", views.campaign_action, name="action"),
+    path("campaigns/<int:pk>/files/<str:name>/", views.campaign_file, name="file"),
+]

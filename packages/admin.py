@@ -1,0 +1,244 @@
+"""Central workspace for packages and orders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django_fsm import can_proceed
+from import_export import fields, resources
+from import_export.admin import ExportMixin
+from import_export.formats.base_formats import CSV, XLSX
+
+from campaigns.models import Campaign
+from packages import services
+from packages.choices import OrderState
+from packages.forms import PackageAdminForm
+from packages.models import Order, Package, PackageDocument
+from portal import services as portal_services
+from portal.admin_mixins import (
+    AuditLogInline,
+    EntityScopedAdminMixin,
+    ServiceTransitionAdminMixin,
+)
+
+
+class PackageDocumentInline(admin.TabularInline):
+    model = PackageDocument
+    extra = 0
+    fields = ["title", "file", "uploaded_at"]
+    readonly_fields = ["uploaded_at"]
+
+
+def _counts_annotation() -> dict[str, Count]:
+    return {
+        f"orders_{state}": Count("orders", filter=Q(orders__state=state))
+        for state in OrderState.values
+    }
+
+
+@admin.register(Package)
+class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
+    form = PackageAdminForm
+    list_display = [
+        "label",
+        "state",
+        "collaborative_type_display",
+        "category",
+        "registration_deadline",
+        "visible_until",
+        "order_counts",
+    ]
+    list_filter = ["state", "category", "approval_mode", "reference_campaign__collaborative_type"]
+    search_fields = ["label", "description", "category", "reference_campaign__name"]
+    autocomplete_fields = ["reference_campaign", "audience"]
+    readonly_fields = ["state", "published_at", "created_by", "created_at", "order_summary"]
+    inlines = [PackageDocumentInline, AuditLogInline]
+    list_select_related = ["reference_campaign"]
+    date_hierarchy = "registration_deadline"
+    fieldsets = [
+        (None, {"fields": ["label", "description", "category", "reference_campaign", "state"]}),
+        (
+            "Dates",
+            {
+                "fields": [
+                    ("visible_from", "visible_until"),
+                    ("registration_deadline", "personalisation_deadline"),
+                    "execution_at",
+                ]
+            },
+        ),
+        ("Audience", {"fields": ["audience", "regions", "approval_mode", "allow_multiple_orders"]}),
+        (
+            "Notifications and approval",
+            {
+                "fields": [
+                    ("notify_on_publish", "notify_on_submit", "notify_on_decision"),
+                    "reminder_days",
+                    ("approval_days", "approval_expiry_default"),
+                ]
+            },
+        ),
+        ("Orders", {"fields": ["order_summary", "published_at", "created_by", "created_at"]}),
+    ]
+    transition_actions = {
+        "publish": (
+            "Publish",
+            lambda obj, actor, request: services.publish_package(package=obj, actor=actor),
+        ),
+        "close": (
+            "Close",
+            lambda obj, actor, request: services.close_package(package=obj, actor=actor),
+        ),
+        "archive": (
+            "Archive",
+            lambda obj, actor, request: services.archive_package(package=obj, actor=actor),
+        ),
+        "cancel": (
+            "Cancel",
+            lambda obj, actor, request: services.cancel_package(package=obj, actor=actor),
+        ),
+    }
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(**_counts_annotation())
+
+    def available_transition_actions(self, obj: Package, request: HttpRequest) -> list[tuple]:
+        return [
+            (name, label)
+            for name, (label, _call) in self.transition_actions.items()
+            if can_proceed(getattr(obj, name))
+        ]
+
+    @admin.display(description="type", ordering="reference_campaign__collaborative_type")
+    def collaborative_type_display(self, obj: Package) -> str:
+        return obj.reference_campaign.get_collaborative_type_display()
+
+    @admin.display(description="orders")
+    def order_counts(self, obj: Package) -> str:
+        parts = [
+            (label.lower(), getattr(obj, f"orders_{state}", 0))
+            for state, label in OrderState.choices
+        ]
+        shown = [(label, count) for label, count in parts if count]
+        if not shown:
+            return "—"
+        return format_html_join(", ", "{} {}", ((count, label) for label, count in shown))
+
+    @admin.display(description="orders by state")
+    def order_summary(self, obj: Package) -> str:
+        if not obj.pk:
+            return "—"
+        counts = dict(
+            obj.orders.values_list("state")
+            .annotate(total=Count("id"))
+            .values_list("state", "total")
+        )
+        url = reverse("admin:packages_order_changelist") + f"?package__id__exact={obj.pk}"
+        rows = format_html_join(
+            "",
+            "<li>{}: {}</li>",
+            ((label, counts.get(state, 0)) for state, label in OrderState.choices),
+        )
+        return format_html('<ul>{}</ul><a href="{}">See the orders</a>', rows, url)
+
+    def save_model(self, request: HttpRequest, obj: Package, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        added = form.expanded_audience()
+        if added:
+            form.instance.audience.add(*added)
+        portal_services.record_audit(
+            obj=form.instance,
+            action="change_package" if change else "create_package",
+            actor=request.user,
+            extra={"changed": form.changed_data, "audience_added": [e.code for e in added]},
+        )
+
+
+class OrderResource(resources.ModelResource):
+    package = fields.Field(attribute="package__label", column_name="package")
+    entity_code = fields.Field(attribute="entity__code", column_name="entity code")
+    entity_name = fields.Field(attribute="entity__name", column_name="entity")
+    ordered_by = fields.Field(attribute="ordered_by__username", column_name="ordered by")
+    values = fields.Field(column_name="personalisation")
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "package",
+            "entity_code",
+            "entity_name",
+            "sequence",
+            "state",
+            "ordered_by",
+            "values",
+            "comment",
+            "late_personalisation",
+            "created_at",
+            "submitted_at",
+            "decided_at",
+            "decision_comment",
+        ]
+        export_order = fields
+
+    def dehydrate_values(self, order: Order) -> str:
+        parts = []
+        for name, value in sorted(order.values.items()):
+            if isinstance(value, dict):
+                value = value.get("name", "")
+            parts.append(f"{name}={'' if value is None else value}")
+        return "; ".join(parts)
+
+
+@admin.register(Order)
+class OrderAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+    resource_classes = [OrderResource]
+    formats = [CSV, XLSX]
+    list_display = [
+        "__str__",
+        "package",
+        "entity",
+        "state",
+        "ordered_by",
+        "submitted_at",
+        "late_personalisation",
+        "child_link",
+    ]
+    list_filter = [
+        "state",
+        ("package", admin.RelatedOnlyFieldListFilter),
+        ("entity", admin.RelatedOnlyFieldListFilter),
+        "late_personalisation",
+    ]
+    search_fields = ["package__label", "entity__code", "entity__name", "comment"]
+    list_select_related = ["package", "entity", "ordered_by", "child_campaign"]
+    readonly_fields = [f.name for f in Order._meta.fields] + ["child_link"]
+    inlines = [AuditLogInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="child campaign")
+    def child_link(self, obj: Order) -> str:
+        try:
+            child = obj.child_campaign
+        except Campaign.DoesNotExist:
+            return "—"
+        url = reverse("admin:campaigns_campaign_change", args=[child.pk])
+        return format_html('<a href="{}">{}</a>', url, child.get_state_display())

@@ -1,0 +1,67 @@
+"""How the approvals app handles orders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns.personalisation import display_value
+from packages import services
+from packages.models import Order
+from portal.models import Entity
+
+
+class OrderApprovalHandler:
+    kind = "order"
+
+    def approvers(self, obj: Order) -> list[Any]:
+        return services.central_approvers(obj.package)
+
+    def entity(self, obj: Order) -> Entity:
+        return obj.entity
+
+    def title(self, obj: Order) -> str:
+        return f"Order of “{obj.package}” by {obj.entity.name}"
+
+    def summary(self, obj: Order) -> list[tuple[str, str]]:
+        rows = [
+            ("Package", obj.package.label),
+            ("Collaborative type", obj.package.reference_campaign.get_collaborative_type_display()),
+            ("Entity", f"{obj.entity.name} ({obj.entity.code})"),
+            ("Ordered by", obj.ordered_by.get_full_name() or obj.ordered_by.username)
+            if obj.ordered_by
+            else ("Ordered by", "—"),
+        ]
+        if obj.submitted_at:
+            rows.append(
+                ("Submitted", timezone.localtime(obj.submitted_at).strftime("%Y-%m-%d %H:%M"))
+            )
+        for definition in obj.package.reference_campaign.personalisation_fields.all():
+            rows.append(
+                (definition.label, display_value(definition, obj.values.get(definition.name)))
+            )
+        if obj.comment:
+            rows.append(("Comment", obj.comment))
+        return rows
+
+    def documents(self, obj: Order) -> list[tuple[str, str]]:
+        return [
+            (
+                document.title,
+                services.absolute_url(
+                    reverse("packages:document", args=[obj.package_id, document.pk])
+                ),
+            )
+            for document in obj.package.documents.all()
+        ]
+
+    def detail_url(self, obj: Order) -> str:
+        return reverse("packages:order_detail", args=[obj.pk])
+
+    def on_decided(self, *, obj: Order, request: Any, approved: bool, actor: Any, comment: str):
+        services.apply_order_decision(order=obj, approved=approved, actor=actor, comment=comment)
+
+    def on_expired(self, *, obj: Order, request: Any) -> None:
+        services.order_request_expired(order=obj)

@@ -1,0 +1,562 @@
+"""Package and order services: publication, ordering, personalisation, cancellation.
+
+Every rule (deadlines, audience membership, required fields, who may act) is checked here, so
+the portal, the admin, email links and tasks all get the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns.personalisation import clean_values, delete_stored, store_uploads
+from packages.choices import (
+    ACTIVE_ORDER_STATES,
+    EDITABLE_ORDER_STATES,
+    ApprovalMode,
+    ExpiryDefault,
+    OrderState,
+    PackageState,
+)
+from packages.models import Order, Package, PackageReminder
+from portal import services as portal_services
+from portal.choices import LOCAL_ROLES, Role
+from portal.exceptions import DomainError
+from portal.models import Entity
+
+
+@dataclass
+class OrderResult:
+    order: Order
+    warnings: list[str] = field(default_factory=list)
+
+
+def absolute_url(path: str) -> str:
+    from django.conf import settings
+
+    return f"{settings.SITE_URL}{path}"
+
+
+def _fmt(moment: Any) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
+
+
+# --------------------------------------------------------------------------------------------
+# Packages
+# --------------------------------------------------------------------------------------------
+
+
+def _locked_package(package: Package) -> Package:
+    return (
+        Package.objects.select_for_update().select_related("reference_campaign").get(pk=package.pk)
+    )
+
+
+def entity_recipients(entity: Entity) -> list[Any]:
+    """Who hears about an entity's packages: its local operators and approvers, else its
+    contact address."""
+    users = list(portal_services.users_with_role(entity=entity, roles=LOCAL_ROLES))
+    if users:
+        return users
+    return [entity.contact_email] if entity.contact_email else []
+
+
+def publish_package(*, package: Package, actor: Any) -> Package:
+    """Publish a draft package: refuse with every problem listed, pre-register the audience in
+    automatic mode, and notify each audience entity with a link to its order page."""
+    with transaction.atomic():
+        package = _locked_package(package)
+        if package.state != PackageState.DRAFT:
+            raise DomainError(
+                f"Only draft packages can be published; this one is "
+                f"{package.get_state_display().lower()}."
+            )
+        problems = package.publication_problems()
+        if problems:
+            raise DomainError(
+                f"“{package}” cannot be published yet: {' '.join(problems)}", problems=problems
+            )
+        portal_services.transition(obj=package, name="publish", actor=actor)
+        audience = list(package.audience.order_by("code"))
+        if package.approval_mode == ApprovalMode.AUTOMATIC:
+            for entity in audience:
+                _preregister(package=package, entity=entity, actor=actor)
+        if package.notify_on_publish:
+            for entity in audience:
+                portal_services.notify(
+                    recipients=entity_recipients(entity),
+                    template="package_published",
+                    context={
+                        "package": package,
+                        "entity": entity,
+                        "package_url": absolute_url(
+                            reverse("packages:package_detail", args=[package.pk])
+                        ),
+                        "deadline": package.registration_deadline,
+                        "automatic": package.approval_mode == ApprovalMode.AUTOMATIC,
+                    },
+                    related=package,
+                    entity=entity,
+                )
+    return package
+
+
+def _preregister(*, package: Package, entity: Entity, actor: Any) -> Order:
+    definitions = list(package.reference_campaign.personalisation_fields.all())
+    defaults = {
+        d.name: (d.default or None) if d.field_type != "boolean" else d.default == "true"
+        for d in definitions
+    }
+    order = Order.objects.create(
+        package=package,
+        entity=entity,
+        values=defaults,
+        state=OrderState.PREREGISTERED,
+        ordered_by=None,
+    )
+    portal_services.record_audit(
+        obj=order,
+        action="preregister",
+        actor=actor,
+        to_state=OrderState.PREREGISTERED,
+        comment="Pre-registered when the package was published (automatic mode).",
+    )
+    order_accepted(order=order, actor=actor)
+    return order
+
+
+def close_package(*, package: Package, actor: Any = None, comment: str = "") -> Package:
+    with transaction.atomic():
+        package = _locked_package(package)
+        portal_services.transition(obj=package, name="close", actor=actor, comment=comment)
+    return package
+
+
+def archive_package(*, package: Package, actor: Any) -> Package:
+    with transaction.atomic():
+        package = _locked_package(package)
+        portal_services.transition(obj=package, name="archive", actor=actor)
+    return package
+
+
+def cancel_package(*, package: Package, actor: Any, comment: str = "") -> Package:
+    """Withdraw a package: its open orders are cancelled and the entities told."""
+    with transaction.atomic():
+        package = _locked_package(package)
+        was_published = package.state == PackageState.PUBLISHED
+        portal_services.transition(obj=package, name="cancel", actor=actor, comment=comment)
+        open_orders = (
+            Order.objects.select_for_update()
+            .filter(package=package, state__in=ACTIVE_ORDER_STATES)
+            .select_related("entity")
+        )
+        touched: dict[int, Entity] = {}
+        for order in open_orders:
+            _cancel_order_cascade(order=order, actor=actor)
+            touched[order.entity_id] = order.entity
+        if was_published:
+            for entity in touched.values() or package.audience.all():
+                portal_services.notify(
+                    recipients=entity_recipients(entity),
+                    template="package_cancelled",
+                    context={"package": package, "entity": entity, "comment": comment},
+                    related=package,
+                    entity=entity,
+                )
+    return package
+
+
+def _cancel_order_cascade(*, order: Order, actor: Any) -> None:
+    """Cancel an order because its package was cancelled (no deadline, system right)."""
+    portal_services.transition(
+        obj=order,
+        name="cancel",
+        actor=actor,
+        check_permission=False,
+        comment="The package was cancelled.",
+    )
+    order_cancelled(order=order, actor=actor)
+
+
+def close_ended_packages(*, now: Any = None) -> int:
+    """Close published packages whose visibility has ended (periodic)."""
+    now = now or timezone.now()
+    closed = 0
+    for package_id in Package.objects.filter(
+        state=PackageState.PUBLISHED, visible_until__lt=now
+    ).values_list("pk", flat=True):
+        with transaction.atomic():
+            package = Package.objects.select_for_update().get(pk=package_id)
+            if package.state == PackageState.PUBLISHED:
+                portal_services.transition(
+                    obj=package, name="close", comment="Visibility ended; closed automatically."
+                )
+                closed += 1
+    return closed
+
+
+def send_deadline_reminders(*, now: Any = None) -> int:
+    """Remind audience entities that have not ordered, ``reminder_days`` before the
+    registration deadline; each entity is reminded once per package."""
+    now = now or timezone.now()
+    reminded = 0
+    packages = Package.objects.open_now(now).filter(
+        registration_deadline__gt=now, reminder_days__gt=0
+    )
+    for package in packages:
+        if package.registration_deadline - timedelta(days=package.reminder_days) > now:
+            continue
+        ordered = Order.objects.filter(package=package, state__in=ACTIVE_ORDER_STATES).values(
+            "entity_id"
+        )
+        already = PackageReminder.objects.filter(package=package).values("entity_id")
+        for entity in package.audience.exclude(pk__in=ordered).exclude(pk__in=already):
+            with transaction.atomic():
+                _, created = PackageReminder.objects.get_or_create(package=package, entity=entity)
+                if not created:
+                    continue
+                portal_services.notify(
+                    recipients=entity_recipients(entity),
+                    template="package_reminder",
+                    context={
+                        "package": package,
+                        "entity": entity,
+                        "deadline": _fmt(package.registration_deadline),
+                        "package_url": absolute_url(
+                            reverse("packages:package_detail", args=[package.pk])
+                        ),
+                    },
+                    related=package,
+                    entity=entity,
+                )
+                reminded += 1
+    return reminded
+
+
+# --------------------------------------------------------------------------------------------
+# Orders
+# --------------------------------------------------------------------------------------------
+
+
+def check_may_act_for(*, actor: Any, entity: Entity, perm: str) -> None:
+    """The actor holds ``perm`` and may act for ``entity`` (an entity they belong to or
+    that is below one they belong to)."""
+    if not actor.has_perm(perm):
+        raise PermissionDenied("Your role does not allow this.")
+    if not Entity.objects.visible_to(actor).filter(pk=entity.pk).exists():
+        raise PermissionDenied("You may not act for this entity.")
+
+
+def _check_package_open(package: Package, *, now: Any) -> None:
+    if package.state != PackageState.PUBLISHED:
+        raise DomainError(
+            f"“{package}” is {package.get_state_display().lower()}: orders are not accepted."
+        )
+    if not package.is_visible_now(now):
+        raise DomainError(f"“{package}” is not offered at the moment.")
+    if not package.registration_open(now):
+        raise DomainError(
+            f"The registration deadline of “{package}” passed on "
+            f"{_fmt(package.registration_deadline)}: no new order or change is accepted."
+        )
+
+
+def _late_warning(package: Package, now: Any) -> list[str]:
+    if package.personalisation_late(now):
+        return [
+            f"The personalisation deadline passed on {_fmt(package.personalisation_deadline)}: "
+            "your change is recorded, but it may come too late to be used."
+        ]
+    return []
+
+
+def _clean_for(
+    package: Package,
+    data: Mapping[str, Any],
+    files: Mapping[str, Any] | None,
+    existing: Mapping[str, Any] | None,
+    *,
+    strict: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    definitions = list(package.reference_campaign.personalisation_fields.all())
+    return clean_values(definitions, data, files, existing, strict=strict)
+
+
+def place_order(
+    *,
+    package: Package,
+    entity: Entity,
+    actor: Any,
+    data: Mapping[str, Any] | None = None,
+    files: Mapping[str, Any] | None = None,
+    comment: str = "",
+    submit: bool = False,
+    strict: bool = False,
+) -> OrderResult:
+    """Order a package for an entity with its personalisation values.
+
+    Raises ``ValidationError`` (per field) for bad values, ``DomainError`` for a refused rule,
+    ``PermissionDenied`` when the actor may not act for the entity. Nothing is written unless
+    everything is valid.
+    """
+    now = timezone.now()
+    check_may_act_for(actor=actor, entity=entity, perm="packages.add_order")
+    values, uploads = _clean_for(package, data or {}, files, None, strict=strict)
+    stored: dict[str, dict] = {}
+    try:
+        with transaction.atomic():
+            package = _locked_package(package)
+            _check_package_open(package, now=now)
+            if not package.audience.filter(pk=entity.pk).exists():
+                raise DomainError(f"{entity.name} is not in the audience of “{package}”.")
+            existing = Order.objects.filter(package=package, entity=entity)
+            if (
+                not package.allow_multiple_orders
+                and existing.filter(state__in=ACTIVE_ORDER_STATES).exists()
+            ):
+                raise DomainError(
+                    f"{entity.name} has already ordered “{package}”; change that order instead."
+                )
+            sequence = 1
+            if package.allow_multiple_orders:
+                sequence = (existing.aggregate(top=Max("sequence"))["top"] or 0) + 1
+            stored = store_uploads(uploads, folder=f"orders/{package.pk}/{entity.code}")
+            automatic = package.approval_mode == ApprovalMode.AUTOMATIC
+            order = Order.objects.create(
+                package=package,
+                entity=entity,
+                sequence=sequence,
+                ordered_by=actor,
+                values={**values, **stored},
+                comment=comment,
+                state=OrderState.PREREGISTERED if automatic else OrderState.DRAFT,
+                late_personalisation=package.personalisation_late(now),
+            )
+            portal_services.record_audit(
+                obj=order, action="create_order", actor=actor, to_state=order.state, comment=comment
+            )
+            if automatic:
+                order_accepted(order=order, actor=actor)
+            elif submit:
+                _submit(order=order, actor=actor)
+    except IntegrityError:
+        delete_stored(stored.values())
+        raise DomainError(
+            f"{entity.name} has already ordered “{package}”; change that order instead."
+        ) from None
+    except Exception:
+        delete_stored(stored.values())
+        raise
+    return OrderResult(order, _late_warning(package, now))
+
+
+def _locked_order(order: Order) -> Order:
+    return (
+        Order.objects.select_for_update()
+        .select_related("package__reference_campaign", "entity")
+        .get(pk=order.pk)
+    )
+
+
+def update_order(
+    *,
+    order: Order,
+    actor: Any,
+    data: Mapping[str, Any],
+    files: Mapping[str, Any] | None = None,
+    comment: str | None = None,
+    strict: bool = False,
+) -> OrderResult:
+    """Change an order's personalisation values (draft, submitted or pre-registered, until
+    the registration deadline; late personalisation only warns)."""
+    now = timezone.now()
+    check_may_act_for(actor=actor, entity=order.entity, perm="packages.change_order")
+    stored: dict[str, dict] = {}
+    replaced: list[dict] = []
+    try:
+        with transaction.atomic():
+            order = _locked_order(order)
+            package = order.package
+            if order.state not in EDITABLE_ORDER_STATES:
+                raise DomainError(f"A {order.get_state_display().lower()} order cannot be changed.")
+            _check_package_open(package, now=now)
+            values, uploads = _clean_for(package, data, files, order.values, strict=strict)
+            stored = store_uploads(uploads, folder=f"orders/{package.pk}/{order.entity.code}")
+            new_values = {**values, **stored}
+            replaced = [
+                old
+                for name, old in order.values.items()
+                if isinstance(old, dict) and old.get("path") and new_values.get(name) != old
+            ]
+            changed = sorted(k for k in new_values if new_values[k] != order.values.get(k))
+            order.values = new_values
+            if comment is not None:
+                order.comment = comment
+            late = package.personalisation_late(now)
+            order.late_personalisation = order.late_personalisation or late
+            order.save()
+            portal_services.record_audit(
+                obj=order,
+                action="update_order",
+                actor=actor,
+                comment="Changed after the personalisation deadline." if late else "",
+                extra={"changed": changed, "late": late},
+            )
+            transaction.on_commit(partial(delete_stored, replaced))
+    except Exception:
+        delete_stored(stored.values())
+        raise
+    return OrderResult(order, _late_warning(package, now))
+
+
+def _submit(*, order: Order, actor: Any) -> None:
+    missing = _incomplete(order)
+    if missing:
+        raise DomainError("The order is incomplete: " + " ".join(missing), problems=missing)
+    portal_services.transition(obj=order, name="submit", actor=actor)
+    order_submitted(order=order, actor=actor)
+
+
+def _incomplete(order: Order) -> list[str]:
+    """Re-validate stored values against the current field definitions."""
+    try:
+        _clean_for(order.package, order.values, None, order.values, strict=False)
+    except ValidationError as exc:
+        definitions = {
+            d.name: d.label for d in order.package.reference_campaign.personalisation_fields.all()
+        }
+        return [
+            f"{definitions.get(name, name)}: {' '.join(messages)}"
+            for name, messages in exc.message_dict.items()
+        ]
+    return []
+
+
+def submit_order(*, order: Order, actor: Any) -> Order:
+    """Send a draft order for central approval."""
+    check_may_act_for(actor=actor, entity=order.entity, perm="packages.change_order")
+    with transaction.atomic():
+        order = _locked_order(order)
+        if order.state != OrderState.DRAFT:
+            raise DomainError(f"Only draft orders can be submitted; this one is {order.state}.")
+        _check_package_open(order.package, now=timezone.now())
+        _submit(order=order, actor=actor)
+    return order
+
+
+def cancel_order(*, order: Order, actor: Any, comment: str = "") -> Order:
+    """The entity withdraws its order (until the registration deadline)."""
+    check_may_act_for(actor=actor, entity=order.entity, perm="packages.change_order")
+    with transaction.atomic():
+        order = _locked_order(order)
+        package = order.package
+        if not package.registration_open():
+            raise DomainError(
+                f"The registration deadline passed on {_fmt(package.registration_deadline)}: "
+                "the order can no longer be cancelled by the entity."
+            )
+        portal_services.transition(obj=order, name="cancel", actor=actor, comment=comment)
+        order_cancelled(order=order, actor=actor)
+    return order
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks called inside the order's transaction
+# --------------------------------------------------------------------------------------------
+
+
+def central_approvers(package: Package) -> list[Any]:
+    return list(
+        portal_services.users_with_role(entity=package.owning_entity, roles=[Role.CENTRAL_APPROVER])
+    )
+
+
+def order_submitted(*, order: Order, actor: Any) -> None:
+    """An order awaits a decision: open its approval request, which emails each central
+    approver a personal link (unless the package turned submit notifications off)."""
+    from approvals import services as approvals
+
+    package = order.package
+    approvals.request_approval(
+        obj=order,
+        requester=actor,
+        deadline=timezone.now() + timedelta(days=package.approval_days),
+        auto_approve_on_expiry=package.approval_expiry_default == ExpiryDefault.AUTO_APPROVE,
+        notify=package.notify_on_submit,
+    )
+
+
+def order_cancelled(*, order: Order, actor: Any) -> None:
+    """An order was cancelled: withdraw its pending approval, stop its child campaign."""
+    from approvals import services as approvals
+    from campaigns import services as campaign_services
+
+    approvals.cancel_requests_for(obj=order, actor=actor, reason="The order was cancelled.")
+    campaign_services.stop_child_for_order(order=order, actor=actor)
+
+
+def order_accepted(*, order: Order, actor: Any) -> None:
+    """An approved or pre-registered order becomes a child campaign or a scheduled run."""
+    from campaigns import services as campaign_services
+
+    campaign_services.realise_order(order=order, actor=actor)
+
+
+def apply_order_decision(*, order: Order, approved: bool, actor: Any, comment: str) -> Order:
+    """Called by the approvals app, inside the decision's transaction."""
+    order = _locked_order(order)
+    portal_services.transition(
+        obj=order,
+        name="approve" if approved else "reject",
+        actor=actor,
+        comment=comment,
+        check_permission=False,
+        by=actor,
+        note=comment,
+    )
+    if approved:
+        order_accepted(order=order, actor=actor)
+    if order.package.notify_on_decision:
+        portal_services.notify(
+            recipients=_order_recipients(order),
+            template="order_decided",
+            context={
+                "order": order,
+                "approved": approved,
+                "comment": comment,
+                "order_url": absolute_url(reverse("packages:order_detail", args=[order.pk])),
+            },
+            related=order,
+            entity=order.entity,
+        )
+    return order
+
+
+def order_request_expired(*, order: Order) -> None:
+    """Nobody decided in time: tell the ordering entity."""
+    portal_services.notify(
+        recipients=_order_recipients(order),
+        template="order_expired",
+        context={
+            "order": order,
+            "order_url": absolute_url(reverse("packages:order_detail", args=[order.pk])),
+        },
+        related=order,
+        entity=order.entity,
+    )
+
+
+def _order_recipients(order: Order) -> list[Any]:
+    recipients = entity_recipients(order.entity)
+    if order.ordered_by and order.ordered_by.is_active:
+        recipients.append(order.ordered_by)
+    return recipients

@@ -1,0 +1,328 @@
+"""Local operators' pages: package catalogue, package page, ordering and my orders."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import PurePath
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.db.models import Prefetch
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from approvals.models import ApprovalRequest
+from campaigns.models import Campaign, ScheduledRun
+from campaigns.personalisation import display_value
+from packages import services
+from packages.choices import (
+    ACTIVE_ORDER_STATES,
+    EDITABLE_ORDER_STATES,
+    OrderState,
+    PackageState,
+)
+from packages.forms import EntityChoiceForm, PersonalisationForm
+from packages.models import Order, Package
+from portal.models import AuditLog, Entity
+from portal.web import add_warnings, attempt, page_number
+
+
+def _my_local_entities(user: Any) -> Any:
+    return Entity.objects.visible_to(user).filter(kind="local", active=True)
+
+
+def _visible_package(request: HttpRequest, pk: int) -> Package:
+    queryset = Package.objects.visible_to(request.user).select_related("reference_campaign")
+    return get_object_or_404(queryset, pk=pk)
+
+
+def _visible_order(request: HttpRequest, pk: int) -> Order:
+    queryset = Order.objects.visible_to(request.user).select_related(
+        "package__reference_campaign", "entity", "ordered_by", "decided_by"
+    )
+    return get_object_or_404(queryset, pk=pk)
+
+
+def _file_response(path: str, filename: str) -> FileResponse:
+    if not path or not default_storage.exists(path):
+        raise Http404("The file is no longer available.")
+    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    response = FileResponse(default_storage.open(path, "rb"), as_attachment=True, filename=filename)
+    response["Content-Type"] = content_type
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+def catalogue(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    entities = _my_local_entities(request.user)
+    packages = (
+        Package.objects.visible_to(request.user)
+        .open_now(now)
+        .filter(audience__in=entities)
+        .distinct()
+        .select_related("reference_campaign")
+        .prefetch_related(
+            Prefetch(
+                "orders",
+                queryset=Order.objects.filter(entity__in=entities).select_related("entity"),
+                to_attr="my_orders",
+            )
+        )
+        .order_by("registration_deadline", "label")
+    )
+    category = request.GET.get("category", "")
+    if category:
+        packages = packages.filter(category=category)
+    return render(
+        request,
+        "packages/catalogue.html",
+        {"packages": packages, "now": now, "category": category},
+    )
+
+
+@login_required
+def package_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    package = _visible_package(request, pk)
+    entities = _my_local_entities(request.user)
+    orders = (
+        package.orders.filter(entity__in=entities).select_related("entity").order_by("entity__code")
+    )
+    ordered = {o.entity_id for o in orders if o.state in ACTIVE_ORDER_STATES}
+    can_order_for = [
+        entity
+        for entity in package.audience.filter(pk__in=entities).order_by("name")
+        if package.allow_multiple_orders or entity.pk not in ordered
+    ]
+    may_order = (
+        package.state == PackageState.PUBLISHED
+        and package.is_visible_now()
+        and package.registration_open()
+        and request.user.has_perm("packages.add_order")
+    )
+    return render(
+        request,
+        "packages/package_detail.html",
+        {
+            "package": package,
+            "orders": orders,
+            "documents": package.documents.all(),
+            "fields": package.reference_campaign.personalisation_fields.all(),
+            "can_order_for": can_order_for if may_order else [],
+            "registration_open": package.registration_open(),
+            "personalisation_late": package.personalisation_late(),
+        },
+    )
+
+
+@login_required
+def document(request: HttpRequest, pk: int, document_pk: int) -> HttpResponse:
+    package = _visible_package(request, pk)
+    doc = get_object_or_404(package.documents, pk=document_pk)
+    return _file_response(doc.file.name, PurePath(doc.file.name).name)
+
+
+@login_required
+def order_create(request: HttpRequest, pk: int) -> HttpResponse:
+    package = _visible_package(request, pk)
+    candidates = package.audience.filter(pk__in=_my_local_entities(request.user)).order_by("name")
+    if not candidates.exists():
+        raise Http404("None of your entities is in this package's audience.")
+    chooser = EntityChoiceForm(request.POST or request.GET or None, entities=candidates)
+    entity = candidates.first() if candidates.count() == 1 else None
+    if entity is None and chooser.is_valid():
+        entity = chooser.cleaned_data["entity"]
+    definitions = package.reference_campaign.personalisation_fields.all()
+    form = PersonalisationForm(definitions, request.POST or None, request.FILES or None)
+    if request.method == "POST" and entity is not None:
+        try:
+            ok, result = attempt(
+                request,
+                lambda: services.place_order(
+                    package=package,
+                    entity=entity,
+                    actor=request.user,
+                    data=request.POST,
+                    files=request.FILES,
+                    comment=request.POST.get("comment", "").strip(),
+                    submit=request.POST.get("action") == "submit",
+                ),
+            )
+        except ValidationError as exc:
+            form.attach_errors(exc)
+            ok, result = False, None
+        if ok and result is not None:
+            add_warnings(request, result.warnings)
+            messages.success(request, _order_message(result.order))
+            return redirect("packages:order_detail", result.order.pk)
+    elif request.method == "POST":
+        messages.error(request, "Choose the entity you order for.")
+    return render(
+        request,
+        "packages/order_form.html",
+        {
+            "package": package,
+            "form": form,
+            "chooser": chooser if candidates.count() > 1 else None,
+            "entity": entity,
+            "creating": True,
+            "personalisation_late": package.personalisation_late(),
+        },
+    )
+
+
+def _order_message(order: Order) -> str:
+    return {
+        "draft": "Your order is saved as a draft. Submit it when it is complete.",
+        "submitted": "Your order is submitted: the central team has been asked to approve it.",
+        "preregistered": "Your registration is recorded; no approval is needed.",
+    }.get(order.state, "Your order is saved.")
+
+
+def _value_rows(order: Order) -> list[dict[str, Any]]:
+    rows = []
+    for definition in order.package.reference_campaign.personalisation_fields.all():
+        value = order.values.get(definition.name)
+        file_url = None
+        if definition.field_type == "file" and isinstance(value, dict):
+            file_url = reverse("packages:order_file", args=[order.pk, definition.name])
+        rows.append(
+            {"label": definition.label, "value": display_value(definition, value), "url": file_url}
+        )
+    return rows
+
+
+@login_required
+def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    order = _visible_order(request, pk)
+    package = order.package
+    history = AuditLog.objects.for_object(order).select_related("actor")
+    approval_requests = ApprovalRequest.objects.for_object(order).select_related("decided_by")
+    may_change = request.user.has_perm("packages.change_order") and package.registration_open()
+    child = Campaign.objects.filter(order=order).first()
+    scheduled_run = ScheduledRun.objects.filter(order=order).first()
+    return render(
+        request,
+        "packages/order_detail.html",
+        {
+            "order": order,
+            "package": package,
+            "rows": _value_rows(order),
+            "history": history,
+            "approval_requests": approval_requests,
+            "child": child,
+            "scheduled_run": scheduled_run,
+            "can_edit": may_change
+            and order.state in EDITABLE_ORDER_STATES
+            and package.state == PackageState.PUBLISHED,
+            "can_submit": may_change and order.state == "draft",
+            "can_cancel": may_change and order.state in ACTIVE_ORDER_STATES,
+            "personalisation_late": package.personalisation_late(),
+        },
+    )
+
+
+@login_required
+def order_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    order = _visible_order(request, pk)
+    definitions = order.package.reference_campaign.personalisation_fields.all()
+    form = PersonalisationForm(
+        definitions,
+        request.POST or None,
+        request.FILES or None,
+        stored=order.values,
+        comment=order.comment,
+    )
+    if request.method == "POST":
+        try:
+            ok, result = attempt(
+                request,
+                lambda: services.update_order(
+                    order=order,
+                    actor=request.user,
+                    data=request.POST,
+                    files=request.FILES,
+                    comment=request.POST.get("comment", "").strip(),
+                ),
+            )
+        except ValidationError as exc:
+            form.attach_errors(exc)
+            ok, result = False, None
+        if ok and result is not None:
+            add_warnings(request, result.warnings)
+            messages.success(request, "Your changes are saved.")
+            if request.POST.get("action") == "submit" and result.order.state == "draft":
+                return order_submit(request, pk)
+            return redirect("packages:order_detail", order.pk)
+    return render(
+        request,
+        "packages/order_form.html",
+        {
+            "package": order.package,
+            "order": order,
+            "form": form,
+            "entity": order.entity,
+            "creating": False,
+            "personalisation_late": order.package.personalisation_late(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def order_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    order = _visible_order(request, pk)
+    ok, _ = attempt(request, lambda: services.submit_order(order=order, actor=request.user))
+    if ok:
+        messages.success(request, _order_message(Order.objects.get(pk=order.pk)))
+    return redirect("packages:order_detail", order.pk)
+
+
+@login_required
+@require_POST
+def order_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    order = _visible_order(request, pk)
+    ok, _ = attempt(
+        request,
+        lambda: services.cancel_order(
+            order=order, actor=request.user, comment=request.POST.get("comment", "").strip()
+        ),
+    )
+    if ok:
+        messages.success(request, "The order is cancelled.")
+    return redirect("packages:order_detail", order.pk)
+
+
+@login_required
+def order_file(request: HttpRequest, pk: int, name: str) -> HttpResponse:
+    order = _visible_order(request, pk)
+    value = order.values.get(name)
+    if not isinstance(value, dict):
+        raise Http404
+    return _file_response(value.get("path", ""), value.get("name", "file"))
+
+
+@login_required
+def order_list(request: HttpRequest) -> HttpResponse:
+    orders = (
+        Order.objects.visible_to(request.user)
+        .select_related("package", "entity")
+        .order_by("-updated_at", "-id")
+    )
+    state = request.GET.get("state", "")
+    if state:
+        orders = orders.filter(state=state)
+    page = Paginator(orders, 50).get_page(page_number(request))
+    return render(
+        request,
+        "packages/order_list.html",
+        {"page": page, "state": state, "states": OrderState.choices},
+    )
