@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -83,6 +83,8 @@ def campaign_personalise(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _visible_campaign(request, pk)
     if campaign.kind != CampaignKind.CHILD:
         raise Http404
+    if not request.user.has_perm("campaigns.change_campaign"):
+        raise PermissionDenied("Your role does not allow changing campaigns.")
     form = PersonalisationForm(
         campaign.parent.personalisation_fields.all(),
         request.POST or None,

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import Prefetch
@@ -133,6 +133,8 @@ def document(request: HttpRequest, pk: int, document_pk: int) -> HttpResponse:
 @login_required
 def order_create(request: HttpRequest, pk: int) -> HttpResponse:
     package = _visible_package(request, pk)
+    if not request.user.has_perm("packages.add_order"):
+        raise PermissionDenied("Your role does not allow ordering.")
     candidates = package.audience.filter(pk__in=_my_local_entities(request.user)).order_by("name")
     if not candidates.exists():
         raise Http404("None of your entities is in this package's audience.")
@@ -140,6 +142,11 @@ def order_create(request: HttpRequest, pk: int) -> HttpResponse:
     entity = candidates.first() if candidates.count() == 1 else None
     if entity is None and chooser.is_valid():
         entity = chooser.cleaned_data["entity"]
+    if entity is not None and not package.allow_multiple_orders:
+        existing = package.orders.filter(entity=entity, state__in=ACTIVE_ORDER_STATES).first()
+        if existing:
+            messages.info(request, f"{entity.name} has already ordered this package.")
+            return redirect("packages:order_detail", existing.pk)
     definitions = package.reference_campaign.personalisation_fields.all()
     form = PersonalisationForm(definitions, request.POST or None, request.FILES or None)
     if request.method == "POST" and entity is not None:
@@ -233,6 +240,8 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def order_edit(request: HttpRequest, pk: int) -> HttpResponse:
     order = _visible_order(request, pk)
+    if not request.user.has_perm("packages.change_order"):
+        raise PermissionDenied("Your role does not allow changing orders.")
     definitions = order.package.reference_campaign.personalisation_fields.all()
     form = PersonalisationForm(
         definitions,

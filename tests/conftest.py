@@ -67,3 +67,71 @@ def pytest_collection_modifyitems(config, items):
     """Browser tests last: Playwright keeps an event loop running in the main thread until the
     session ends, and Django's async-safety guard would trip on every later ORM call."""
     items.sort(key=lambda item: "browser" in item.keywords)
+
+
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+@pytest.fixture
+def png():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    def make(name="flyer.png", content=PNG_BYTES, content_type="image/png"):
+        return SimpleUploadedFile(name, content, content_type=content_type)
+
+    return make
+
+
+@pytest.fixture
+def form_campaign(org):
+    """A by-form reference campaign with one field of every type."""
+    from tests.factories import CampaignFactory, FieldFactory
+
+    campaign = CampaignFactory(name="Store event", collaborative_type="by_form", entity=org.hq)
+    FieldFactory(campaign=campaign, name="headline", label="Headline", field_type="text",
+                 required=True, max_length=40, position=1)  # fmt: skip
+    FieldFactory(campaign=campaign, name="details", label="Details", field_type="long_text",
+                 max_length=200, position=2)  # fmt: skip
+    FieldFactory(campaign=campaign, name="discount", label="Discount", field_type="number",
+                 required=True, min_value=5, max_value=50, position=3)  # fmt: skip
+    FieldFactory(campaign=campaign, name="event_date", label="Event date", field_type="date",
+                 position=4)  # fmt: skip
+    FieldFactory(campaign=campaign, name="segment", label="Segment", field_type="choice",
+                 choices=["All", "Loyal"], required=True, position=5)  # fmt: skip
+    FieldFactory(campaign=campaign, name="with_map", label="With map", field_type="boolean",
+                 position=6)  # fmt: skip
+    FieldFactory(campaign=campaign, name="flyer", label="Flyer", field_type="file",
+                 allowed_extensions="png,pdf", max_file_size_kb=1, position=7)  # fmt: skip
+    return campaign
+
+
+VALID_FORM = {
+    "headline": "Free coffee",
+    "details": "All day long",
+    "discount": "15",
+    "event_date": "2030-05-01",
+    "segment": "Loyal",
+    "with_map": "on",
+}
+
+
+@pytest.fixture
+def valid_values():
+    return dict(VALID_FORM)
+
+
+@pytest.fixture
+def make_package(org):
+    """Build a package on a new reference campaign; publish=True publishes it as marketer."""
+    from packages import services as package_services
+    from tests.factories import CampaignFactory, PackageFactory
+
+    def make(kind="by_form", *, campaign=None, audience=None, publish=True, **fields):
+        campaign = campaign or CampaignFactory(collaborative_type=kind, entity=org.hq)
+        audience = [org.store_a] if audience is None else audience
+        package = PackageFactory(reference_campaign=campaign, audience=audience, **fields)
+        if publish:
+            package = package_services.publish_package(package=package, actor=org.marketer)
+        return package
+
+    return make
