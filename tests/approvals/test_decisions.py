@@ -54,7 +54,7 @@ def test_the_decision_is_in_the_journal(submitted, org):
 def test_a_second_decision_is_refused_and_names_the_first(submitted, org):
     order, request = submitted
     services.decide(request=request, actor=org.approver, approve=True)
-    with pytest.raises(services.AlreadyDecided, match="already approved by .* on"):
+    with pytest.raises(services.AlreadyDecided, match=r"already approved by .* on"):
         services.decide(request=request, actor=org.approver, approve=False, comment="No")
     order.refresh_from_db()
     assert order.state == OrderState.APPROVED
@@ -126,7 +126,6 @@ def test_two_concurrent_decisions_first_one_wins(org, make_package, form_campaig
 
 
 def test_reminders_go_to_approvers_who_have_not_decided(submitted, org):
-    _, request = submitted
     assert services.send_reminders() == 0
     with time_machine.travel(timezone.now() + timedelta(hours=25)):
         assert services.send_reminders() == 1

@@ -13,7 +13,7 @@ from tests.approvals.conftest import emailed_link
 
 
 def test_opening_the_link_shows_the_request_and_decides_nothing(submitted, org, client):
-    order, request = submitted
+    _, request = submitted
     response = client.get(emailed_link(org.approver))
     body = response.content.decode()
     assert response.status_code == 200

@@ -119,9 +119,11 @@ def test_a_region_operator_orders_for_its_stores(package, org, valid_values):
 
 
 def test_no_order_after_the_registration_deadline(package, org, valid_values):
-    with time_machine.travel(package.registration_deadline + timedelta(minutes=1)):
-        with pytest.raises(DomainError, match="registration deadline .* passed"):
-            order_for(package, org, valid_values)
+    with (
+        time_machine.travel(package.registration_deadline + timedelta(minutes=1)),
+        pytest.raises(DomainError, match=r"registration deadline .* passed"),
+    ):
+        order_for(package, org, valid_values)
     assert not Order.objects.exists()
 
 
