@@ -75,8 +75,8 @@ def form_field_for(definition: PersonalisationField) -> forms.Field:
         )
     if kind == FieldType.NUMBER:
         return forms.DecimalField(
-            min_value=definition.min_value,
-            max_value=definition.max_value,
+            min_value=_plain(definition.min_value),
+            max_value=_plain(definition.max_value),
             max_digits=18,
             decimal_places=4,
             **common,
@@ -97,6 +97,14 @@ def form_field_for(definition: PersonalisationField) -> forms.Field:
             **common,
         )
     raise ValueError(f"Unknown field type {kind!r}")
+
+
+def _plain(number: Decimal | None) -> Decimal | None:
+    """50.0000 → 50 and 2.5000 → 2.5, so limits read naturally in messages."""
+    if number is None:
+        return None
+    number = Decimal(number)
+    return number.quantize(Decimal(1)) if number == number.to_integral() else number.normalize()
 
 
 def to_json(value: Any) -> Any:

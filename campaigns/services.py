@@ -142,7 +142,9 @@ def update_child_values(
     try:
         with transaction.atomic():
             campaign = (
-                Campaign.objects.select_for_update().select_related("parent").get(pk=campaign.pk)
+                Campaign.objects.select_for_update(of=("self",))
+                .select_related("parent")
+                .get(pk=campaign.pk)
             )
             if campaign.kind != CampaignKind.CHILD:
                 raise DomainError("Only child campaigns take personalisation values.")

@@ -54,10 +54,14 @@ class PersonalisationForm(forms.Form):
         return value if isinstance(value, Mapping) else None
 
     def attach_errors(self, error: ValidationError) -> None:
+        """Show the service's errors; the form's own cleaning found the same ones already
+        when the rule is a field's, so each message appears once."""
         for name, messages in error.message_dict.items():
             target = name if name in self.fields else None
+            shown = self.errors.get(target or "__all__", [])
             for message in messages:
-                self.add_error(target, message)
+                if message not in shown:
+                    self.add_error(target, message)
 
 
 class EntityChoiceForm(forms.Form):

@@ -140,8 +140,9 @@ def test_no_submit_change_or_cancel_after_the_deadline(package, org, valid_value
     assert order.state == OrderState.DRAFT
 
 
-def test_late_personalisation_is_accepted_with_a_warning(make_package, form_campaign, org,
-                                                         valid_values):  # fmt: skip
+def test_late_personalisation_is_accepted_with_a_warning(
+    make_package, form_campaign, org, valid_values
+):
     package = make_package(
         campaign=form_campaign, personalisation_deadline=timezone.now() + timedelta(days=2)
     )
@@ -176,8 +177,9 @@ def test_a_cancelled_order_frees_the_place(package, org, valid_values):
     assert second.pk != first.pk and second.sequence == 1
 
 
-def test_multiple_orders_when_the_package_allows_them(make_package, form_campaign, org,
-                                                      valid_values):  # fmt: skip
+def test_multiple_orders_when_the_package_allows_them(
+    make_package, form_campaign, org, valid_values
+):
     package = make_package(campaign=form_campaign, allow_multiple_orders=True)
     first = order_for(package, org, valid_values)
     second = order_for(package, org, valid_values)
@@ -226,8 +228,9 @@ def test_cancelling_a_submitted_order_withdraws_its_approval(package, org, valid
     assert ApprovalRequest.objects.get().state == "cancelled"
 
 
-def test_automatic_mode_orders_change_without_approval(make_package, form_campaign, org,
-                                                       valid_values):  # fmt: skip
+def test_automatic_mode_orders_change_without_approval(
+    make_package, form_campaign, org, valid_values
+):
     package = make_package(campaign=form_campaign, approval_mode="automatic")
     order = Order.objects.get(package=package, entity=org.store_a)
     assert order.state == OrderState.PREREGISTERED

@@ -30,8 +30,9 @@ def errors_for(campaign, data, files=None, existing=None, strict=False):
         ({"segment": ""}, "segment", "This field is required."),
     ],
 )
-def test_every_bad_value_gets_a_field_level_error(form_campaign, valid_values, change, field,
-                                                  message):  # fmt: skip
+def test_every_bad_value_gets_a_field_level_error(
+    form_campaign, valid_values, change, field, message
+):
     errors = errors_for(form_campaign, {**valid_values, **change})
     assert list(errors) == [field]
     assert message in " ".join(errors[field])
