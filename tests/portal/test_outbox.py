@@ -1,4 +1,5 @@
 from datetime import timedelta
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -15,6 +16,15 @@ from portal.models import AuditLog, Notification
 from portal.tasks import resend_stuck_notifications, send_notification
 
 FAILING = "tests.support.FailingEmailBackend"
+TEST_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+@pytest.fixture(autouse=True)
+def _test_email_templates(settings):
+    """The test_ping email lives with the tests, not with the product's templates."""
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [*settings.TEMPLATES[0]["DIRS"], TEST_TEMPLATES]}
+    ]
 
 
 def ping(org, **kwargs):
