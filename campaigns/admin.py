@@ -3,22 +3,42 @@ the list of child campaigns associated with each parent."""
 
 from __future__ import annotations
 
+import json
+from pathlib import PurePath
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
-from django.urls import reverse
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django_fsm import can_proceed
+from import_export import fields, resources
+from import_export.admin import ExportMixin
+from import_export.formats.base_formats import CSV, XLSX
 
-from campaigns import services
-from campaigns.models import Campaign, PersonalisationField, ScheduledRun
+from campaigns import imports, services
+from campaigns.models import (
+    Booking,
+    Campaign,
+    Contact,
+    ImportJob,
+    PersonalisationField,
+    Quarantine,
+    SavedQuery,
+    ScheduledRun,
+    Store,
+    Subscription,
+)
+from campaigns.targeting import registry as targeting_registry
 from portal import services as portal_services
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
     ServiceTransitionAdminMixin,
 )
+from portal.models import Entity, is_central_user
 
 
 class PersonalisationFieldInline(admin.StackedInline):
@@ -175,3 +195,222 @@ class ScheduledRunAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Audience data ---------------------------------------------------------------------------------
+
+
+class ContactExportResource(resources.ModelResource):
+    entity = fields.Field(attribute="entity__code", column_name="entity")
+
+    class Meta:
+        model = Contact
+        fields = [
+            "external_id", "first_name", "last_name", "email", "phone", "language",
+            "birth_date", "entity", "email_consent", "sms_consent", "push_consent",
+            "blocklisted", "created_at",
+        ]  # fmt: skip
+        export_order = fields
+
+
+@admin.register(Contact)
+class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+    resource_classes = [ContactExportResource]
+    formats = [CSV, XLSX]
+    list_display = ["external_id", "first_name", "last_name", "email", "entity", "email_consent",
+                    "sms_consent", "blocklisted"]  # fmt: skip
+    list_filter = ["email_consent", "sms_consent", "push_consent", "blocklisted", "language",
+                   ("entity", admin.RelatedOnlyFieldListFilter)]  # fmt: skip
+    search_fields = ["=external_id", "email", "last_name", "phone"]
+    list_select_related = ["entity"]
+    autocomplete_fields = ["entity"]
+    show_full_result_count = False
+    list_per_page = 100
+
+
+class EntityThroughContactAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+    list_select_related = ["contact__entity"]
+    raw_id_fields = ["contact"]
+    show_full_result_count = False
+
+
+@admin.register(Booking)
+class BookingAdmin(EntityThroughContactAdmin):
+    list_display = ["reference", "contact", "product", "destination", "booking_date", "amount",
+                    "status", "store"]  # fmt: skip
+    list_filter = ["status", "product"]
+    search_fields = ["=reference", "contact__external_id", "destination"]
+    list_select_related = ["contact", "store"]
+    raw_id_fields = ["contact", "store"]
+    date_hierarchy = "booking_date"
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(EntityThroughContactAdmin):
+    list_display = ["contact", "product", "start_date", "end_date", "status"]
+    list_filter = ["status", "product"]
+    search_fields = ["contact__external_id", "product"]
+    list_select_related = ["contact"]
+
+
+@admin.register(Store)
+class StoreAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+    list_display = ["code", "name", "city", "entity"]
+    search_fields = ["code", "name", "city"]
+    list_filter = [("entity", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["entity"]
+    autocomplete_fields = ["entity"]
+
+
+@admin.register(Quarantine)
+class QuarantineAdmin(admin.ModelAdmin):
+    list_display = ["address", "channel", "reason", "created_at"]
+    list_filter = ["channel"]
+    search_fields = ["address", "reason"]
+
+
+@admin.register(SavedQuery)
+class SavedQueryAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+    """The query builder: a condition tree, validated on save, counted on demand."""
+
+    change_form_template = "admin/campaigns/savedquery/change_form.html"
+    list_display = ["name", "dimension", "entity", "last_count", "last_counted_at"]
+    list_filter = ["dimension", ("entity", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name"]
+    readonly_fields = ["last_count", "last_counted_at", "created_by"]
+    autocomplete_fields = ["entity"]
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        return [
+            path("count/", self.admin_site.admin_view(self.count_view), name="campaigns_count"),
+            *super().get_urls(),
+        ]
+
+    def count_view(self, request: HttpRequest) -> HttpResponse:
+        from campaigns.views import count_response
+
+        return count_response(request)
+
+    def render_change_form(self, request, context, *args, **kwargs):  # type: ignore[no-untyped-def]
+        context["registry_json"] = json.dumps(targeting_registry.describe())
+        context["count_url"] = reverse("admin:campaigns_count")
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: SavedQuery, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class ImportJobForm(forms.ModelForm):
+    class Meta:
+        model = ImportJob
+        fields = ["kind", "file", "entity", "dry_run", "import_valid_rows"]
+
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        if "entity" in self.fields and user is not None:
+            self.fields["entity"].queryset = Entity.objects.visible_to(user)
+            self.fields["entity"].required = not is_central_user(user)
+
+    def clean_file(self):  # type: ignore[no-untyped-def]
+        upload = self.cleaned_data["file"]
+        from campaigns.imports import ImportFileError, load_dataset
+
+        try:
+            load_dataset(upload.name, upload.read())
+        except ImportFileError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        upload.seek(0)
+        return upload
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+    """Imports run by workers: check first (dry run), then import; progress and a row-level
+    error report are shown here."""
+
+    form = ImportJobForm
+    list_display = ["__str__", "entity", "dry_run", "state", "progress_display", "new_rows",
+                    "updated_rows", "error_rows", "created_at"]  # fmt: skip
+    list_filter = ["state", "kind", "dry_run"]
+    actions = ["import_valid_rows", "import_all"]
+
+    def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        queryset = admin.ModelAdmin.get_queryset(self, request)
+        if is_central_user(request.user):
+            return queryset
+        return queryset.filter(entity__in=Entity.objects.visible_to(request.user))
+
+    def get_form(self, request, obj=None, **kwargs):  # type: ignore[no-untyped-def]
+        form_class = super().get_form(request, obj, **kwargs)
+
+        class BoundForm(form_class):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, user=request.user, **kw)
+
+        return BoundForm
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return []
+        return [f.name for f in ImportJob._meta.fields] + ["progress_display", "report_link"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return ["kind", "file", "entity", "dry_run", "import_valid_rows"]
+        return ["kind", "file", "entity", "dry_run", "import_valid_rows", "state",
+                "progress_display", "total_rows", "new_rows", "updated_rows", "skipped_rows",
+                "error_rows", "message", "report_link", "created_by", "created_at",
+                "finished_at"]  # fmt: skip
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: ImportJob) -> str:
+        return f"{obj.processed_rows}/{obj.total_rows} ({obj.progress}%)"
+
+    @admin.display(description="error report")
+    def report_link(self, obj: ImportJob) -> str:
+        if not obj.error_report:
+            return "—"
+        url = reverse("campaigns:import_report", args=[obj.pk])
+        return format_html('<a href="{}">Download the error report (CSV)</a>', url)
+
+    def save_model(self, request: HttpRequest, obj: ImportJob, form: Any, change: bool) -> None:
+        upload = form.cleaned_data["file"]
+        job = imports.create_job(
+            kind=obj.kind,
+            filename=upload.name,
+            content=upload.read(),
+            actor=request.user,
+            entity=obj.entity,
+            dry_run=obj.dry_run,
+            import_valid_rows=obj.import_valid_rows,
+        )
+        obj.pk = job.pk
+        obj._state.adding = False
+
+    def _rerun(self, request: HttpRequest, queryset: QuerySet, *, valid_only: bool) -> None:
+        for job in queryset:
+            with job.file.open("rb") as handle:
+                imports.create_job(
+                    kind=job.kind,
+                    filename=PurePath(job.file.name).name,
+                    content=handle.read(),
+                    actor=request.user,
+                    entity=job.entity,
+                    dry_run=False,
+                    import_valid_rows=valid_only,
+                )
+        self.message_user(request, f"{queryset.count()} import(s) queued.", messages.SUCCESS)
+
+    @admin.action(description="Import the file of the selected checks (all rows must be valid)")
+    def import_all(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._rerun(request, queryset, valid_only=False)
+
+    @admin.action(description="Import only the valid rows of the selected checks")
+    def import_valid_rows(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._rerun(request, queryset, valid_only=True)

@@ -47,3 +47,42 @@ class RunState(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
     CANCELLED = "cancelled", "Cancelled"
     DONE = "done", "Done"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+    PUSH = "push", "Push"
+    DIRECT_MAIL = "direct_mail", "Direct mail"
+
+
+class Dimension(models.TextChoices):
+    CONTACT = "contact", "Contacts (one row per contact)"
+    BOOKING = "booking", "Bookings (one row per booking, with its contact)"
+    SUBSCRIPTION = "subscription", "Subscriptions (one row per subscription, with its contact)"
+
+
+class BookingStatus(models.TextChoices):
+    CONFIRMED = "confirmed", "Confirmed"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class SubscriptionStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    EXPIRED = "expired", "Expired"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ImportKind(models.TextChoices):
+    CONTACTS = "contacts", "Contacts"
+    STORES = "stores", "Stores"
+    BOOKINGS = "bookings", "Bookings"
+    SUBSCRIPTIONS = "subscriptions", "Subscriptions"
+
+
+class ImportState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"

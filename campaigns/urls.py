@@ -10,4 +10,9 @@ urlpatterns = [
     path("campaigns/<int:pk>/personalise/", views.campaign_personalise, name="personalise"),
     path("campaigns/<int:pk>/run/<str:action>/", views.campaign_action, name="action"),
     path("campaigns/<int:pk>/files/<str:name>/", views.campaign_file, name="file"),
+    path("audience/", views.audience, name="audience"),
+    path("audience/count/", views.audience_count, name="audience_count"),
+    path("audience/imports/", views.import_create, name="import_create"),
+    path("audience/imports/<int:pk>/", views.import_detail, name="import_detail"),
+    path("audience/imports/<int:pk>/report/", views.import_report, name="import_report"),
 ]

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from campaigns import services
-from campaigns.choices import CampaignKind
-from campaigns.models import Campaign
+from campaigns import imports, services, targeting
+from campaigns.choices import CampaignKind, Dimension, ImportKind
+from campaigns.models import Campaign, Contact, ImportJob, SavedQuery
 from campaigns.personalisation import display_value
+from campaigns.targeting import registry
 from packages.forms import PersonalisationForm
 from packages.views import _file_response
-from portal.models import AuditLog
+from portal.models import AuditLog, Entity
 from portal.web import attempt, page_number
 
 ACTIONS = {"mark_ready": "Mark ready", "pause": "Pause", "stop": "Stop"}
@@ -133,3 +140,146 @@ def campaign_file(request: HttpRequest, pk: int, name: str) -> HttpResponse:
     if not isinstance(value, dict):
         raise Http404
     return _file_response(value.get("path", ""), value.get("name", "file"))
+
+
+# Audience: contacts, query builder with exact counts, import reports ---------------------------
+
+
+def count_response(request: HttpRequest) -> JsonResponse:
+    """POST {"dimension": …, "conditions": {…}, "entity": code?} → exact counts as JSON, or the
+    problems with their paths. Counts only what the user may see."""
+    if request.method != "POST":
+        return JsonResponse({"errors": [{"path": "", "message": "Use POST."}]}, status=405)
+    try:
+        payload = json.loads(request.body or b"{}")
+    except ValueError:
+        return JsonResponse(
+            {"errors": [{"path": "", "message": "The body is not valid JSON."}]}, status=400
+        )
+    if not isinstance(payload, dict):
+        return JsonResponse({"errors": [{"path": "", "message": "Send an object."}]}, status=400)
+    conditions = payload.get("conditions") or {}
+    if isinstance(conditions, str):
+        try:
+            conditions = json.loads(conditions or "{}")
+        except ValueError as exc:
+            return JsonResponse(
+                {"errors": [{"path": "conditions", "message": f"Not valid JSON: {exc}"}]},
+                status=400,
+            )
+    entity = None
+    if payload.get("entity"):
+        entity_id = str(payload["entity"])
+        if entity_id.isdigit():
+            entity = Entity.objects.visible_to(request.user).filter(pk=int(entity_id)).first()
+        if entity is None:
+            return JsonResponse(
+                {"errors": [{"path": "entity", "message": "Unknown entity."}]}, status=400
+            )
+    started = time.perf_counter()
+    try:
+        result = targeting.count(
+            str(payload.get("dimension") or "contact"),
+            conditions,
+            user=request.user,
+            entity=entity,
+        )
+    except targeting.TargetingError as exc:
+        return JsonResponse({"errors": exc.as_json()}, status=400)
+    elapsed = round((time.perf_counter() - started) * 1000, 1)
+    return JsonResponse({**result.as_dict(), "milliseconds": elapsed})
+
+
+@login_required
+@require_POST
+def audience_count(request: HttpRequest) -> JsonResponse:
+    return count_response(request)
+
+
+@login_required
+def audience(request: HttpRequest) -> HttpResponse:
+    contacts = (
+        Contact.objects.visible_to(request.user)
+        .select_related("entity")
+        .order_by("last_name", "first_name", "id")
+    )
+    search = request.GET.get("q", "").strip()
+    if search:
+        contacts = contacts.filter(
+            Q(last_name__icontains=search)
+            | Q(email__icontains=search)
+            | Q(external_id__iexact=search)
+        )
+    page = Paginator(contacts, 50).get_page(page_number(request))
+    return render(
+        request,
+        "campaigns/audience.html",
+        {
+            "page": page,
+            "search": search,
+            "queries": SavedQuery.objects.visible_to(request.user).select_related("entity"),
+            "entities": Entity.objects.visible_to(request.user).filter(kind="local"),
+            "registry_json": json.dumps(registry.describe()),
+            "dimensions": Dimension.choices,
+        },
+    )
+
+
+@login_required
+def import_report(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(ImportJob.objects.visible_to(request.user), pk=pk)
+    if not job.error_report:
+        raise Http404
+    return _file_response(job.error_report.name, f"import-{job.pk}-errors.csv")
+
+
+class ImportForm(forms.Form):
+    kind = forms.ChoiceField(choices=ImportKind.choices, label="What the file holds")
+    file = forms.FileField(help_text="CSV (UTF-8, header line) or XLSX.")
+    entity = forms.ModelChoiceField(queryset=Entity.objects.none(), label="For entity")
+    dry_run = forms.BooleanField(
+        required=False, initial=True, label="Only check the file (nothing is written)"
+    )
+    import_valid_rows = forms.BooleanField(
+        required=False, label="Import the valid rows even if some rows have errors"
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["entity"].queryset = Entity.objects.visible_to(user).filter(kind="local")
+
+
+@login_required
+def import_create(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("campaigns.add_importjob"):
+        raise PermissionDenied("Your role does not allow imports.")
+    form = ImportForm(request.POST or None, request.FILES or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            imports.load_dataset(upload.name, upload.read())
+        except imports.ImportFileError as exc:
+            form.add_error("file", str(exc))
+        else:
+            upload.seek(0)
+            job = imports.create_job(
+                kind=form.cleaned_data["kind"],
+                filename=upload.name,
+                content=upload.read(),
+                actor=request.user,
+                entity=form.cleaned_data["entity"],
+                dry_run=form.cleaned_data["dry_run"],
+                import_valid_rows=form.cleaned_data["import_valid_rows"],
+            )
+            messages.success(request, "The file is queued; this page shows its progress.")
+            return redirect("campaigns:import_detail", job.pk)
+    jobs = ImportJob.objects.visible_to(request.user).select_related("entity")[:20]
+    return render(request, "campaigns/import_form.html", {"form": form, "jobs": jobs})
+
+
+@login_required
+def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(
+        ImportJob.objects.visible_to(request.user).select_related("entity"), pk=pk
+    )
+    return render(request, "campaigns/import_detail.html", {"job": job})

@@ -60,7 +60,9 @@ def _campaign(*, name: str, kind: str, hq: Any, marketer: Any, fields: list[dict
     return campaign
 
 
-def seed(*, rng: random.Random, entities: dict[str, Any], admin: Any, stdout: Any) -> None:
+def seed(
+    *, rng: random.Random, entities: dict[str, Any], admin: Any, stdout: Any, **_: Any
+) -> None:
     marketer = User.objects.get(username="marketer")
     approver = User.objects.get(username="approver")
     ops = {code: User.objects.get(username=name) for code, name in

@@ -37,6 +37,13 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "packages.delete_packagedocument",
         "packages.view_packagedocument",
         "packages.view_order",
+        *[
+            f"campaigns.{action}_{model}"
+            for model in ("contact", "store", "booking", "subscription", "quarantine", "savedquery")
+            for action in ("view", "add", "change")
+        ],
+        "campaigns.view_importjob",
+        "campaigns.add_importjob",
     ],
     Role.CENTRAL_APPROVER: [
         "portal.view_entity",
@@ -57,6 +64,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "packages.view_order",
         "campaigns.view_campaign",
         "campaigns.change_campaign",
+        "campaigns.view_contact",
+        "campaigns.view_savedquery",
+        "campaigns.view_importjob",
+        "campaigns.add_importjob",
     ],
     Role.LOCAL_APPROVER: [
         "portal.view_entity",

@@ -88,20 +88,57 @@ def form_campaign(org):
     from tests.factories import CampaignFactory, FieldFactory
 
     campaign = CampaignFactory(name="Store event", collaborative_type="by_form", entity=org.hq)
-    FieldFactory(campaign=campaign, name="headline", label="Headline", field_type="text",
-                 required=True, max_length=40, position=1)  # fmt: skip
-    FieldFactory(campaign=campaign, name="details", label="Details", field_type="long_text",
-                 max_length=200, position=2)  # fmt: skip
-    FieldFactory(campaign=campaign, name="discount", label="Discount", field_type="number",
-                 required=True, min_value=5, max_value=50, position=3)  # fmt: skip
-    FieldFactory(campaign=campaign, name="event_date", label="Event date", field_type="date",
-                 position=4)  # fmt: skip
-    FieldFactory(campaign=campaign, name="segment", label="Segment", field_type="choice",
-                 choices=["All", "Loyal"], required=True, position=5)  # fmt: skip
-    FieldFactory(campaign=campaign, name="with_map", label="With map", field_type="boolean",
-                 position=6)  # fmt: skip
-    FieldFactory(campaign=campaign, name="flyer", label="Flyer", field_type="file",
-                 allowed_extensions="png,pdf", max_file_size_kb=1, position=7)  # fmt: skip
+    FieldFactory(
+        campaign=campaign,
+        name="headline",
+        label="Headline",
+        field_type="text",
+        required=True,
+        max_length=40,
+        position=1,
+    )
+    FieldFactory(
+        campaign=campaign,
+        name="details",
+        label="Details",
+        field_type="long_text",
+        max_length=200,
+        position=2,
+    )
+    FieldFactory(
+        campaign=campaign,
+        name="discount",
+        label="Discount",
+        field_type="number",
+        required=True,
+        min_value=5,
+        max_value=50,
+        position=3,
+    )
+    FieldFactory(
+        campaign=campaign, name="event_date", label="Event date", field_type="date", position=4
+    )
+    FieldFactory(
+        campaign=campaign,
+        name="segment",
+        label="Segment",
+        field_type="choice",
+        choices=["All", "Loyal"],
+        required=True,
+        position=5,
+    )
+    FieldFactory(
+        campaign=campaign, name="with_map", label="With map", field_type="boolean", position=6
+    )
+    FieldFactory(
+        campaign=campaign,
+        name="flyer",
+        label="Flyer",
+        field_type="file",
+        allowed_extensions="png,pdf",
+        max_file_size_kb=1,
+        position=7,
+    )
     return campaign
 
 

@@ -1,5 +1,15 @@
 """Campaign models, one module per sub-domain, re-exported here."""
 
+from campaigns.models.audience import (
+    Booking,
+    Contact,
+    ImportJob,
+    Quarantine,
+    SavedQuery,
+    Store,
+    Subscription,
+    WorkTableRow,
+)
 from campaigns.models.campaign import (
     Campaign,
     CampaignQuerySet,
@@ -7,4 +17,17 @@ from campaigns.models.campaign import (
     ScheduledRun,
 )
 
-__all__ = ["Campaign", "CampaignQuerySet", "PersonalisationField", "ScheduledRun"]
+__all__ = [
+    "Booking",
+    "Campaign",
+    "CampaignQuerySet",
+    "Contact",
+    "ImportJob",
+    "PersonalisationField",
+    "Quarantine",
+    "SavedQuery",
+    "ScheduledRun",
+    "Store",
+    "Subscription",
+    "WorkTableRow",
+]

@@ -18,8 +18,12 @@ from tests.factories import FieldFactory
 def parent(org):
     from tests.factories import CampaignFactory
 
-    campaign = CampaignFactory(name="Welcome journey", collaborative_type="by_campaign",
-                               entity=org.hq, description="Three emails")  # fmt: skip
+    campaign = CampaignFactory(
+        name="Welcome journey",
+        collaborative_type="by_campaign",
+        entity=org.hq,
+        description="Three emails",
+    )
     FieldFactory(campaign=campaign, name="signature", label="Signature", required=True)
     FieldFactory(campaign=campaign, name="voucher", label="Voucher", max_length=8)
     return campaign
@@ -29,9 +33,12 @@ def parent(org):
 def approved(make_package, parent, org):
     package = make_package(campaign=parent, audience=[org.store_a, org.store_b])
     order = package_services.place_order(
-        package=package, entity=org.store_a, actor=org.operator_a,
-        data={"signature": "The A team", "voucher": "AAA10"}, submit=True,
-    ).order  # fmt: skip
+        package=package,
+        entity=org.store_a,
+        actor=org.operator_a,
+        data={"signature": "The A team", "voucher": "AAA10"},
+        submit=True,
+    ).order
     request = ApprovalRequest.objects.for_object(order).get()
     approvals.decide(request=request, actor=org.approver, approve=True)
     order.refresh_from_db()
@@ -134,9 +141,12 @@ def test_simple_orders_schedule_the_parents_run_once(make_package, org):
 def test_cancelling_a_package_cascades(approved, make_package, parent, org):
     package, approved_order = approved
     pending = package_services.place_order(
-        package=package, entity=org.store_b, actor=org.operator_b, data={"signature": "B"},
+        package=package,
+        entity=org.store_b,
+        actor=org.operator_b,
+        data={"signature": "B"},
         submit=True,
-    ).order  # fmt: skip
+    ).order
     package_services.cancel_package(package=package, actor=org.marketer, comment="Budget cut")
     package.refresh_from_db()
     approved_order.refresh_from_db()

@@ -19,8 +19,9 @@ def test_publish_order_approve_by_email_child_campaign_personalise(
     from tests.factories import CampaignFactory
 
     # The central marketer builds a by-campaign reference campaign and publishes its package.
-    parent = CampaignFactory(name="Welcome journey", collaborative_type="by_campaign",
-                             entity=org.hq)  # fmt: skip
+    parent = CampaignFactory(
+        name="Welcome journey", collaborative_type="by_campaign", entity=org.hq
+    )
     FieldFactory(campaign=parent, name="signature", label="Signature", required=True)
     marketer = Client()
     marketer.force_login(org.marketer)
@@ -80,6 +81,13 @@ def test_publish_order_approve_by_email_child_campaign_personalise(
 
     # Every step is in the journal.
     actions = set(AuditLog.objects.values_list("action", flat=True))
-    assert {"publish", "create_order", "submit", "request", "approve", "create_child",
-            "personalise"} <= actions  # fmt: skip
+    assert {
+        "publish",
+        "create_order",
+        "submit",
+        "request",
+        "approve",
+        "create_child",
+        "personalise",
+    } <= actions
     assert ApprovalRequest.objects.get().decided_via == "email"

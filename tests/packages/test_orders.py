@@ -44,8 +44,10 @@ def test_drafts_are_hidden_from_local_entities(make_package, org):
 
 
 def test_packages_are_visible_only_between_their_dates(make_package, org):
-    package = make_package(visible_from=timezone.now() + timedelta(days=1),
-                           registration_deadline=timezone.now() + timedelta(days=5))  # fmt: skip
+    package = make_package(
+        visible_from=timezone.now() + timedelta(days=1),
+        registration_deadline=timezone.now() + timedelta(days=5),
+    )
     assert not Package.objects.visible_to(org.operator_a).exists()
     with time_machine.travel(timezone.now() + timedelta(days=2)):
         assert list(Package.objects.visible_to(org.operator_a)) == [package]
@@ -205,8 +207,9 @@ def test_another_entity_cannot_touch_an_order(package, org, valid_values):
 
 def test_submit_rechecks_values_against_current_definitions(package, org, valid_values):
     order = order_for(package, org, valid_values)
-    FieldFactory(campaign=package.reference_campaign, name="store_phone", label="Store phone",
-                 required=True)  # fmt: skip
+    FieldFactory(
+        campaign=package.reference_campaign, name="store_phone", label="Store phone", required=True
+    )
     with pytest.raises(DomainError, match="Store phone: This field is required"):
         services.submit_order(order=order, actor=org.operator_a)
     order.refresh_from_db()

@@ -89,9 +89,12 @@ def test_an_uploaded_file_is_stored_and_downloadable_by_its_entity_only(
 ):
     package = make_package(campaign=form_campaign)
     order = services.place_order(
-        package=package, entity=org.store_a, actor=org.operator_a, data=valid_values,
+        package=package,
+        entity=org.store_a,
+        actor=org.operator_a,
+        data=valid_values,
         files={"flyer": png()},
-    ).order  # fmt: skip
+    ).order
     stored = order.values["flyer"]
     assert stored["name"] == "flyer.png" and default_storage.exists(stored["path"])
     client.force_login(org.operator_a)
@@ -107,15 +110,20 @@ def test_replacing_a_file_deletes_the_old_one_after_commit(
 ):
     package = make_package(campaign=form_campaign)
     order = services.place_order(
-        package=package, entity=org.store_a, actor=org.operator_a, data=valid_values,
+        package=package,
+        entity=org.store_a,
+        actor=org.operator_a,
+        data=valid_values,
         files={"flyer": png()},
-    ).order  # fmt: skip
+    ).order
     old_path = order.values["flyer"]["path"]
     with django_capture_on_commit_callbacks(execute=True):
         services.update_order(
-            order=order, actor=org.operator_a, data=valid_values,
+            order=order,
+            actor=org.operator_a,
+            data=valid_values,
             files={"flyer": png(name="new.png")},
-        )  # fmt: skip
+        )
     order.refresh_from_db()
     assert order.values["flyer"]["name"] == "new.png"
     assert not default_storage.exists(old_path)

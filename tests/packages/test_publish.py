@@ -123,8 +123,9 @@ def test_publish_can_be_silent(make_package, org):
 
 
 def test_automatic_mode_preregisters_the_audience(make_package, org):
-    package = make_package("by_campaign", audience=[org.store_a, org.store_b],
-                           approval_mode="automatic")  # fmt: skip
+    package = make_package(
+        "by_campaign", audience=[org.store_a, org.store_b], approval_mode="automatic"
+    )
     orders = Order.objects.filter(package=package)
     assert {o.entity.code for o in orders} == {"STORE_A", "STORE_B"}
     assert {o.state for o in orders} == {OrderState.PREREGISTERED}

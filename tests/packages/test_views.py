@@ -86,8 +86,9 @@ def test_ordering_twice_leads_to_the_existing_order(package, org, client, valid_
 
 def test_edit_submit_and_cancel_from_the_order_page(package, org, client, valid_values):
     client.force_login(org.operator_a)
-    client.post(reverse("packages:order_create", args=[package.pk]),
-                {**valid_values, "action": "save"})  # fmt: skip
+    client.post(
+        reverse("packages:order_create", args=[package.pk]), {**valid_values, "action": "save"}
+    )
     order = Order.objects.get()
     edit = reverse("packages:order_edit", args=[order.pk])
     client.post(edit, {**valid_values, "headline": "Two coffees", "action": "save"})
@@ -96,8 +97,9 @@ def test_edit_submit_and_cancel_from_the_order_page(package, org, client, valid_
     client.post(reverse("packages:order_submit", args=[order.pk]))
     order.refresh_from_db()
     assert order.state == OrderState.SUBMITTED
-    response = client.post(reverse("packages:order_cancel", args=[order.pk]),
-                           {"comment": "Changed plans"}, follow=True)  # fmt: skip
+    response = client.post(
+        reverse("packages:order_cancel", args=[order.pk]), {"comment": "Changed plans"}, follow=True
+    )
     assert "The order is cancelled" in response.content.decode()
     order.refresh_from_db()
     assert order.state == OrderState.CANCELLED
@@ -105,8 +107,9 @@ def test_edit_submit_and_cancel_from_the_order_page(package, org, client, valid_
 
 def test_state_changes_need_post(package, org, client, valid_values):
     client.force_login(org.operator_a)
-    client.post(reverse("packages:order_create", args=[package.pk]),
-                {**valid_values, "action": "save"})  # fmt: skip
+    client.post(
+        reverse("packages:order_create", args=[package.pk]), {**valid_values, "action": "save"}
+    )
     order = Order.objects.get()
     assert client.get(reverse("packages:order_submit", args=[order.pk])).status_code == 405
     assert client.get(reverse("packages:order_cancel", args=[order.pk])).status_code == 405
@@ -117,10 +120,12 @@ def test_state_changes_need_post(package, org, client, valid_values):
 def test_two_entities_never_see_each_others_orders(package, org, client, valid_values):
     from packages import services
 
-    a = services.place_order(package=package, entity=org.store_a, actor=org.operator_a,
-                             data=valid_values).order  # fmt: skip
-    b = services.place_order(package=package, entity=org.store_b, actor=org.operator_b,
-                             data=valid_values).order  # fmt: skip
+    a = services.place_order(
+        package=package, entity=org.store_a, actor=org.operator_a, data=valid_values
+    ).order
+    b = services.place_order(
+        package=package, entity=org.store_b, actor=org.operator_b, data=valid_values
+    ).order
     client.force_login(org.operator_a)
     listing = client.get(reverse("packages:order_list")).content.decode()
     assert reverse("packages:order_detail", args=[a.pk]) in listing
@@ -154,8 +159,9 @@ def test_the_package_page_shows_the_order_counts_to_central_users(
 ):
     from packages import services
 
-    services.place_order(package=package, entity=org.store_a, actor=org.operator_a,
-                         data=valid_values, submit=True)  # fmt: skip
+    services.place_order(
+        package=package, entity=org.store_a, actor=org.operator_a, data=valid_values, submit=True
+    )
     client.force_login(org.marketer)
     body = client.get(reverse("admin:packages_package_change", args=[package.pk])).content.decode()
     assert "<li>Submitted: 1</li>" in body
@@ -164,14 +170,22 @@ def test_the_package_page_shows_the_order_counts_to_central_users(
 def test_orders_export_to_csv_for_central_users(package, org, client, valid_values):
     from packages import services
 
-    services.place_order(package=package, entity=org.store_a, actor=org.operator_a,
-                         data=valid_values, submit=True)  # fmt: skip
+    services.place_order(
+        package=package, entity=org.store_a, actor=org.operator_a, data=valid_values, submit=True
+    )
     client.force_login(org.marketer)
     url = reverse("admin:packages_order_export")
-    response = client.post(url, {"format": "0", "resource": "0", **{
-        f"orderresource_{name}": "on"
-        for name in ("id", "package", "entity_code", "state", "values")
-    }})  # fmt: skip
+    response = client.post(
+        url,
+        {
+            "format": "0",
+            "resource": "0",
+            **{
+                f"orderresource_{name}": "on"
+                for name in ("id", "package", "entity_code", "state", "values")
+            },
+        },
+    )
     assert response.status_code == 200, response.content[:500]
     text = response.content.decode()
     assert "STORE_A" in text and "submitted" in text and "headline=Free coffee" in text
@@ -214,15 +228,25 @@ def test_selecting_a_region_adds_its_local_entities(org, client, form_campaign):
 
     EntityFactory(code="STORE_A2", name="Store A2", parent=org.north)
     client.force_login(org.marketer)
-    response = client.post(reverse("admin:packages_package_add"), {
-        "label": "Regional kit", "reference_campaign": form_campaign.pk,
-        "registration_deadline_0": "2030-01-10", "registration_deadline_1": "10:00:00",
-        "regions": [org.north.pk], "approval_mode": "manual", "reminder_days": 3,
-        "approval_days": 3, "approval_expiry_default": "expire", "notify_on_publish": "on",
-        "documents-TOTAL_FORMS": "0", "documents-INITIAL_FORMS": "0",
-        "portal-auditlog-content_type-object_id-TOTAL_FORMS": "0",
-        "portal-auditlog-content_type-object_id-INITIAL_FORMS": "0",
-    })  # fmt: skip
+    response = client.post(
+        reverse("admin:packages_package_add"),
+        {
+            "label": "Regional kit",
+            "reference_campaign": form_campaign.pk,
+            "registration_deadline_0": "2030-01-10",
+            "registration_deadline_1": "10:00:00",
+            "regions": [org.north.pk],
+            "approval_mode": "manual",
+            "reminder_days": 3,
+            "approval_days": 3,
+            "approval_expiry_default": "expire",
+            "notify_on_publish": "on",
+            "documents-TOTAL_FORMS": "0",
+            "documents-INITIAL_FORMS": "0",
+            "portal-auditlog-content_type-object_id-TOTAL_FORMS": "0",
+            "portal-auditlog-content_type-object_id-INITIAL_FORMS": "0",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     from packages.models import Package
 

@@ -159,10 +159,10 @@ def test_seed_demo_twice_is_idempotent(db):
 
     from portal.models import Entity, Membership
 
-    call_command("seed_demo", "--quiet-logins", "--seed", "7")
+    call_command("seed_demo", "--quiet-logins", "--seed", "7", "--audience-size", "4")
     counts = (Entity.objects.count(), Membership.objects.count(), get_user_model().objects.count())
     names = list(Entity.objects.values_list("name", flat=True))
-    call_command("seed_demo", "--quiet-logins", "--seed", "7")
+    call_command("seed_demo", "--quiet-logins", "--seed", "7", "--audience-size", "4")
     assert counts == (
         Entity.objects.count(),
         Membership.objects.count(),

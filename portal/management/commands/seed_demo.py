@@ -22,8 +22,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
         parser.add_argument("--quiet-logins", action="store_true", help="do not print logins")
+        parser.add_argument(
+            "--audience-size", type=int, default=60, help="contacts per local entity (60)"
+        )
 
-    def handle(self, *args: Any, seed: int, quiet_logins: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, seed: int, quiet_logins: bool, audience_size: int, **options: Any
+    ) -> None:
         rng = random.Random(seed)
         with transaction.atomic():
             services.sync_role_groups()
@@ -32,7 +37,7 @@ class Command(BaseCommand):
             for username, first, last, code, role in demo.USERS:
                 user = self._user(username, first, last)
                 services.add_membership(user=user, entity=entities[code], role=role, actor=admin)
-            self._extend(rng=rng, entities=entities, admin=admin)
+            self._extend(rng=rng, entities=entities, admin=admin, audience_size=audience_size)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         if not quiet_logins:
             for line in demo.login_lines(settings.SITE_URL):
@@ -81,11 +86,19 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         return user
 
-    def _extend(self, *, rng: random.Random, entities: dict[str, Any], admin: Any) -> None:
+    def _extend(
+        self, *, rng: random.Random, entities: dict[str, Any], admin: Any, audience_size: int
+    ) -> None:
         """Hook for the other apps' demo data (packages, orders, approvals, campaigns)."""
         from django.apps import apps
 
         for config in apps.get_app_configs():
             seeder = getattr(config, "seed_demo", None)
             if callable(seeder):
-                seeder(rng=rng, entities=entities, admin=admin, stdout=self.stdout)
+                seeder(
+                    rng=rng,
+                    entities=entities,
+                    admin=admin,
+                    stdout=self.stdout,
+                    audience_size=audience_size,
+                )

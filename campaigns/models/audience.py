@@ -1,0 +1,322 @@
+"""Audience data: contacts and the secondary tables campaigns target across relations, plus
+work tables (populations persisted between workflow steps) and saved queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from campaigns.choices import (
+    BookingStatus,
+    Channel,
+    Dimension,
+    ImportKind,
+    ImportState,
+    SubscriptionStatus,
+)
+from portal.models import Entity, is_central_user
+
+
+class EntityOwnedQuerySet(models.QuerySet):
+    """Rows owned by an entity: a user sees those of the entities it may see."""
+
+    entity_path = "entity"
+
+    def visible_to(self, user: Any) -> models.QuerySet:
+        if is_central_user(user):
+            return self.all()
+        return self.filter(**{f"{self.entity_path}__in": Entity.objects.visible_to(user)})
+
+
+class ContactQuerySet(EntityOwnedQuerySet):
+    pass
+
+
+class Contact(models.Model):
+    """A person campaigns address, owned by a local entity."""
+
+    external_id = models.CharField(max_length=64, unique=True)
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100, blank=True)
+    email = models.EmailField(blank=True, db_index=True)
+    phone = models.CharField(max_length=32, blank=True, db_index=True)
+    push_token = models.CharField(max_length=255, blank=True)
+    language = models.CharField(max_length=8, default="en", db_index=True)
+    birth_date = models.DateField(null=True, blank=True, db_index=True)
+    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="contacts")
+    email_consent = models.BooleanField(default=False)
+    email_consent_at = models.DateTimeField(null=True, blank=True)
+    email_consent_source = models.CharField(max_length=50, blank=True)
+    sms_consent = models.BooleanField(default=False)
+    sms_consent_at = models.DateTimeField(null=True, blank=True)
+    sms_consent_source = models.CharField(max_length=50, blank=True)
+    push_consent = models.BooleanField(default=False)
+    push_consent_at = models.DateTimeField(null=True, blank=True)
+    push_consent_source = models.CharField(max_length=50, blank=True)
+    blocklisted = models.BooleanField(default=False, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ContactQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["entity", "blocklisted"]),
+            models.Index(fields=["last_name", "first_name"]),
+            models.Index(fields=["email_consent"], name="contact_email_consent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        name = f"{self.first_name} {self.last_name}".strip()
+        return f"{name or self.external_id} ({self.external_id})"
+
+    @property
+    def owning_entity(self) -> Entity:
+        return self.entity
+
+
+class Quarantine(models.Model):
+    """An address that bounced or was refused: deliveries skip it."""
+
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    address = models.CharField(max_length=255)
+    reason = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "address"], name="quarantine_unique_address")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}: {self.address}"
+
+
+class Store(models.Model):
+    """A point of sale belonging to a local entity."""
+
+    code = models.CharField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    city = models.CharField(max_length=100, blank=True, db_index=True)
+    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="stores")
+
+    objects = EntityOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    @property
+    def owning_entity(self) -> Entity:
+        return self.entity
+
+
+class BookingQuerySet(EntityOwnedQuerySet):
+    entity_path = "contact__entity"
+
+
+class Booking(models.Model):
+    """A contact's booking (a secondary record a delivery may address one message per)."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="bookings")
+    store = models.ForeignKey(
+        Store, null=True, blank=True, on_delete=models.SET_NULL, related_name="bookings"
+    )
+    reference = models.CharField(max_length=64, unique=True)
+    product = models.CharField(max_length=100, db_index=True)
+    destination = models.CharField(max_length=100, blank=True, db_index=True)
+    booking_date = models.DateField(db_index=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    status = models.CharField(
+        max_length=16, choices=BookingStatus.choices, default=BookingStatus.CONFIRMED
+    )
+
+    objects = BookingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["contact", "booking_date"]),
+            models.Index(fields=["status", "booking_date"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    @property
+    def owning_entity(self) -> Entity:
+        return self.contact.entity
+
+
+class Subscription(models.Model):
+    """A contact's subscription to a product."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="subscriptions")
+    product = models.CharField(max_length=100, db_index=True)
+    start_date = models.DateField(db_index=True)
+    end_date = models.DateField(null=True, blank=True, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE
+    )
+
+    objects = BookingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["contact", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.product} ({self.status})"
+
+
+class WorkTableRow(models.Model):
+    """One row of a persisted population: (run, name, contact[, secondary record][, entity]).
+
+    Written by ``INSERT … SELECT`` only; read back as a queryset by the next step.
+    """
+
+    run_key = models.CharField(max_length=64)
+    name = models.CharField(max_length=64)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    secondary_id = models.BigIntegerField(null=True, blank=True)
+    entity = models.ForeignKey(
+        Entity, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["run_key", "name", "contact"]),
+            models.Index(fields=["run_key", "name", "entity"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_key}/{self.name}: {self.contact_id}"
+
+
+class SavedQuery(models.Model):
+    """A named condition tree on a target dimension (the admin and portal query builder)."""
+
+    name = models.CharField(max_length=200)
+    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="saved_queries")
+    dimension = models.CharField(
+        max_length=16, choices=Dimension.choices, default=Dimension.CONTACT
+    )
+    conditions = models.JSONField(
+        default=dict, blank=True, help_text="A condition tree (see the targeting documentation)."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_count = models.PositiveIntegerField(null=True, blank=True)
+    last_counted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = EntityOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "saved queries"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def owning_entity(self) -> Entity:
+        return self.entity
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from campaigns.targeting import TargetingError, compile_conditions
+
+        try:
+            compile_conditions(self.dimension, self.conditions)
+        except TargetingError as exc:
+            raise ValidationError({"conditions": exc.messages}) from None
+
+
+def import_upload_to(instance: ImportJob, filename: str) -> str:
+    return f"imports/{instance.kind}/{filename}"
+
+
+class ImportJob(FSMModelMixin, models.Model):
+    """An import of contacts or secondary data from a CSV/XLSX file, run by a worker."""
+
+    kind = models.CharField(max_length=16, choices=ImportKind.choices)
+    file = models.FileField(upload_to=import_upload_to)
+    entity = models.ForeignKey(
+        Entity,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Rows are imported for this entity only (required for local operators).",
+    )
+    dry_run = models.BooleanField(
+        default=True, help_text="Only check the file and report what would happen."
+    )
+    import_valid_rows = models.BooleanField(
+        default=False, help_text="Import the valid rows even when some rows have errors."
+    )
+    state = FSMField(
+        max_length=16, choices=ImportState.choices, default=ImportState.QUEUED, protected=True
+    )
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    new_rows = models.PositiveIntegerField(default=0)
+    updated_rows = models.PositiveIntegerField(default=0)
+    skipped_rows = models.PositiveIntegerField(default=0)
+    error_rows = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    error_report = models.FileField(upload_to="imports/reports/", blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EntityOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(processed_rows__lte=models.F("total_rows")) | Q(total_rows=0),
+                name="import_progress_bounded",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} import #{self.pk}"
+
+    @property
+    def owning_entity(self) -> Entity | None:
+        return self.entity
+
+    @transition(field=state, source=ImportState.QUEUED, target=ImportState.RUNNING)
+    def start(self) -> None:
+        """A worker took the job."""
+
+    @transition(field=state, source=ImportState.RUNNING, target=ImportState.DONE)
+    def finish(self) -> None:
+        self.finished_at = timezone.now()
+
+    @transition(
+        field=state, source=[ImportState.QUEUED, ImportState.RUNNING], target=ImportState.FAILED
+    )
+    def fail(self, *, message: str) -> None:
+        self.message = message
+        self.finished_at = timezone.now()
+
+    @property
+    def progress(self) -> int:
+        return int(100 * self.processed_rows / self.total_rows) if self.total_rows else 0

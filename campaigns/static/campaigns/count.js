@@ -1,0 +1,53 @@
+// Exact counts without reloading the page: POST the condition tree, show the numbers or the
+// problems with their paths. Used by the portal's audience page and the admin query builder.
+(function () {
+  function csrfToken() {
+    var match = document.cookie.match(/(?:^|; )csrftoken=([^;]+)/);
+    if (match) return decodeURIComponent(match[1]);
+    var input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+  function render(output, data, ok) {
+    output.textContent = "";
+    if (ok) {
+      var text = data.rows.toLocaleString() + " row" + (data.rows === 1 ? "" : "s");
+      if (data.contacts !== data.rows) text += ", " + data.contacts.toLocaleString() + " distinct contacts";
+      output.textContent = text + " (" + data.milliseconds + " ms)";
+      output.className = "count-result ok";
+      return;
+    }
+    var list = document.createElement("ul");
+    (data.errors || [{ path: "", message: "The count failed." }]).forEach(function (e) {
+      var item = document.createElement("li");
+      item.textContent = (e.path ? e.path + ": " : "") + e.message;
+      list.appendChild(item);
+    });
+    output.appendChild(list);
+    output.className = "count-result errors";
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-count-url]");
+    if (!button) return;
+    event.preventDefault();
+    var form = button.form || document;
+    var output = document.getElementById(button.dataset.output);
+    var dimension = form.querySelector("[name=dimension]");
+    var conditions = form.querySelector("[name=conditions]");
+    var entity = form.querySelector("[name=entity]");
+    output.textContent = "Counting…";
+    fetch(button.dataset.countUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify({
+        dimension: dimension ? dimension.value : "contact",
+        conditions: conditions ? conditions.value : "{}",
+        entity: entity && entity.tagName === "SELECT" ? entity.value : "",
+      }),
+    })
+      .then(function (response) {
+        return response.json().then(function (data) { render(output, data, response.ok); });
+      })
+      .catch(function () { render(output, { errors: [{ path: "", message: "The server did not answer." }] }, false); });
+  });
+})();

@@ -1,0 +1,23 @@
+"""Targeting: the field registry, the condition compiler, exact counts, work tables and data
+distribution."""
+
+from campaigns.targeting.compiler import TargetingError, compile_conditions
+from campaigns.targeting.counts import CountResult, count, target_queryset
+from campaigns.targeting.worktables import (
+    distribute,
+    materialise,
+    purge_work_tables,
+    work_table,
+)
+
+__all__ = [
+    "CountResult",
+    "TargetingError",
+    "compile_conditions",
+    "count",
+    "distribute",
+    "materialise",
+    "purge_work_tables",
+    "target_queryset",
+    "work_table",
+]

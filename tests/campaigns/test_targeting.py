@@ -1,0 +1,291 @@
+from datetime import date, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from campaigns import targeting
+from campaigns.models import Booking, Contact, Store, Subscription
+from campaigns.targeting import TargetingError, compile_conditions
+
+
+@pytest.fixture
+def people(org):
+    """Three contacts of STORE_A and one of STORE_B, with bookings and a subscription."""
+    today = date.today()
+    store = Store.objects.create(code="ST-A", name="Shop A", city="Lille", entity=org.store_a)
+    ann = Contact.objects.create(
+        external_id="ANN",
+        first_name="Ann",
+        email="ann@example.com",
+        entity=org.store_a,
+        email_consent=True,
+        language="fr",
+    )
+    bob = Contact.objects.create(
+        external_id="BOB",
+        first_name="Bob",
+        email="bob@example.org",
+        entity=org.store_a,
+        email_consent=False,
+    )
+    cid = Contact.objects.create(
+        external_id="CID",
+        first_name="Cid",
+        email="",
+        entity=org.store_a,
+        email_consent=True,
+        blocklisted=True,
+    )
+    dan = Contact.objects.create(
+        external_id="DAN",
+        first_name="Dan",
+        email="dan@example.com",
+        entity=org.store_b,
+        email_consent=True,
+    )
+    for n, (who, product, days_ago, amount) in enumerate(
+        [
+            (ann, "Ski week", 10, 900),
+            (ann, "Ski week", 400, 1200),
+            (ann, "Cruise", 20, 3000),
+            (bob, "Ski week", 5, 700),
+            (dan, "Ski week", 3, 800),
+        ]
+    ):
+        Booking.objects.create(
+            contact=who,
+            store=store,
+            reference=f"R{n}",
+            product=product,
+            booking_date=today - timedelta(days=days_ago),
+            amount=amount,
+        )
+    Subscription.objects.create(contact=bob, product="Club", start_date=today)
+    return {"ann": ann, "bob": bob, "cid": cid, "dan": dan}
+
+
+def ids(queryset):
+    return set(queryset.values_list("external_id", flat=True))
+
+
+def select(conditions, dimension="contact", **kwargs):
+    return targeting.target_queryset(dimension, conditions, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ({}, {"ANN", "BOB", "CID", "DAN"}),
+        ({"field": "email", "op": "contains", "value": "@EXAMPLE.com"}, {"ANN", "DAN"}),
+        ({"field": "email", "op": "starts_with", "value": "bo"}, {"BOB"}),
+        ({"field": "email", "op": "is_empty"}, {"CID"}),
+        ({"field": "first_name", "op": "in", "value": ["Ann", "Dan"]}, {"ANN", "DAN"}),
+        ({"field": "first_name", "op": "ne", "value": "ann"}, {"BOB", "CID", "DAN"}),
+        ({"field": "entity.code", "op": "eq", "value": "STORE_B"}, {"DAN"}),
+        (
+            {
+                "and": [
+                    {"field": "email_consent", "op": "eq", "value": True},
+                    {"field": "blocklisted", "op": "eq", "value": False},
+                ]
+            },
+            {"ANN", "DAN"},
+        ),
+        (
+            {
+                "or": [
+                    {"field": "language", "op": "eq", "value": "fr"},
+                    {"field": "first_name", "op": "eq", "value": "Bob"},
+                ]
+            },
+            {"ANN", "BOB"},
+        ),
+        ({"not": {"field": "email_consent", "op": "eq", "value": True}}, {"BOB"}),
+        ({"relation": "bookings", "op": "exists"}, {"ANN", "BOB", "DAN"}),
+        ({"relation": "bookings", "op": "not_exists"}, {"CID"}),
+        (
+            {
+                "relation": "bookings",
+                "op": "exists",
+                "where": {"field": "booking_date", "op": "in_last_days", "value": 7},
+            },
+            {"BOB", "DAN"},
+        ),
+        ({"relation": "bookings", "op": "count_gte", "value": 2}, {"ANN"}),
+        (
+            {
+                "relation": "bookings",
+                "op": "count_gte",
+                "value": 2,
+                "where": {"field": "product", "op": "eq", "value": "Ski week"},
+            },
+            {"ANN"},
+        ),
+        (
+            {
+                "relation": "bookings",
+                "op": "exists",
+                "where": {"field": "amount", "op": "between", "value": [750, 1000]},
+            },
+            {"ANN", "DAN"},
+        ),
+        ({"relation": "subscriptions", "op": "exists"}, {"BOB"}),
+    ],
+)
+def test_conditions_select_the_right_contacts(people, conditions, expected):
+    assert ids(select(conditions)) == expected
+
+
+def test_a_booking_query_returns_one_row_per_booking_with_contact_fields(people):
+    rows = select(
+        {
+            "and": [
+                {"field": "product", "op": "eq", "value": "Ski week"},
+                {"field": "contact.email_consent", "op": "eq", "value": True},
+            ]
+        },
+        "booking",
+    )
+    assert set(rows.values_list("reference", flat=True)) == {"R0", "R1", "R4"}
+
+
+def test_exact_counts_for_contacts_and_for_secondary_rows(people):
+    assert targeting.count("contact", {}).as_dict() == {"rows": 4, "contacts": 4}
+    ski = {"field": "product", "op": "eq", "value": "Ski week"}
+    assert targeting.count("booking", ski).as_dict() == {"rows": 4, "contacts": 3}
+
+
+def test_a_count_is_one_query_that_loads_no_row(people):
+    conditions = {"relation": "bookings", "op": "count_gte", "value": 1}
+    with CaptureQueriesContext(connection) as queries:
+        targeting.count("booking", {"field": "contact.email_consent", "op": "eq", "value": True})
+        targeting.count("contact", conditions)
+    assert len(queries) == 2
+    assert all("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+
+
+def test_counts_only_cover_what_the_user_may_see(people, org):
+    assert targeting.count("contact", {}, user=org.operator_a).rows == 3
+    assert targeting.count("contact", {}, user=org.operator_b).rows == 1
+    assert targeting.count("contact", {}, user=org.marketer).rows == 4
+    assert targeting.count("contact", {}, user=org.outsider).rows == 0
+    assert targeting.count("contact", {}, user=org.marketer, entity=org.south).rows == 1
+
+
+@pytest.mark.parametrize(
+    ("conditions", "path", "message"),
+    [
+        ({"field": "password", "op": "eq", "value": "x"}, "field", "unknown field “password”"),
+        ({"field": "email", "op": "gt", "value": "x"}, "op", "does not apply to text"),
+        ({"field": "email_consent", "op": "eq", "value": "yes"}, "value", "true or false"),
+        ({"field": "birth_date", "op": "lt", "value": "31/12/1990"}, "value", "YYYY-MM-DD"),
+        ({"field": "birth_date", "op": "in_last_days", "value": -3}, "value", "whole number"),
+        ({"field": "first_name", "op": "in", "value": []}, "value", "list of 1 to"),
+        (
+            {
+                "and": [
+                    {"field": "email", "op": "eq", "value": "a"},
+                    {"field": "nope", "op": "eq", "value": 1},
+                ]
+            },
+            "and[1].field",
+            "unknown field",
+        ),
+        ({"or": []}, "or", "non-empty list"),
+        ({"not": {"relation": "orders", "op": "exists"}}, "not.relation", "unknown relation"),
+        ({"relation": "bookings", "op": "count_gte", "value": 0}, "value", "at least 1"),
+        (
+            {
+                "relation": "bookings",
+                "op": "exists",
+                "where": {"field": "status", "op": "eq", "value": "lost"},
+            },
+            "where.value",
+            "not one of",
+        ),
+        ({"field": "email", "op": "eq", "value": "a", "sql": "DROP"}, "", "unknown key"),
+        ([1, 2], "", "must be an object"),
+    ],
+)
+def test_bad_trees_are_reported_with_the_path_of_the_node(conditions, path, message):
+    with pytest.raises(TargetingError) as excinfo:
+        compile_conditions("contact", conditions)
+    paths = {p for p, _ in excinfo.value.problems}
+    assert path in paths, excinfo.value.problems
+    assert any(message in m for _, m in excinfo.value.problems)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(TargetingError) as excinfo:
+        compile_conditions(
+            "contact",
+            {
+                "and": [
+                    {"field": "x", "op": "eq", "value": 1},
+                    {"field": "email", "op": "lt", "value": 1},
+                ]
+            },
+        )
+    assert len(excinfo.value.problems) == 2
+
+
+def test_an_unknown_dimension_is_refused():
+    with pytest.raises(TargetingError, match="unknown dimension"):
+        compile_conditions("orders", {})
+
+
+# Work tables and distribution -------------------------------------------------------------
+
+
+def test_a_work_table_is_written_by_one_insert_select(people):
+    queryset = select({"relation": "bookings", "op": "exists"})
+    with CaptureQueriesContext(connection) as queries:
+        written = targeting.materialise(queryset, dimension="contact", run_key="r1", name="t")
+    inserts = [q for q in queries.captured_queries if q["sql"].upper().startswith("INSERT")]
+    assert written == 3 and len(inserts) == 1 and "SELECT" in inserts[0]["sql"].upper()
+    rows = targeting.work_table("r1", "t")
+    assert set(rows.values_list("contact__external_id", flat=True)) == {"ANN", "BOB", "DAN"}
+    assert set(rows.values_list("secondary_id", flat=True)) == {None}
+
+
+def test_rematerialising_replaces_the_rows(people):
+    queryset = select({})
+    targeting.materialise(queryset, dimension="contact", run_key="r1", name="t")
+    targeting.materialise(queryset, dimension="contact", run_key="r1", name="t")
+    assert targeting.work_table("r1", "t").count() == 4
+
+
+def test_a_booking_work_table_keeps_the_secondary_record(people):
+    queryset = select({"field": "product", "op": "eq", "value": "Ski week"}, "booking")
+    targeting.materialise(
+        queryset, dimension="booking", run_key="r2", name="ski", entity_path="store__entity"
+    )
+    rows = targeting.work_table("r2", "ski")
+    assert rows.count() == 4
+    refs = set(
+        Booking.objects.filter(pk__in=rows.values("secondary_id")).values_list(
+            "reference", flat=True
+        )
+    )
+    assert refs == {"R0", "R1", "R3", "R4"}
+
+
+def test_distribution_splits_among_entities_with_a_limit(people, org):
+    targeting.materialise(select({}), dimension="contact", run_key="r3", name="all")
+    kept = targeting.distribute(run_key="r3", source="all", target="split", limit_per_entity=2)
+    assert kept == {org.store_a.pk: 2, org.store_b.pk: 1}
+    assert targeting.distribute(run_key="r3", source="all", target="split") == {
+        org.store_a.pk: 3,
+        org.store_b.pk: 1,
+    }
+    only_b = targeting.distribute(run_key="r3", source="all", target="b", entities=[org.store_b.pk])
+    assert only_b == {org.store_b.pk: 1}
+
+
+def test_old_work_tables_are_purged(people):
+    from django.utils import timezone
+
+    targeting.materialise(select({}), dimension="contact", run_key="r4", name="all")
+    assert targeting.purge_work_tables() == 0
+    assert targeting.purge_work_tables(now=timezone.now() + timedelta(days=8)) == 4
