@@ -58,6 +58,8 @@ PORTAL = [
     # central marketers hold the campaign right on every entity; approvers do not
     ("campaigns:personalise", ["child"], [LOGIN, 200, 403, 200, 404]),
     ("approvals:inbox", [], [LOGIN, 200, 200, 200, 200]),
+    ("campaigns:audience", [], [LOGIN, 200, 200, 200, 200]),
+    ("campaigns:import_create", [], [LOGIN, 200, 403, 200, 200]),
     ("approvals:request_detail", ["request"], [LOGIN, 200, 200, 200, 404]),
 ]
 POSTS = [
@@ -77,6 +79,9 @@ ADMIN = [
     ("admin:approvals_approvalrequest_changelist", [], [LOGIN, 403, 200, LOGIN, LOGIN]),
     ("admin:approvals_approvalrequest_change", ["request"], [LOGIN, 403, 200, LOGIN, LOGIN]),
     ("admin:portal_entity_changelist", [], [LOGIN, 200, 200, LOGIN, LOGIN]),
+    ("admin:campaigns_contact_changelist", [], [LOGIN, 200, 403, LOGIN, LOGIN]),
+    ("admin:campaigns_importjob_add", [], [LOGIN, 200, 403, LOGIN, LOGIN]),
+    ("admin:campaigns_savedquery_changelist", [], [LOGIN, 200, 403, LOGIN, LOGIN]),
     ("admin:portal_auditlog_changelist", [], [LOGIN, 200, 200, LOGIN, LOGIN]),
     ("admin:portal_notification_changelist", [], [LOGIN, 200, 200, LOGIN, LOGIN]),
 ]
