@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from approvals import services
 from approvals.choices import DecisionChannel, RequestState
 from approvals.models import ApprovalLink, ApprovalRequest
-from portal.admin_mixins import AuditLogInline, EntityScopedAdminMixin
+from portal.admin_mixins import AuditLogInline, EntityScopedAdminMixin, ReadOnlyAdminMixin
 from portal.exceptions import DomainError
 
 
@@ -29,7 +29,7 @@ class ApprovalLinkInline(admin.TabularInline):
 
 
 @admin.register(ApprovalRequest)
-class ApprovalRequestAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+class ApprovalRequestAdmin(ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     list_display = ["title", "kind", "entity", "state", "deadline", "decided_by", "decided_at"]
     list_filter = ["state", "kind", ("entity", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["title", "entity__code", "entity__name", "decision_comment"]
@@ -41,15 +41,6 @@ class ApprovalRequestAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
     exclude = ["content_type", "object_id"]
     inlines = [ApprovalLinkInline, AuditLogInline]
     actions = ["approve_selected", "reject_selected"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("approvals.decide_approvalrequest")

@@ -211,3 +211,22 @@ def display_value(definition: PersonalisationField, value: Any) -> str:
     if definition.field_type == FieldType.FILE and isinstance(value, Mapping):
         return str(value.get("name", "file"))
     return str(value)
+
+
+def value_rows(
+    definitions: Iterable[PersonalisationField],
+    values: Mapping[str, Any],
+    *,
+    file_url: Any,
+) -> list[dict[str, Any]]:
+    """Label, displayed value and (for files) download URL of each defined value."""
+    rows = []
+    for definition in definitions:
+        value = values.get(definition.name)
+        url = None
+        if definition.field_type == FieldType.FILE and isinstance(value, Mapping):
+            url = file_url(definition.name)
+        rows.append(
+            {"label": definition.label, "value": display_value(definition, value), "url": url}
+        )
+    return rows

@@ -20,12 +20,11 @@ from django.views.decorators.http import require_POST
 from campaigns import imports, services, targeting
 from campaigns.choices import CampaignKind, Dimension, ImportKind
 from campaigns.models import Campaign, Contact, ImportJob, SavedQuery
-from campaigns.personalisation import display_value
+from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
 from packages.forms import PersonalisationForm
-from packages.views import _file_response
 from portal.models import AuditLog, Entity
-from portal.web import attempt, page_number
+from portal.web import attempt, file_response, page_number, stored_value_response
 
 ACTIONS = {"mark_ready": "Mark ready", "pause": "Pause", "stop": "Stop"}
 
@@ -51,15 +50,11 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _visible_campaign(request, pk)
     definitions = campaign.parent.personalisation_fields.all() if campaign.parent_id else []
-    rows = []
-    for definition in definitions:
-        value = campaign.personalisation_values.get(definition.name)
-        url = None
-        if definition.field_type == "file" and isinstance(value, dict):
-            url = reverse("campaigns:file", args=[campaign.pk, definition.name])
-        rows.append(
-            {"label": definition.label, "value": display_value(definition, value), "url": url}
-        )
+    rows = value_rows(
+        definitions,
+        campaign.personalisation_values,
+        file_url=lambda name: reverse("campaigns:file", args=[campaign.pk, name]),
+    )
     may_change = request.user.has_perm("campaigns.change_campaign")
     actions = []
     if may_change:
@@ -135,11 +130,7 @@ def campaign_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 @login_required
 def campaign_file(request: HttpRequest, pk: int, name: str) -> HttpResponse:
-    campaign = _visible_campaign(request, pk)
-    value = campaign.personalisation_values.get(name)
-    if not isinstance(value, dict):
-        raise Http404
-    return _file_response(value.get("path", ""), value.get("name", "file"))
+    return stored_value_response(_visible_campaign(request, pk).personalisation_values, name)
 
 
 # Audience: contacts, query builder with exact counts, import reports ---------------------------
@@ -230,7 +221,7 @@ def import_report(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(ImportJob.objects.visible_to(request.user), pk=pk)
     if not job.error_report:
         raise Http404
-    return _file_response(job.error_report.name, f"import-{job.pk}-errors.csv")
+    return file_response(job.error_report.name, f"import-{job.pk}-errors.csv")
 
 
 class ImportForm(forms.Form):

@@ -23,6 +23,7 @@ from portal import services as portal_services
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
+    ReadOnlyAdminMixin,
     ServiceTransitionAdminMixin,
 )
 
@@ -201,7 +202,7 @@ class OrderResource(resources.ModelResource):
 
 
 @admin.register(Order)
-class OrderAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAdminMixin, ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     resource_classes = [OrderResource]
     formats = [CSV, XLSX]
     list_display = [
@@ -224,15 +225,6 @@ class OrderAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ["package", "entity", "ordered_by", "child_campaign"]
     readonly_fields = [f.name for f in Order._meta.fields] + ["child_link"]
     inlines = [AuditLogInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="child campaign")
     def child_link(self, obj: Order) -> str:

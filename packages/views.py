@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import mimetypes
 from pathlib import PurePath
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import Prefetch
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -20,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from approvals.models import ApprovalRequest
 from campaigns.models import Campaign, ScheduledRun
-from campaigns.personalisation import display_value
+from campaigns.personalisation import value_rows
 from packages import services
 from packages.choices import (
     ACTIVE_ORDER_STATES,
@@ -31,7 +29,13 @@ from packages.choices import (
 from packages.forms import EntityChoiceForm, PersonalisationForm
 from packages.models import Order, Package
 from portal.models import AuditLog, Entity
-from portal.web import add_warnings, attempt, page_number
+from portal.web import (
+    add_warnings,
+    attempt,
+    file_response,
+    page_number,
+    stored_value_response,
+)
 
 
 def _my_local_entities(user: Any) -> Any:
@@ -48,16 +52,6 @@ def _visible_order(request: HttpRequest, pk: int) -> Order:
         "package__reference_campaign", "entity", "ordered_by", "decided_by"
     )
     return get_object_or_404(queryset, pk=pk)
-
-
-def _file_response(path: str, filename: str) -> FileResponse:
-    if not path or not default_storage.exists(path):
-        raise Http404("The file is no longer available.")
-    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    response = FileResponse(default_storage.open(path, "rb"), as_attachment=True, filename=filename)
-    response["Content-Type"] = content_type
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 @login_required
@@ -127,7 +121,7 @@ def package_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def document(request: HttpRequest, pk: int, document_pk: int) -> HttpResponse:
     package = _visible_package(request, pk)
     doc = get_object_or_404(package.documents, pk=document_pk)
-    return _file_response(doc.file.name, PurePath(doc.file.name).name)
+    return file_response(doc.file.name, PurePath(doc.file.name).name)
 
 
 @login_required
@@ -195,16 +189,11 @@ def _order_message(order: Order) -> str:
 
 
 def _value_rows(order: Order) -> list[dict[str, Any]]:
-    rows = []
-    for definition in order.package.reference_campaign.personalisation_fields.all():
-        value = order.values.get(definition.name)
-        file_url = None
-        if definition.field_type == "file" and isinstance(value, dict):
-            file_url = reverse("packages:order_file", args=[order.pk, definition.name])
-        rows.append(
-            {"label": definition.label, "value": display_value(definition, value), "url": file_url}
-        )
-    return rows
+    return value_rows(
+        order.package.reference_campaign.personalisation_fields.all(),
+        order.values,
+        file_url=lambda name: reverse("packages:order_file", args=[order.pk, name]),
+    )
 
 
 @login_required
@@ -312,11 +301,7 @@ def order_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def order_file(request: HttpRequest, pk: int, name: str) -> HttpResponse:
-    order = _visible_order(request, pk)
-    value = order.values.get(name)
-    if not isinstance(value, dict):
-        raise Http404
-    return _file_response(value.get("path", ""), value.get("name", "file"))
+    return stored_value_response(_visible_order(request, pk).values, name)
 
 
 @login_required

@@ -16,6 +16,7 @@ from portal import services
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
+    ReadOnlyAdminMixin,
     register_site_titles,
 )
 from portal.exceptions import DomainError
@@ -89,7 +90,7 @@ admin.site.register(User, UserAdmin)
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "actor_display",
@@ -109,18 +110,9 @@ class AuditLogAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).visible_to(request.user)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Notification)
-class NotificationAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "recipient_email",
@@ -137,15 +129,6 @@ class NotificationAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = [f.name for f in Notification._meta.fields]
     actions = ["resend"]
     inlines = [AuditLogInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description="Resend the selected failed notifications", permissions=["resend"])
     def resend(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -29,7 +29,20 @@ class EntityScopedAdminMixin:
         return queryset.visible_to(request.user)
 
 
-class AuditLogInline(GenericTabularInline):
+class ReadOnlyAdminMixin:
+    """Rows changed only through services: the admin lists and shows them, nothing more."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AuditLogInline(ReadOnlyAdminMixin, GenericTabularInline):
     """The object's history (audit entries), read-only, newest first."""
 
     model = AuditLog
@@ -42,15 +55,6 @@ class AuditLogInline(GenericTabularInline):
     verbose_name = "history entry"
     verbose_name_plural = "history (audit log)"
     ordering = ["-created_at", "-id"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return True  # the parent object's own rights already apply

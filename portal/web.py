@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import mimetypes
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from django.contrib import messages
-from django.http import HttpRequest
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest
 
 from portal.exceptions import DomainError
 
@@ -38,3 +40,22 @@ def client_ip(request: HttpRequest) -> str:
 
 def page_number(request: HttpRequest) -> Any:
     return request.GET.get("page") or 1
+
+
+def file_response(path: str, filename: str) -> FileResponse:
+    """Download a stored file (the caller has checked the rights on its owner)."""
+    if not path or not default_storage.exists(path):
+        raise Http404("The file is no longer available.")
+    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    response = FileResponse(default_storage.open(path, "rb"), as_attachment=True, filename=filename)
+    response["Content-Type"] = content_type
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def stored_value_response(values: Mapping[str, Any], name: str) -> FileResponse:
+    """Download the file a personalisation value describes ({"name", "path", …})."""
+    value = values.get(name)
+    if not isinstance(value, Mapping):
+        raise Http404
+    return file_response(str(value.get("path", "")), str(value.get("name", "file")))
