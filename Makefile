@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 
-.PHONY: install run test lint check bench clean
+.PHONY: install run test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,6 @@ lint: install  ## ruff, Django checks, migrations up to date
 
 clean:
 	rm -rf $(VENV) var
+
+bench: install  ## targeting benchmark: product vs raw SQL (set DATABASE_URL to PostgreSQL)
+	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5)

@@ -192,25 +192,49 @@ def load_dataset(name: str, content: bytes) -> tablib.Dataset:
     return dataset
 
 
-def _chunk(dataset: tablib.Dataset, start: int, stop: int) -> tablib.Dataset:
+def _rows(dataset: tablib.Dataset, indexes: list[int]) -> tablib.Dataset:
     part = tablib.Dataset(headers=dataset.headers)
-    for row in dataset[start:stop]:
-        part.append(row)
+    for index in indexes:
+        part.append(dataset[index])
     return part
 
 
-def _row_problems(result: Any, offset: int) -> tuple[list[tuple[int, str, str]], set[int]]:
+def _duplicate_keys(
+    dataset: tablib.Dataset, keys: list[str]
+) -> tuple[list[tuple[int, str, str]], set[int]]:
+    """Rows whose key appears more than once in the file: all of them are refused, since the
+    file does not say which one is right."""
+    if not keys:
+        return [], set()
+    seen: dict[tuple, list[int]] = {}
+    columns = [dataset.headers.index(key) for key in keys]
+    for index, row in enumerate(dataset):
+        key = tuple(str(row[column]).strip() for column in columns)
+        seen.setdefault(key, []).append(index)
+    problems, bad = [], set()
+    for key, indexes in seen.items():
+        if len(indexes) > 1:
+            lines = ", ".join(str(i + 2) for i in indexes)
+            for index in indexes:
+                bad.add(index)
+                problems.append(
+                    (index + 2, keys[0], f"“{'/'.join(key)}” appears on several lines ({lines}).")
+                )
+    return problems, bad
+
+
+def _row_problems(result: Any, indexes: list[int]) -> tuple[list[tuple[int, str, str]], set[int]]:
     """(line, field, message) for each refused row; lines count the header as line 1."""
     problems: list[tuple[int, str, str]] = []
     bad: set[int] = set()
     for invalid in result.invalid_rows:
-        index = offset + invalid.number - 1
+        index = indexes[invalid.number - 1]
         bad.add(index)
         for field_name, messages in invalid.error_dict.items():
             for message in messages:
                 problems.append((index + 2, str(field_name), str(message)))
     for number, errors in result.row_errors():
-        index = offset + number - 1
+        index = indexes[number - 1]
         bad.add(index)
         for error in errors:
             message = (
@@ -237,22 +261,28 @@ def run_import(*, job_id: int) -> ImportJob:
         return _fail(job, str(exc))
     resource_class = RESOURCES[job.kind]
     resource_class.complete(dataset, job.entity)
+    keys = list(resource_class._meta.import_id_fields or [])
+    missing = [key for key in keys if key not in dataset.headers]
+    if missing:
+        return _fail(job, f"The file has no “{'”, “'.join(missing)}” column (required).")
     total = len(dataset)
     ImportJob.objects.filter(pk=job.pk).update(total_rows=total, processed_rows=0)
+    problems, bad_rows = _duplicate_keys(dataset, keys)
+    checked = [index for index in range(total) if index not in bad_rows]
     counts = {"new": 0, "update": 0, "skip": 0}
-    problems: list[tuple[int, str, str]] = []
-    bad_rows: set[int] = set()
-    for start in range(0, total, CHUNK):
-        part = _chunk(dataset, start, start + CHUNK)
+    for start in range(0, len(checked), CHUNK):
+        indexes = checked[start : start + CHUNK]
+        part = _rows(dataset, indexes)
         result = resource_class(entity=job.entity).import_data(
             part, dry_run=True, raise_errors=False, use_transactions=True
         )
         for key in counts:
             counts[key] += result.totals.get(key, 0)
-        found, bad = _row_problems(result, start)
+        found, bad = _row_problems(result, indexes)
         problems += found
         bad_rows |= bad
         ImportJob.objects.filter(pk=job.pk).update(processed_rows=min(total, start + CHUNK))
+    ImportJob.objects.filter(pk=job.pk).update(processed_rows=total)
     message = _summary(counts, len(bad_rows), job.dry_run)
     write = not job.dry_run and (not bad_rows or job.import_valid_rows)
     if not job.dry_run and bad_rows and not job.import_valid_rows:
@@ -261,14 +291,11 @@ def run_import(*, job_id: int) -> ImportJob:
             "import again choosing to import the valid rows only."
         )
     if write:
-        valid = tablib.Dataset(headers=dataset.headers)
-        for index, row in enumerate(dataset):
-            if index not in bad_rows:
-                valid.append(row)
+        valid = [index for index in range(total) if index not in bad_rows]
         with transaction.atomic():
             for start in range(0, len(valid), CHUNK):
                 resource_class(entity=job.entity).import_data(
-                    _chunk(valid, start, start + CHUNK),
+                    _rows(dataset, valid[start : start + CHUNK]),
                     dry_run=False,
                     raise_errors=True,
                     use_transactions=False,

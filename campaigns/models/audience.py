@@ -185,18 +185,25 @@ class WorkTableRow(models.Model):
 
     run_key = models.CharField(max_length=64)
     name = models.CharField(max_length=64)
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    # No database-level foreign keys: rows are only ever copied from existing rows by
+    # INSERT … SELECT and purged by retention, and per-row constraint checks would dominate
+    # the cost of writing a large work table.
+    contact = models.ForeignKey(
+        Contact, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
     secondary_id = models.BigIntegerField(null=True, blank=True)
     entity = models.ForeignKey(
-        Entity, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        Entity,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        indexes = [
-            models.Index(fields=["run_key", "name", "contact"]),
-            models.Index(fields=["run_key", "name", "entity"]),
-        ]
+        indexes = [models.Index(fields=["run_key", "name", "entity"])]
 
     def __str__(self) -> str:
         return f"{self.run_key}/{self.name}: {self.contact_id}"

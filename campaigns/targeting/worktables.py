@@ -7,12 +7,24 @@ becomes SQL text, and no contact row passes through Python.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, CharField, DateTimeField, F, QuerySet, Value, Window
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    F,
+    QuerySet,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -75,38 +87,112 @@ def work_table(run_key: str, name: str) -> QuerySet:
     return WorkTableRow.objects.filter(run_key=run_key, name=name)
 
 
+# Orders a distribution may rank rows by (a leading "-" sorts descending); "id" breaks ties.
+PRIORITY_FIELDS = frozenset(
+    {"id", "contact_id", "contact__created_at", "contact__birth_date", "contact__last_name"}
+)
+
+
+@dataclass(frozen=True)
+class EntityShare:
+    eligible: int
+    kept: int
+
+    @property
+    def dropped(self) -> int:
+        return self.eligible - self.kept
+
+
+@dataclass
+class DistributionReport:
+    shares: dict[int, EntityShare]
+    unassigned: int
+
+    @property
+    def kept(self) -> int:
+        return sum(share.kept for share in self.shares.values())
+
+    def kept_by_entity(self) -> dict[int, int]:
+        return {entity: share.kept for entity, share in self.shares.items() if share.kept}
+
+
+def _priority(order: Sequence[str]) -> list[Any]:
+    expressions = []
+    for item in [*order, "id"]:
+        name = item.lstrip("-")
+        if name not in PRIORITY_FIELDS:
+            raise ValueError(f"Cannot rank by “{item}”; use one of {sorted(PRIORITY_FIELDS)}.")
+        expressions.append(F(name).desc() if item.startswith("-") else F(name).asc())
+    return expressions
+
+
 def distribute(
     *,
     run_key: str,
     source: str,
     target: str,
-    limit_per_entity: int | None = None,
+    limits: Mapping[int, int] | None = None,
+    default_limit: int | None = None,
     entities: Sequence[int] | None = None,
-    order: Sequence[str] = ("id",),
-) -> dict[int, int]:
-    """Split a work table among entities: keep at most ``limit_per_entity`` rows per entity
-    (in ``order``), optionally only for ``entities``, into ``target``. One INSERT … SELECT
-    with a window function; returns the rows kept per entity."""
-    rows = work_table(run_key, source).filter(entity__isnull=False)
+    order: Sequence[str] = (),
+) -> DistributionReport:
+    """Split a work table among entities into ``target``: each entity keeps at most its limit
+    (``limits[entity_id]``, else ``default_limit``, else everything) of its rows, ranked by
+    ``order`` (deterministic: ties go to the lowest id), optionally only for ``entities``.
+
+    One ``INSERT … SELECT`` with a window function; reports eligible, kept and dropped rows per
+    entity, and the rows that have no entity to go to.
+    """
+    priority = _priority(order)
+    limits = dict(limits or {})
+    source_rows = work_table(run_key, source)
+    rows = source_rows.filter(entity__isnull=False)
     if entities is not None:
         rows = rows.filter(entity_id__in=list(entities))
     rows = _constants(rows.order_by(), run_key, target)
-    if limit_per_entity is not None:
-        rows = rows.annotate(
-            _wt_rank=Window(
-                RowNumber(), partition_by=[F("entity_id")], order_by=[F(field) for field in order]
+    if limits or default_limit is not None:
+        unlimited = Value(2**62, output_field=BigIntegerField())
+        fallback = (
+            Value(default_limit, output_field=BigIntegerField())
+            if (default_limit is not None)
+            else unlimited
+        )
+        cap = (
+            Case(
+                *[When(entity_id=entity, then=Value(limit)) for entity, limit in limits.items()],
+                default=fallback,
+                output_field=BigIntegerField(),
             )
-        ).filter(_wt_rank__lte=limit_per_entity)
+            if limits
+            else fallback
+        )
+        rows = rows.annotate(
+            _wt_rank=Window(RowNumber(), partition_by=[F("entity_id")], order_by=priority),
+            _wt_cap=cap,
+        ).filter(_wt_rank__lte=F("_wt_cap"))
     select = rows.values_list(
         "_wt_run", "_wt_name", "contact_id", "secondary_id", "entity_id", "_wt_now"
     )
     with transaction.atomic():
         work_table(run_key, target).delete()
         _insert_select(select)
-    from django.db.models import Count
+    eligible_rows = source_rows.filter(entity__isnull=False)
+    if entities is not None:
+        eligible_rows = eligible_rows.filter(entity_id__in=list(entities))
+    eligible = _per_entity(eligible_rows)
+    kept = _per_entity(work_table(run_key, target))
+    return DistributionReport(
+        shares={
+            entity: EntityShare(eligible=total, kept=kept.get(entity, 0))
+            for entity, total in eligible.items()
+        },
+        unassigned=source_rows.filter(entity__isnull=True).count(),
+    )
 
+
+def _per_entity(rows: QuerySet) -> dict[int, int]:
     return dict(
-        work_table(run_key, target)
+        rows.order_by()
         .values_list("entity_id")
         .annotate(total=Count("id"))
         .values_list("entity_id", "total")

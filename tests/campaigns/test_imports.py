@@ -246,3 +246,30 @@ def test_the_command_imports_big_files(org, tmp_path):
     bad.write_text(BAD_FILE)
     with pytest.raises(CommandError, match="errors"):
         call_command("import_audience", "contacts", str(bad), "--commit")
+
+
+def test_duplicate_keys_within_the_file_are_refused(org):
+    content = HEADER + "D1,Ann,A,,STORE_A,1,\nD2,Bob,B,,STORE_A,1,\nD1,Ann2,A,,STORE_A,1,\n"
+    job = job_for(content, dry_run=False)
+    assert job.error_rows == 2 and not Contact.objects.exists()
+    assert "appears on several lines (2, 4)" in " ".join(" ".join(r) for r in report(job))
+    job = job_for(content, dry_run=False, import_valid_rows=True)
+    assert list(Contact.objects.values_list("external_id", flat=True)) == ["D2"]
+
+
+def test_a_file_without_its_key_column_fails_clearly(org):
+    job = job_for("first_name,entity\nAnn,STORE_A\n", dry_run=False)
+    assert job.state == "failed" and "no “external_id” column" in job.message
+    assert not Contact.objects.exists()
+
+
+def test_a_file_in_another_encoding_fails_clearly(org):
+    job = imports.create_job(
+        kind="contacts",
+        filename="x.csv",
+        content=(HEADER + "É1,Éva,A,,STORE_A,1,\n").encode("latin-1"),
+        actor=None,
+        enqueue=False,
+    )
+    job = imports.run_import(job_id=job.pk)
+    assert job.state == "failed" and "not UTF-8" in job.message

@@ -271,16 +271,47 @@ def test_a_booking_work_table_keeps_the_secondary_record(people):
     assert refs == {"R0", "R1", "R3", "R4"}
 
 
-def test_distribution_splits_among_entities_with_a_limit(people, org):
+def test_distribution_splits_among_entities_with_limits(people, org):
     targeting.materialise(select({}), dimension="contact", run_key="r3", name="all")
-    kept = targeting.distribute(run_key="r3", source="all", target="split", limit_per_entity=2)
-    assert kept == {org.store_a.pk: 2, org.store_b.pk: 1}
-    assert targeting.distribute(run_key="r3", source="all", target="split") == {
-        org.store_a.pk: 3,
-        org.store_b.pk: 1,
-    }
+    report = targeting.distribute(run_key="r3", source="all", target="split", default_limit=2)
+    assert report.kept_by_entity() == {org.store_a.pk: 2, org.store_b.pk: 1}
+    share = report.shares[org.store_a.pk]
+    assert (share.eligible, share.kept, share.dropped) == (3, 2, 1)
+    # ties go to the lowest id: the first two contacts of STORE_A are kept
+    kept = set(targeting.work_table("r3", "split").values_list("contact__external_id", flat=True))
+    assert kept == {"ANN", "BOB", "DAN"}
+
+
+def test_distribution_uses_one_limit_per_entity_and_a_default(people, org):
+    targeting.materialise(select({}), dimension="contact", run_key="r3", name="all")
+    report = targeting.distribute(
+        run_key="r3", source="all", target="t", limits={org.store_a.pk: 1}, default_limit=0
+    )
+    assert report.kept_by_entity() == {org.store_a.pk: 1}
+    assert report.shares[org.store_b.pk].dropped == 1
+    everything = targeting.distribute(run_key="r3", source="all", target="t")
+    assert everything.kept == 4 and everything.unassigned == 0
+
+
+def test_distribution_follows_the_priority_order(people, org):
+    targeting.materialise(select({}), dimension="contact", run_key="r3", name="all")
+    targeting.distribute(
+        run_key="r3",
+        source="all",
+        target="t",
+        default_limit=1,
+        order=["-contact__last_name", "-contact_id"],
+    )
+    kept = set(targeting.work_table("r3", "t").values_list("contact__external_id", flat=True))
+    assert kept == {"CID", "DAN"}  # highest contact id in each entity (no last names)
+    with pytest.raises(ValueError, match="Cannot rank"):
+        targeting.distribute(run_key="r3", source="all", target="t", order=["contact__email"])
+
+
+def test_distribution_can_be_limited_to_some_entities(people, org):
+    targeting.materialise(select({}), dimension="contact", run_key="r3", name="all")
     only_b = targeting.distribute(run_key="r3", source="all", target="b", entities=[org.store_b.pk])
-    assert only_b == {org.store_b.pk: 1}
+    assert only_b.kept_by_entity() == {org.store_b.pk: 1}
 
 
 def test_old_work_tables_are_purged(people):

@@ -1,0 +1,192 @@
+"""Targeting benchmark: the product's services against hand-written SQL, in the same run.
+
+    DATABASE_URL=postgres://… python -m bench.targeting --contacts 1000000 --repeat 5
+
+Generates the synthetic audience once (prefix BENCH), then times each operation through the
+product and through raw SQL, prints a table (median of N runs) and writes Markdown and JSON
+under bench/results/. Exits 1 when a product/raw ratio exceeds --threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+import django
+
+django.setup()
+
+from django.db import connection, transaction  # noqa: E402
+
+from campaigns import synthetic, targeting  # noqa: E402
+from campaigns.models import Booking, Contact, WorkTableRow  # noqa: E402
+from portal.models import Entity  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PREFIX = "BENCH"
+
+
+def timed(function: Callable[[], object], repeat: int) -> tuple[float, object]:
+    samples, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = function()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples), result
+
+
+def raw(sql: str, params: list | tuple = ()) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if cursor.description:
+            return int(cursor.fetchone()[0])
+        return cursor.rowcount
+
+
+def ensure_audience(contacts: int) -> None:
+    existing = Contact.objects.filter(external_id__startswith=f"{PREFIX}-").count()
+    if existing >= contacts:
+        print(f"Using the existing synthetic audience ({existing} contacts).")
+        return
+    if existing:
+        sys.exit(f"A smaller {PREFIX} audience exists ({existing}); use a fresh database.")
+    if not Entity.objects.filter(kind="local").exists():
+        from django.core.management import call_command
+
+        call_command("seed_demo", "--quiet-logins", "--audience-size", "1")
+    started = time.perf_counter()
+    made = synthetic.generate(contacts=contacts, prefix=PREFIX, seed=42)
+    print(
+        f"Generated {made.contacts} contacts, {made.bookings} bookings, "
+        f"{made.subscriptions} subscriptions in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=2.0)
+    args = parser.parse_args()
+    ensure_audience(args.contacts)
+
+    q = connection.ops.quote_name
+    contact, booking, wt = (
+        q(Contact._meta.db_table),
+        q(Booking._meta.db_table),
+        q(WorkTableRow._meta.db_table),
+    )
+    born_before = date.today() - timedelta(days=40 * 365)
+    since = date.today() - timedelta(days=365)
+    three = {"and": [
+        {"field": "email_consent", "op": "eq", "value": True},
+        {"field": "language", "op": "in", "value": ["fr", "en"]},
+        {"field": "birth_date", "op": "lt", "value": born_before.isoformat()},
+    ]}  # fmt: skip
+    segment = {"relation": "bookings", "op": "exists", "where": {"and": [
+        {"field": "product", "op": "eq", "value": "Ski week"},
+        {"field": "booking_date", "op": "in_last_days", "value": 365},
+    ]}}  # fmt: skip
+    rows: list[dict] = []
+
+    def measure(name: str, product: Callable, baseline: Callable) -> None:
+        product_ms, product_rows = timed(product, args.repeat)
+        raw_ms, raw_rows = timed(baseline, args.repeat)
+        rows.append({
+            "operation": name, "product_ms": round(product_ms, 1), "raw_ms": round(raw_ms, 1),
+            "ratio": round(product_ms / raw_ms, 2) if raw_ms else None,
+            "rows": product_rows, "raw_rows": raw_rows,
+        })  # fmt: skip
+        print(
+            f"{name:<42} product {product_ms:9.1f} ms   raw {raw_ms:9.1f} ms   rows {product_rows}"
+        )
+
+    measure(
+        "3-condition exact count",
+        lambda: targeting.count("contact", three).rows,
+        lambda: raw(
+            f"SELECT COUNT(*) FROM {contact} WHERE email_consent AND language IN (%s, %s) "
+            "AND birth_date < %s",
+            ["fr", "en", born_before],
+        ),
+    )
+    measure(
+        "exists-over-bookings segmentation (count)",
+        lambda: targeting.count("contact", segment).rows,
+        lambda: raw(
+            f"SELECT COUNT(*) FROM {contact} c WHERE EXISTS (SELECT 1 FROM {booking} b "
+            "WHERE b.contact_id = c.id AND b.product = %s AND b.booking_date >= %s "
+            "AND b.booking_date <= %s)",
+            ["Ski week", since, date.today()],
+        ),
+    )
+
+    def product_materialise() -> int:
+        queryset = targeting.target_queryset("contact", segment)
+        return targeting.materialise(queryset, dimension="contact", run_key="bench", name="seg")
+
+    def raw_materialise() -> int:
+        with transaction.atomic():
+            raw(f"DELETE FROM {wt} WHERE run_key = %s AND name = %s", ["bench-raw", "seg"])
+            return raw(
+                f"INSERT INTO {wt} (run_key, name, contact_id, secondary_id, entity_id, "
+                f"created_at) SELECT %s, %s, c.id, NULL, c.entity_id, NOW() FROM {contact} c "
+                f"WHERE EXISTS (SELECT 1 FROM {booking} b WHERE b.contact_id = c.id "
+                "AND b.product = %s AND b.booking_date >= %s AND b.booking_date <= %s)",
+                ["bench-raw", "seg", "Ski week", since, date.today()],
+            )
+
+    measure("work-table materialisation", product_materialise, raw_materialise)
+
+    def product_distribute() -> int:
+        report = targeting.distribute(
+            run_key="bench", source="seg", target="dist", default_limit=1000
+        )
+        return report.kept
+
+    def raw_distribute() -> int:
+        with transaction.atomic():
+            raw(f"DELETE FROM {wt} WHERE run_key = %s AND name = %s", ["bench-raw", "dist"])
+            return raw(
+                f"INSERT INTO {wt} (run_key, name, contact_id, secondary_id, entity_id, "
+                "created_at) SELECT run_key, %s, contact_id, secondary_id, entity_id, NOW() "
+                "FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY entity_id ORDER BY id) AS rn "
+                f"FROM {wt} WHERE run_key = %s AND name = %s AND entity_id IS NOT NULL) ranked "
+                "WHERE rn <= %s",
+                ["dist", "bench-raw", "seg", 1000],
+            )
+
+    measure("per-entity distribution (limit 1000)", product_distribute, raw_distribute)
+    WorkTableRow.objects.filter(run_key__in=["bench", "bench-raw"]).delete()
+
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    meta = {"vendor": connection.vendor, "contacts": args.contacts, "repeat": args.repeat}
+    (RESULTS / f"targeting-{stamp}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    lines = ["| operation | product (ms) | raw SQL (ms) | ratio | rows |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['operation']} | {r['product_ms']} | {r['raw_ms']} | {r['ratio']} | {r['rows']} |"
+        for r in rows
+    ]
+    (RESULTS / f"targeting-{stamp}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    slow = [r for r in rows if r["ratio"] and r["ratio"] > args.threshold]
+    mismatched = [r for r in rows if r["rows"] != r["raw_rows"]]
+    for r in mismatched:
+        print(f"MISMATCH {r['operation']}: product {r['rows']} rows, raw {r['raw_rows']}")
+    for r in slow:
+        print(f"SLOW {r['operation']}: ratio {r['ratio']} > {args.threshold}")
+    return 1 if slow or mismatched else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
