@@ -3,7 +3,6 @@ the list of child campaigns associated with each parent."""
 
 from __future__ import annotations
 
-import json
 from pathlib import PurePath
 from typing import Any
 
@@ -292,7 +291,7 @@ class SavedQueryAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
         return count_response(request)
 
     def render_change_form(self, request, context, *args, **kwargs):  # type: ignore[no-untyped-def]
-        context["registry_json"] = json.dumps(targeting_registry.describe())
+        context["registry"] = targeting_registry.describe()
         context["count_url"] = reverse("admin:campaigns_count")
         return super().render_change_form(request, context, *args, **kwargs)
 

@@ -147,7 +147,8 @@ class SubscriptionResource(ScopedResource):
 
     class Meta:
         model = Subscription
-        fields = ["id", "contact", "product", "start_date", "end_date", "status"]
+        import_id_fields = ["contact", "product", "start_date"]
+        fields = ["contact", "product", "start_date", "end_date", "status"]
         clean_model_instances = True
         skip_unchanged = True
         report_skipped = True

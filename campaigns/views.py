@@ -178,7 +178,28 @@ def count_response(request: HttpRequest) -> JsonResponse:
     except targeting.TargetingError as exc:
         return JsonResponse({"errors": exc.as_json()}, status=400)
     elapsed = round((time.perf_counter() - started) * 1000, 1)
-    return JsonResponse({**result.as_dict(), "milliseconds": elapsed})
+    body: dict[str, Any] = {**result.as_dict(), "milliseconds": elapsed}
+    if payload.get("sample"):
+        dimension = str(payload.get("dimension") or "contact")
+        queryset = targeting.target_queryset(
+            dimension, conditions, user=request.user, entity=entity
+        )
+        columns = SAMPLE_COLUMNS[dimension]
+        body["sample"] = {
+            "columns": columns,
+            "rows": [
+                [str(value) if value is not None else "" for value in row]
+                for row in queryset.order_by("pk").values_list(*columns)[:20]
+            ],
+        }
+    return JsonResponse(body)
+
+
+SAMPLE_COLUMNS = {
+    "contact": ["external_id", "first_name", "last_name", "email", "entity__code"],
+    "booking": ["reference", "product", "booking_date", "amount", "contact__external_id"],
+    "subscription": ["product", "start_date", "status", "contact__external_id"],
+}
 
 
 @login_required
@@ -210,7 +231,7 @@ def audience(request: HttpRequest) -> HttpResponse:
             "search": search,
             "queries": SavedQuery.objects.visible_to(request.user).select_related("entity"),
             "entities": Entity.objects.visible_to(request.user).filter(kind="local"),
-            "registry_json": json.dumps(registry.describe()),
+            "registry": registry.describe(),
             "dimensions": Dimension.choices,
         },
     )

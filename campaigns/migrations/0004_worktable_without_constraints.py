@@ -5,25 +5,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0003_contact_importjob_quarantine_savedquery_store_and_more'),
-        ('portal', '0001_initial'),
+        ("campaigns", "0003_contact_importjob_quarantine_savedquery_store_and_more"),
+        ("portal", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='worktablerow',
-            name='campaigns_w_run_key_3b0f6e_idx',
+            model_name="worktablerow",
+            name="campaigns_w_run_key_3b0f6e_idx",
         ),
         migrations.AlterField(
-            model_name='worktablerow',
-            name='contact',
-            field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='campaigns.contact'),
+            model_name="worktablerow",
+            name="contact",
+            field=models.ForeignKey(
+                db_constraint=False,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to="campaigns.contact",
+            ),
         ),
         migrations.AlterField(
-            model_name='worktablerow',
-            name='entity',
-            field=models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='portal.entity'),
+            model_name="worktablerow",
+            name="entity",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to="portal.entity",
+            ),
         ),
     ]

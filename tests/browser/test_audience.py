@@ -15,10 +15,63 @@ def test_the_count_button_counts_without_reloading(org, log_in, live_server):
     page.get_by_label("Conditions (JSON)").fill(
         '{"field": "email_consent", "op": "eq", "value": true}'
     )
+    expect(page.get_by_label("Field").first).to_have_value("f:email_consent")  # builder follows
     page.evaluate("window.notReloaded = true")
     page.get_by_role("button", name="Count", exact=True).click()
     expect(page.locator("#count-output")).to_contain_text("2 rows")
     assert page.evaluate("window.notReloaded") is True
     page.get_by_label("Conditions (JSON)").fill('{"field": "salary", "op": "gt", "value": 1}')
+    page.wait_for_timeout(500)  # let the builder settle before clicking
     page.get_by_role("button", name="Count", exact=True).click()
     expect(page.locator("#count-output")).to_contain_text("unknown field “salary”")
+
+
+def test_a_marketer_builds_a_query_without_writing_json(org, page, live_server):
+    from datetime import date
+
+    from campaigns.models import Booking, SavedQuery
+    from tests.factories import PASSWORD
+
+    for n in range(4):
+        contact = Contact.objects.create(
+            external_id=f"Q{n}", entity=org.store_a, email_consent=n % 2 == 0
+        )
+        if n < 3:
+            Booking.objects.create(
+                contact=contact, reference=f"QB{n}", product="Ski week", booking_date=date.today()
+            )
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "marketer")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/campaigns/savedquery/add/")
+    page.fill("#id_name", "Opted-in skiers")
+    page.get_by_role("button", name="+ condition").first.click()
+    page.get_by_label("Field").last.select_option("f:email_consent")
+    page.get_by_label("Value").last.select_option("true")
+    page.get_by_role("button", name="+ condition").first.click()
+    page.get_by_label("Field").last.select_option("r:bookings")
+    page.get_by_role("button", name="Count and show a sample").click()
+    expect(page.locator("#count-output")).to_contain_text("2 rows")
+    expect(page.locator("#count-output table")).to_contain_text("Q0")
+    page.screenshot(path=str(live_server_screenshot()), full_page=True)
+    entity = page.locator("#id_entity")
+    entity.evaluate(
+        "(el, pk) => { el.appendChild(new Option('HQ', pk, true, true)); }", str(org.hq.pk)
+    )
+    page.get_by_role("button", name="Save", exact=True).click()
+    query = SavedQuery.objects.get(name="Opted-in skiers")
+    assert query.conditions == {
+        "and": [
+            {"field": "email_consent", "op": "eq", "value": True},
+            {"relation": "bookings", "op": "exists"},
+        ]
+    }
+
+
+def live_server_screenshot():
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("SCREENSHOT_DIR", "/tmp"))
+    return folder / "query-builder.png"

@@ -122,13 +122,16 @@ def test_the_admin_query_builder_counts(contacts, org, client):
     client.force_login(org.marketer)
     query = SavedQuery.objects.create(name="Opted in", entity=org.hq, conditions={})
     page = client.get(reverse("admin:campaigns_savedquery_change", args=[query.pk]))
-    assert "Count now" in page.content.decode()
+    assert "Count and show a sample" in page.content.decode()
     response = client.post(
         reverse("admin:campaigns_count"),
-        json.dumps({"conditions": {}}),
+        json.dumps({"conditions": {}, "sample": True}),
         content_type="application/json",
     )
     assert response.json()["rows"] == 3
+    sample = response.json()["sample"]
+    assert sample["columns"][0] == "external_id"
+    assert [row[0] for row in sample["rows"]] == ["A1", "A2", "B1"]
 
 
 def test_local_operators_import_from_the_portal(org, client, django_capture_on_commit_callbacks):

@@ -7,6 +7,22 @@
     var input = document.querySelector("input[name=csrfmiddlewaretoken]");
     return input ? input.value : "";
   }
+  function sampleTable(sample) {
+    var table = document.createElement("table");
+    table.className = "table sample";
+    var head = table.createTHead().insertRow();
+    sample.columns.forEach(function (c) {
+      var th = document.createElement("th"); th.scope = "col"; th.textContent = c; head.appendChild(th);
+    });
+    var body = table.createTBody();
+    sample.rows.forEach(function (r) {
+      var tr = body.insertRow();
+      r.forEach(function (v) { tr.insertCell().textContent = v; });
+    });
+    var caption = table.createCaption();
+    caption.textContent = "Sample (first " + sample.rows.length + " rows)";
+    return table;
+  }
   function render(output, data, ok) {
     output.textContent = "";
     if (ok) {
@@ -14,6 +30,7 @@
       if (data.contacts !== data.rows) text += ", " + data.contacts.toLocaleString() + " distinct contacts";
       output.textContent = text + " (" + data.milliseconds + " ms)";
       output.className = "count-result ok";
+      if (data.sample) output.appendChild(sampleTable(data.sample));
       return;
     }
     var list = document.createElement("ul");
@@ -43,6 +60,7 @@
         dimension: dimension ? dimension.value : "contact",
         conditions: conditions ? conditions.value : "{}",
         entity: entity && entity.tagName === "SELECT" ? entity.value : "",
+        sample: button.dataset.sample === "true",
       }),
     })
       .then(function (response) {
