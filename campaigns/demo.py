@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from campaigns import imports
+from campaigns import imports, synthetic
 from campaigns.models import SavedQuery
 
 FIRST = [
@@ -128,6 +128,18 @@ def seed(
             "subscriptions",
             _csv(["contact", "product", "start_date", "end_date", "status"], subscriptions),
             stdout,
+        )
+    # The bulk of the demo audience comes from the synthetic generator (bulk inserts).
+    if not imports.Contact.objects.filter(external_id__startswith="DEMO-").exists():
+        made = synthetic.generate(
+            contacts=audience_size * 9 * len(stores),
+            entities=[entity for _code, entity in stores],
+            seed=rng.randint(1, 10**6),
+            prefix="DEMO",
+        )
+        stdout.write(
+            f"Demo synthetic audience: {made.contacts} contacts, {made.bookings} bookings, "
+            f"{made.subscriptions} subscriptions."
         )
     marketer = get_user_model().objects.filter(username="marketer").first()
     for name, dimension, conditions in [
