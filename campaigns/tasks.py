@@ -15,3 +15,11 @@ def run_import_job(job_id: int) -> str:
 def purge_work_tables() -> int:
     """Daily retention of work tables."""
     return targeting.purge_work_tables()
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=3600, time_limit=3700)
+def execute_activity(execution_id: int) -> str:
+    """Run one workflow activity; a second delivery finds it claimed and does nothing."""
+    from campaigns.workflow import engine
+
+    return engine.run_activity(execution_id=execution_id)

@@ -16,12 +16,25 @@ from campaigns.models.campaign import (
     PersonalisationField,
     ScheduledRun,
 )
+from campaigns.models.workflow import (
+    Activity,
+    ActivityExecution,
+    ExecutionState,
+    Transition,
+    TransitionCount,
+    WorkflowRun,
+    WorkflowRunState,
+    transition_table,
+)
 
 __all__ = [
+    "Activity",
+    "ActivityExecution",
     "Booking",
     "Campaign",
     "CampaignQuerySet",
     "Contact",
+    "ExecutionState",
     "ImportJob",
     "PersonalisationField",
     "Quarantine",
@@ -29,5 +42,10 @@ __all__ = [
     "ScheduledRun",
     "Store",
     "Subscription",
+    "Transition",
+    "TransitionCount",
     "WorkTableRow",
+    "WorkflowRun",
+    "WorkflowRunState",
+    "transition_table",
 ]

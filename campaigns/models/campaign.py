@@ -170,7 +170,17 @@ class Campaign(ConcurrentTransitionMixin, models.Model):
 
     @transition(field=state, source=CampaignState.RUNNING, target=CampaignState.FAILED)
     def fail(self) -> None:
-        """An activity failed for good."""
+        """An activity failed."""
+
+    @transition(
+        field=state,
+        source=CampaignState.FAILED,
+        target=CampaignState.RUNNING,
+        permission="campaigns.change_campaign",
+        custom={"label": "Restart"},
+    )
+    def restart(self) -> None:
+        """The failed activity is retried."""
 
     @transition(
         field=state,

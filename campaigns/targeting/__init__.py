@@ -4,6 +4,7 @@ distribution."""
 from campaigns.targeting.compiler import TargetingError, compile_conditions
 from campaigns.targeting.counts import CountResult, count, target_queryset
 from campaigns.targeting.worktables import (
+    copy_rows,
     distribute,
     materialise,
     purge_work_tables,
@@ -14,6 +15,7 @@ __all__ = [
     "CountResult",
     "TargetingError",
     "compile_conditions",
+    "copy_rows",
     "count",
     "distribute",
     "materialise",

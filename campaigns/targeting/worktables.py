@@ -87,6 +87,17 @@ def work_table(run_key: str, name: str) -> QuerySet:
     return WorkTableRow.objects.filter(run_key=run_key, name=name)
 
 
+def copy_rows(rows: QuerySet, *, run_key: str, name: str) -> int:
+    """Write work-table rows selected by ``rows`` (any filter over WorkTableRow, or a union
+    grouped by contact) as the table (run_key, name), replacing it. One INSERT … SELECT."""
+    select = _constants(rows.order_by(), run_key, name).values_list(
+        "_wt_run", "_wt_name", "contact_id", "secondary_id", "entity_id", "_wt_now"
+    )
+    with transaction.atomic():
+        work_table(run_key, name).delete()
+        return _insert_select(select)
+
+
 # Orders a distribution may rank rows by (a leading "-" sorts descending); "id" breaks ties.
 PRIORITY_FIELDS = frozenset(
     {"id", "contact_id", "contact__created_at", "contact__birth_date", "contact__last_name"}

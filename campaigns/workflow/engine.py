@@ -1,0 +1,282 @@
+"""The workflow engine: validate a graph, start a run (or a simulation), execute each activity
+as a Celery task once all its inputs are ready, record counts, and honour pause and stop
+between activities. A task delivered twice finds its activity claimed and does nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+
+from campaigns.choices import CampaignState
+from campaigns.models import (
+    Activity,
+    ActivityExecution,
+    Campaign,
+    ExecutionState,
+    Transition,
+    TransitionCount,
+    WorkflowRun,
+    WorkflowRunState,
+    WorkTableRow,
+)
+from campaigns.workflow.activities import TYPES, Context, output_table
+from portal import services as portal_services
+from portal.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
+
+
+def validate_workflow(campaign: Campaign) -> list[str]:
+    """Every problem of the graph, each naming its activity."""
+    activities = list(campaign.activities.all())
+    transitions = list(campaign.transitions.select_related("source", "target"))
+    if not activities:
+        return ["The workflow has no activity."]
+    problems: list[str] = []
+    by_id = {activity.pk: activity for activity in activities}
+    incoming: dict[int, list[Transition]] = defaultdict(list)
+    outgoing: dict[int, list[Transition]] = defaultdict(list)
+    for item in transitions:
+        if item.source_id not in by_id or item.target_id not in by_id:
+            problems.append(f"Transition {item} links an activity of another campaign.")
+            continue
+        incoming[item.target_id].append(item)
+        outgoing[item.source_id].append(item)
+    for activity in activities:
+        kind = TYPES.get(activity.type)
+        name = f"Activity “{activity}”"
+        if kind is None:
+            problems.append(f"{name}: unknown type {activity.type!r}.")
+            continue
+        settings = activity.settings if isinstance(activity.settings, dict) else None
+        if settings is None:
+            problems.append(f"{name}: settings must be an object.")
+            continue
+        problems += [f"{name}: {problem}" for problem in kind.validate(settings)]
+        count = len(incoming[activity.pk])
+        if count < kind.min_inputs:
+            problems.append(f"{name} needs at least {kind.min_inputs} incoming transition(s).")
+        if kind.max_inputs is not None and count > kind.max_inputs:
+            problems.append(f"{name} takes at most {kind.max_inputs} incoming transition(s).")
+        if not problems or all(not p.startswith(name) for p in problems):
+            labels = set(kind.outputs(settings))
+            for item in outgoing[activity.pk]:
+                if item.label not in labels:
+                    allowed = ", ".join(sorted(labels)) or "none"
+                    problems.append(f"{name} has no output “{item.label}” (outputs: {allowed}).")
+    order = _topological(activities, transitions)
+    if order is None:
+        problems.append("The workflow has a cycle: transitions must not loop back.")
+    starts = [a for a in activities if not incoming[a.pk]]
+    reachable = _reachable(starts, outgoing)
+    for activity in activities:
+        if activity.pk not in reachable:
+            problems.append(f"Activity “{activity}” cannot be reached from a start.")
+    return problems
+
+
+def _topological(activities: list[Activity], transitions: list[Transition]) -> list[int] | None:
+    indegree = {a.pk: 0 for a in activities}
+    edges: dict[int, list[int]] = defaultdict(list)
+    for item in transitions:
+        if item.source_id in indegree and item.target_id in indegree:
+            edges[item.source_id].append(item.target_id)
+            indegree[item.target_id] += 1
+    queue = deque(pk for pk, degree in indegree.items() if degree == 0)
+    order = []
+    while queue:
+        pk = queue.popleft()
+        order.append(pk)
+        for nxt in edges[pk]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                queue.append(nxt)
+    return order if len(order) == len(activities) else None
+
+
+def _reachable(starts: list[Activity], outgoing: dict[int, list[Transition]]) -> set[int]:
+    seen: set[int] = set()
+    stack = [a.pk for a in starts]
+    while stack:
+        pk = stack.pop()
+        if pk in seen:
+            continue
+        seen.add(pk)
+        stack += [item.target_id for item in outgoing[pk]]
+    return seen
+
+
+def start_run(*, campaign: Campaign, actor: Any, simulate: bool = False) -> WorkflowRun:
+    """Start the workflow (the campaign moves to running) or simulate it (counts only)."""
+    problems = validate_workflow(campaign)
+    if problems:
+        raise DomainError("The workflow is not valid: " + " ".join(problems), problems=problems)
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if not simulate:
+            if campaign.state != CampaignState.READY:
+                raise DomainError(
+                    f"Only a ready campaign can run; this one is {campaign.get_state_display()}."
+                )
+            portal_services.transition(obj=campaign, name="start", actor=actor)
+        elif actor is not None and not actor.has_perm("campaigns.change_campaign"):
+            raise PermissionDenied("Your role does not allow simulating campaigns.")
+        run = WorkflowRun.objects.create(
+            campaign=campaign,
+            simulate=simulate,
+            started_by=actor if getattr(actor, "is_authenticated", False) else None,
+        )
+        ActivityExecution.objects.bulk_create(
+            [ActivityExecution(run=run, activity=a) for a in campaign.activities.all()]
+        )
+        portal_services.record_audit(
+            obj=campaign,
+            action="simulate" if simulate else "run",
+            actor=actor,
+            extra={"run": run.pk},
+        )
+        transaction.on_commit(partial(_enqueue_ready, run.pk))
+    return run
+
+
+def _ready(run: WorkflowRun) -> list[int]:
+    """Pending executions whose every input activity is done."""
+    done = set(
+        run.executions.filter(state=ExecutionState.DONE).values_list("activity_id", flat=True)
+    )
+    sources: dict[int, set[int]] = defaultdict(set)
+    for source_id, target_id in run.campaign.transitions.values_list("source_id", "target_id"):
+        sources[target_id].add(source_id)
+    return [
+        execution.pk
+        for execution in run.executions.filter(state=ExecutionState.PENDING)
+        if sources[execution.activity_id] <= done
+    ]
+
+
+def _enqueue_ready(run_id: int) -> None:
+    from campaigns.tasks import execute_activity
+
+    run = WorkflowRun.objects.get(pk=run_id)
+    if run.state != WorkflowRunState.RUNNING:
+        return
+    for execution_id in _ready(run):
+        execute_activity.delay(execution_id)
+
+
+def run_activity(*, execution_id: int) -> str:
+    """Execute one activity of a run (the Celery task's body); idempotent."""
+    with transaction.atomic():
+        execution = (
+            ActivityExecution.objects.select_for_update()
+            .select_related("run__campaign", "activity__campaign")
+            .get(pk=execution_id)
+        )
+        run = execution.run
+        if execution.state != ExecutionState.PENDING or run.state != WorkflowRunState.RUNNING:
+            return "skipped"
+        portal_services.transition(obj=execution, name="start")
+    activity = execution.activity
+    incoming = list(activity.incoming.order_by("id"))
+    ctx = Context(
+        run_key=run.run_key,
+        activity=activity,
+        input_names=[output_table(item.source, item.label) for item in incoming],
+    )
+    try:
+        with transaction.atomic():
+            TYPES[activity.type].run(ctx)
+            rows_in = sum(table.count() for table in ctx.inputs)
+            for item in activity.outgoing.all():
+                rows = WorkTableRow.objects.filter(
+                    run_key=run.run_key, name=output_table(activity, item.label)
+                ).count()
+                TransitionCount.objects.update_or_create(
+                    run=run, transition=item, defaults={"rows": rows}
+                )
+            portal_services.transition(obj=execution, name="finish", rows_in=rows_in)
+    except Exception as exc:  # an activity failure fails the run, with its message
+        logger.exception("Activity %s failed", activity)
+        _fail(execution_id, f"{type(exc).__name__}: {exc}")
+        return "failed"
+    _after(run.pk)
+    return "done"
+
+
+def _fail(execution_id: int, error: str) -> None:
+    with transaction.atomic():
+        execution = ActivityExecution.objects.select_for_update().get(pk=execution_id)
+        portal_services.transition(obj=execution, name="fail", error=error)
+        run = WorkflowRun.objects.select_for_update().get(pk=execution.run_id)
+        if run.state == WorkflowRunState.RUNNING:
+            portal_services.transition(obj=run, name="fail", error=error)
+            if not run.simulate:
+                campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
+                if campaign.state == CampaignState.RUNNING:
+                    portal_services.transition(obj=campaign, name="fail", comment=error)
+
+
+def _after(run_id: int) -> None:
+    """Complete the run when every activity is done; otherwise start the next ones."""
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().select_related("campaign").get(pk=run_id)
+        if run.state != WorkflowRunState.RUNNING:
+            return
+        if not run.executions.exclude(state=ExecutionState.DONE).exists():
+            portal_services.transition(obj=run, name="complete")
+            if not run.simulate:
+                campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
+                portal_services.transition(obj=campaign, name="complete")
+            return
+        transaction.on_commit(partial(_enqueue_ready, run.pk))
+
+
+def _run_transition(run: WorkflowRun, name: str, actor: Any) -> WorkflowRun:
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        portal_services.transition(obj=run, name=name, actor=actor, check_permission=False)
+        if not run.simulate and name in ("pause", "resume", "stop"):
+            campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
+            target = {"pause": "pause", "resume": "start", "stop": "stop"}[name]
+            portal_services.transition(obj=campaign, name=target, actor=actor)
+        if name == "resume":
+            transaction.on_commit(partial(_enqueue_ready, run.pk))
+    return run
+
+
+def pause_run(*, run: WorkflowRun, actor: Any) -> WorkflowRun:
+    return _run_transition(run, "pause", actor)
+
+
+def resume_run(*, run: WorkflowRun, actor: Any) -> WorkflowRun:
+    return _run_transition(run, "resume", actor)
+
+
+def stop_run(*, run: WorkflowRun, actor: Any) -> WorkflowRun:
+    return _run_transition(run, "stop", actor)
+
+
+def retry_activity(*, execution: ActivityExecution, actor: Any) -> WorkflowRun:
+    """Restart a failed activity only: the run and campaign go back to running."""
+    with transaction.atomic():
+        execution = ActivityExecution.objects.select_for_update().get(pk=execution.pk)
+        portal_services.transition(obj=execution, name="retry", actor=actor)
+        run = WorkflowRun.objects.select_for_update().get(pk=execution.run_id)
+        if run.state == WorkflowRunState.FAILED:
+            portal_services.transition(obj=run, name="restart", actor=actor)
+            if not run.simulate:
+                campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
+                if campaign.state == CampaignState.FAILED:
+                    portal_services.transition(obj=campaign, name="restart", actor=actor)
+        transaction.on_commit(partial(_enqueue_ready, run.pk))
+    return run
+
+
+def counts(run: WorkflowRun) -> dict[int, int]:
+    """Rows carried by each transition in a run."""
+    return dict(run.counts.values_list("transition_id", "rows"))

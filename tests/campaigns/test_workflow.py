@@ -1,0 +1,330 @@
+import pytest
+from django.core.exceptions import PermissionDenied
+
+from campaigns import targeting
+from campaigns.models import Activity, ActivityExecution, Contact, Transition
+from campaigns.workflow import engine
+from campaigns.workflow.activities import output_table
+from portal import services as portal_services
+from portal.exceptions import DomainError
+from tests.factories import CampaignFactory
+
+
+@pytest.fixture
+def audience(org):
+    """Ten contacts of STORE_A (A0..A9) and five of STORE_B (B0..B4)."""
+    for n in range(10):
+        Contact.objects.create(
+            external_id=f"A{n}",
+            entity=org.store_a,
+            email_consent=n < 6,
+            language="fr" if n % 2 else "en",
+        )
+    for n in range(5):
+        Contact.objects.create(
+            external_id=f"B{n}", entity=org.store_b, email_consent=True, language="en"
+        )
+
+
+@pytest.fixture
+def campaign(org):
+    return CampaignFactory(name="Spring", kind="parent", collaborative_type="", entity=org.hq)
+
+
+def act(campaign, key, type_, **settings):
+    return Activity.objects.create(campaign=campaign, key=key, type=type_, settings=settings)
+
+
+def link(campaign, source, target, label="out"):
+    return Transition.objects.create(campaign=campaign, source=source, target=target, label=label)
+
+
+def contacts_of(run, activity, label="out"):
+    rows = targeting.work_table(run.run_key, output_table(activity, label))
+    return set(rows.values_list("contact__external_id", flat=True))
+
+
+def simulate(campaign, org, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.start_run(campaign=campaign, actor=org.marketer, simulate=True)
+    run.refresh_from_db()
+    return run
+
+
+QUERY = {"field": "email_consent", "op": "eq", "value": True}
+FRENCH = {"field": "language", "op": "eq", "value": "fr"}
+
+
+def test_set_operations_give_exact_sets(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    consent = act(campaign, "consent", "query", conditions=QUERY)
+    french = act(campaign, "french", "query", conditions=FRENCH)
+    union = act(campaign, "union", "union")
+    both = act(campaign, "both", "intersection")
+    minus = act(campaign, "minus", "exclusion")
+    end = act(campaign, "end", "end")
+    for target in (union, both, minus):
+        link(campaign, consent, target)
+        link(campaign, french, target)
+        link(campaign, target, end)
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    assert run.state == "completed", run.error
+    consenting = {"A0", "A1", "A2", "A3", "A4", "A5", "B0", "B1", "B2", "B3", "B4"}
+    french_ones = {"A1", "A3", "A5", "A7", "A9"}
+    assert contacts_of(run, consent) == consenting
+    assert contacts_of(run, union) == consenting | french_ones
+    assert contacts_of(run, both) == consenting & french_ones
+    assert contacts_of(run, minus) == consenting - french_ones
+    counts = engine.counts(run)
+    to_end = Transition.objects.get(source=union, target=end)
+    assert counts[to_end.pk] == len(consenting | french_ones)
+
+
+def test_split_by_conditions_limits_and_remainder(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    everyone = act(campaign, "all", "query", conditions={})
+    split = act(
+        campaign,
+        "split",
+        "split",
+        branches=[
+            {"label": "french", "conditions": FRENCH, "limit": 3},
+            {
+                "label": "store_b",
+                "conditions": {"field": "entity.code", "op": "eq", "value": "STORE_B"},
+            },
+        ],
+        remainder="others",
+    )
+    end = act(campaign, "end", "end")
+    link(campaign, everyone, split)
+    for label in ("french", "store_b", "others"):
+        link(campaign, split, end, label)
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    assert run.state == "completed", run.error
+    assert contacts_of(run, split, "french") == {"A1", "A3", "A5"}
+    assert contacts_of(run, split, "store_b") == {"B0", "B1", "B2", "B3", "B4"}
+    # the french contacts over the limit are not taken by a branch: they are the remainder
+    assert contacts_of(run, split, "others") == {"A0", "A2", "A4", "A6", "A7", "A8", "A9"}
+
+
+def test_split_by_percentages_is_stable_and_complete(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    everyone = act(campaign, "all", "query", conditions={})
+    split = act(
+        campaign,
+        "split",
+        "split",
+        branches=[{"label": "a", "percent": 50}, {"label": "b", "percent": 50}],
+    )
+    end = act(campaign, "end", "end")
+    link(campaign, everyone, split)
+    link(campaign, split, end, "a")
+    link(campaign, split, end, "b")
+    first = simulate(campaign, org, django_capture_on_commit_callbacks)
+    second = simulate(campaign, org, django_capture_on_commit_callbacks)
+    a1, b1 = contacts_of(first, split, "a"), contacts_of(first, split, "b")
+    assert a1.isdisjoint(b1) and len(a1 | b1) == 15
+    assert contacts_of(second, split, "a") == a1  # the same contact lands in the same half
+
+
+def test_deduplication_and_distribution(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    everyone = act(campaign, "all", "query", conditions={})
+    again = act(campaign, "again", "query", conditions={})
+    union = act(campaign, "union", "union")
+    dedup = act(campaign, "dedup", "deduplication")
+    dist = act(campaign, "dist", "distribution", default_limit=2, limits={"STORE_B": 4})
+    end = act(campaign, "end", "end")
+    link(campaign, everyone, union)
+    link(campaign, again, union)
+    link(campaign, union, dedup)
+    link(campaign, dedup, dist)
+    link(campaign, dist, end)
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    assert run.state == "completed", run.error
+    assert len(contacts_of(run, dedup)) == 15
+    kept = contacts_of(run, dist)
+    assert len([c for c in kept if c.startswith("A")]) == 2
+    assert len([c for c in kept if c.startswith("B")]) == 4
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda c: [], "has no activity"),
+        (
+            lambda c: [act(c, "q", "query", conditions={"field": "nope", "op": "eq"})],
+            "Activity “q”: conditions: field",
+        ),
+        (lambda c: [act(c, "u", "union")], "needs at least 2 incoming"),
+        (lambda c: [act(c, "x", "teleport")], "unknown type"),
+        (
+            lambda c: [
+                act(
+                    c,
+                    "s",
+                    "split",
+                    branches=[{"label": "a", "percent": 70}, {"label": "b", "percent": 40}],
+                )
+            ],
+            "more than 100",
+        ),
+    ],
+)
+def test_invalid_workflows_are_refused_naming_the_activity(campaign, build, message):
+    build(campaign)
+    problems = engine.validate_workflow(campaign)
+    assert any(message in problem for problem in problems), problems
+
+
+def test_cycles_and_unreachable_activities_are_refused(campaign):
+    q = act(campaign, "q", "query", conditions={})
+    a = act(campaign, "a", "deduplication")
+    b = act(campaign, "b", "deduplication")
+    link(campaign, a, b)
+    link(campaign, b, a)
+    link(campaign, q, act(campaign, "end", "end"))
+    problems = engine.validate_workflow(campaign)
+    assert any("cycle" in p for p in problems)
+    assert any("“a” cannot be reached" in p for p in problems)
+
+
+def test_a_transition_from_an_unknown_output_is_refused(campaign):
+    q = act(campaign, "q", "query", conditions={})
+    link(campaign, q, act(campaign, "end", "end"), label="maybe")
+    assert any("no output “maybe”" in p for p in engine.validate_workflow(campaign))
+
+
+def test_a_real_run_moves_the_campaign_and_simulate_gives_the_same_counts(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    q = act(campaign, "q", "query", conditions=QUERY)
+    split = act(
+        campaign,
+        "split",
+        "split",
+        branches=[{"label": "fr", "conditions": FRENCH}],
+        remainder="rest",
+    )
+    end = act(campaign, "end", "end")
+    link(campaign, q, split)
+    link(campaign, split, end, "fr")
+    link(campaign, split, end, "rest")
+    with pytest.raises(DomainError, match="Only a ready campaign"):
+        engine.start_run(campaign=campaign, actor=org.marketer)
+    portal_services.transition(obj=campaign, name="mark_ready")
+    simulated = simulate(campaign, org, django_capture_on_commit_callbacks)
+    campaign.refresh_from_db()
+    assert campaign.state == "ready"  # a simulation changes nothing
+    with django_capture_on_commit_callbacks(execute=True):
+        real = engine.start_run(campaign=campaign, actor=org.marketer)
+    real.refresh_from_db()
+    campaign.refresh_from_db()
+    assert (real.state, campaign.state) == ("completed", "completed")
+    assert engine.counts(real) == engine.counts(simulated)
+    assert sorted(engine.counts(real).values()) == [3, 8, 11]
+
+
+def test_a_redelivered_task_does_nothing(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    q = act(campaign, "q", "query", conditions={})
+    link(campaign, q, act(campaign, "end", "end"))
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    execution = ActivityExecution.objects.get(run=run, activity=q)
+    assert engine.run_activity(execution_id=execution.pk) == "skipped"
+    assert targeting.work_table(run.run_key, output_table(q, "out")).count() == 15
+
+
+def test_pause_holds_activities_and_resume_continues(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    q = act(campaign, "q", "query", conditions={})
+    end = act(campaign, "end", "end")
+    link(campaign, q, end)
+    portal_services.transition(obj=campaign, name="mark_ready")
+    run = engine.start_run(campaign=campaign, actor=org.marketer)  # tasks not yet enqueued
+    engine.pause_run(run=run, actor=org.marketer)
+    execution = ActivityExecution.objects.get(run=run, activity=q)
+    assert engine.run_activity(execution_id=execution.pk) == "skipped"
+    campaign.refresh_from_db()
+    assert campaign.state == "paused"
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.resume_run(run=run, actor=org.marketer)
+    run.refresh_from_db()
+    campaign.refresh_from_db()
+    assert (run.state, campaign.state) == ("completed", "completed")
+
+
+def test_stop_ends_the_run(campaign, audience, org):
+    q = act(campaign, "q", "query", conditions={})
+    link(campaign, q, act(campaign, "end", "end"))
+    portal_services.transition(obj=campaign, name="mark_ready")
+    run = engine.start_run(campaign=campaign, actor=org.marketer)
+    engine.stop_run(run=run, actor=org.marketer)
+    campaign.refresh_from_db()
+    assert campaign.state == "stopped"
+    assert (
+        engine.run_activity(execution_id=ActivityExecution.objects.get(run=run, activity=q).pk)
+        == "skipped"
+    )
+
+
+def test_a_failed_activity_fails_the_run_and_can_be_retried_alone(
+    campaign, audience, org, django_capture_on_commit_callbacks, monkeypatch
+):
+    from campaigns.workflow import activities
+
+    q = act(campaign, "q", "query", conditions={})
+    dedup = act(campaign, "dedup", "deduplication")
+    link(campaign, q, dedup)
+    link(campaign, dedup, act(campaign, "end", "end"))
+    portal_services.transition(obj=campaign, name="mark_ready")
+    original = activities.Deduplication.run
+    monkeypatch.setattr(
+        activities.Deduplication,
+        "run",
+        lambda self, ctx: (_ for _ in ()).throw(RuntimeError("disk full")),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.start_run(campaign=campaign, actor=org.marketer)
+    run.refresh_from_db()
+    campaign.refresh_from_db()
+    assert (run.state, campaign.state) == ("failed", "failed")
+    assert "disk full" in run.error
+    failed = ActivityExecution.objects.get(run=run, activity=dedup)
+    done_before = ActivityExecution.objects.get(run=run, activity=q).finished_at
+    monkeypatch.setattr(activities.Deduplication, "run", original)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.retry_activity(execution=failed, actor=org.marketer)
+    run.refresh_from_db()
+    assert run.state == "completed"
+    assert ActivityExecution.objects.get(run=run, activity=q).finished_at == done_before
+
+
+def test_a_local_operator_cannot_simulate_without_the_right(campaign, org):
+    act(campaign, "q", "query", conditions={})
+    with pytest.raises(PermissionDenied):
+        engine.start_run(campaign=campaign, actor=org.approver, simulate=True)
+
+
+def test_a_child_campaign_queries_only_its_entity(
+    org, audience, django_capture_on_commit_callbacks
+):
+    parent = CampaignFactory(name="Parent", collaborative_type="by_campaign", entity=org.hq)
+    child = CampaignFactory(
+        name="Child",
+        kind="child",
+        collaborative_type="by_campaign",
+        entity=org.store_b,
+        parent=parent,
+    )
+    q = act(child, "q", "query", conditions={})
+    link(child, q, act(child, "end", "end"))
+    run = simulate(child, org, django_capture_on_commit_callbacks)
+    assert contacts_of(run, q) == {"B0", "B1", "B2", "B3", "B4"}
