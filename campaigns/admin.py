@@ -19,6 +19,8 @@ from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns import imports, services
 from campaigns.models import (
+    Activity,
+    ActivityExecution,
     Booking,
     Campaign,
     Contact,
@@ -29,12 +31,16 @@ from campaigns.models import (
     ScheduledRun,
     Store,
     Subscription,
+    Transition,
+    TransitionCount,
+    WorkflowRun,
 )
 from campaigns.targeting import registry as targeting_registry
 from portal import services as portal_services
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
+    ReadOnlyAdminMixin,
     ServiceTransitionAdminMixin,
 )
 from portal.models import Entity, is_central_user
@@ -89,6 +95,37 @@ class ChildCampaignInline(admin.TabularInline):
         return False
 
 
+class ActivityInline(admin.TabularInline):
+    model = Activity
+    extra = 0
+    fields = ["key", "type", "label", "settings", "position_x", "position_y"]
+
+
+class TransitionInline(admin.TabularInline):
+    model = Transition
+    fk_name = "campaign"
+    extra = 0
+    fields = ["source", "label", "target"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):  # type: ignore[no-untyped-def]
+        if db_field.name in ("source", "target"):
+            object_id = request.resolver_match.kwargs.get("object_id")
+            kwargs["queryset"] = Activity.objects.filter(campaign_id=object_id)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+def _start(simulate: bool):  # type: ignore[no-untyped-def]
+    def call(obj: Campaign, actor: Any, request: HttpRequest) -> Any:
+        from campaigns.workflow import engine
+
+        run = engine.start_run(campaign=obj, actor=actor, simulate=simulate)
+        url = reverse("admin:campaigns_workflowrun_change", args=[run.pk])
+        messages.info(request, format_html('Follow it: <a href="{}">{}</a>', url, run))
+        return run
+
+    return call
+
+
 def _campaign_action(name: str):  # type: ignore[no-untyped-def]
     def call(obj: Campaign, actor: Any, request: HttpRequest) -> Campaign:
         return services.run_campaign_transition(campaign=obj, name=name, actor=actor)
@@ -137,6 +174,8 @@ class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.M
     ]
     list_select_related = ["entity"]
     transition_actions = {
+        "simulate": ("Simulate (counts only)", _start(True)),
+        "run": ("Run the workflow", _start(False)),
         "mark_ready": ("Mark ready", _campaign_action("mark_ready")),
         "pause": ("Pause", _campaign_action("pause")),
         "stop": ("Stop", _campaign_action("stop")),
@@ -155,6 +194,8 @@ class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.M
         inlines: list = []
         if obj is None or obj.kind == "reference":
             inlines.append(PersonalisationFieldInline)
+        if obj is not None:
+            inlines += [ActivityInline, TransitionInline]
         if obj is not None and obj.kind in ("reference", "parent"):
             inlines.append(ChildCampaignInline)
         if obj is not None:
@@ -162,11 +203,26 @@ class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.M
         return inlines
 
     def available_transition_actions(self, obj: Campaign, request: HttpRequest) -> list[tuple]:
-        return [
-            (name, label)
-            for name, (label, _call) in self.transition_actions.items()
-            if can_proceed(getattr(obj, name))
-        ]
+        has_workflow = obj.activities.exists()
+        actions = []
+        for name, (label, _call) in self.transition_actions.items():
+            if name == "simulate":
+                allowed = has_workflow
+            elif name == "run":
+                allowed = has_workflow and obj.state == "ready"
+            else:
+                allowed = can_proceed(getattr(obj, name))
+            if allowed:
+                actions.append((name, label))
+        return actions
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if form.instance.activities.exists():
+            from campaigns.workflow import engine
+
+            for problem in engine.validate_workflow(form.instance):
+                self.message_user(request, problem, messages.WARNING)
 
     def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
         if not change:
@@ -413,3 +469,44 @@ class ImportJobAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
     @admin.action(description="Import only the valid rows of the selected checks")
     def import_valid_rows(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._rerun(request, queryset, valid_only=True)
+
+
+class ExecutionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = ActivityExecution
+    fields = ["activity", "state", "rows_in", "started_at", "finished_at", "error"]
+    readonly_fields = fields
+    extra = 0
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the run's own visibility applies
+
+
+class CountInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = TransitionCount
+    fields = ["transition", "rows"]
+    readonly_fields = fields
+    extra = 0
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the run's own visibility applies
+
+    verbose_name_plural = "populations per transition"
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["__str__", "campaign", "simulate", "state", "started_at", "finished_at"]
+    list_filter = ["state", "simulate"]
+    search_fields = ["campaign__name"]
+    list_select_related = ["campaign"]
+    readonly_fields = [f.name for f in WorkflowRun._meta.fields]
+    inlines = [ExecutionInline, CountInline, AuditLogInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        if is_central_user(request.user):
+            return queryset
+        return queryset.filter(campaign__entity__in=Entity.objects.visible_to(request.user))
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("campaigns.view_campaign")

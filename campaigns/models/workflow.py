@@ -55,6 +55,20 @@ class Activity(models.Model):
     def owning_entity(self) -> Entity:
         return self.campaign.entity
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from campaigns.workflow.activities import TYPES
+
+        kind = TYPES.get(self.type)
+        if kind is None:
+            raise ValidationError({"type": f"Unknown activity type {self.type!r}."})
+        if not isinstance(self.settings, dict):
+            raise ValidationError({"settings": "Settings must be a JSON object."})
+        problems = kind.validate(self.settings)
+        if problems:
+            raise ValidationError({"settings": problems})
+
 
 class Transition(models.Model):
     """An arrow from one activity's output (named by ``label`` for splits) to another."""
@@ -76,6 +90,18 @@ class Transition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source.key} —{self.label}→ {self.target.key}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.source_id and self.target_id:
+            if self.source_id == self.target_id:
+                raise ValidationError("A transition cannot loop on its activity.")
+            campaigns = {self.source.campaign_id, self.target.campaign_id}
+            if self.campaign_id:
+                campaigns.add(self.campaign_id)
+            if len(campaigns) > 1:
+                raise ValidationError("Both activities must belong to this campaign.")
 
 
 class WorkflowRunState(models.TextChoices):

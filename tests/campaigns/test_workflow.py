@@ -328,3 +328,40 @@ def test_a_child_campaign_queries_only_its_entity(
     link(child, q, act(child, "end", "end"))
     run = simulate(child, org, django_capture_on_commit_callbacks)
     assert contacts_of(run, q) == {"B0", "B1", "B2", "B3", "B4"}
+
+
+def test_the_admin_edits_simulates_and_shows_counts(
+    campaign, audience, org, client, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    q = act(campaign, "q", "query", conditions=QUERY)
+    link(campaign, q, act(campaign, "end", "end"))
+    client.force_login(org.marketer)
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
+    assert "Simulate (counts only)" in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:campaigns_campaign_run", args=[campaign.pk, "simulate"]), follow=True
+        )
+    assert "Simulate (counts only): done." in response.content.decode()
+    from campaigns.models import WorkflowRun
+
+    run = WorkflowRun.objects.get()
+    page = client.get(reverse("admin:campaigns_workflowrun_change", args=[run.pk]))
+    body = page.content.decode()
+    assert "Completed" in body
+    assert "populations per transition" in body.lower() and "<p>11</p>" in body
+
+
+def test_activity_settings_are_validated_in_the_admin_form(campaign):
+    from django.core.exceptions import ValidationError
+
+    activity = Activity(
+        campaign=campaign,
+        key="q",
+        type="query",
+        settings={"conditions": {"field": "secret", "op": "eq", "value": 1}},
+    )
+    with pytest.raises(ValidationError, match="unknown field"):
+        activity.full_clean()
