@@ -139,7 +139,8 @@ def main() -> int:
             raw(f"DELETE FROM {wt} WHERE run_key = %s AND name = %s", ["bench-raw", "seg"])
             return raw(
                 f"INSERT INTO {wt} (run_key, name, contact_id, secondary_id, entity_id, "
-                f"created_at) SELECT %s, %s, c.id, NULL, c.entity_id, CURRENT_TIMESTAMP FROM {contact} c "
+                "created_at) SELECT %s, %s, c.id, NULL, c.entity_id, CURRENT_TIMESTAMP "
+                f"FROM {contact} c "
                 f"WHERE EXISTS (SELECT 1 FROM {booking} b WHERE b.contact_id = c.id "
                 "AND b.product = %s AND b.booking_date >= %s AND b.booking_date <= %s)",
                 ["bench-raw", "seg", "Ski week", since, date.today()],
@@ -158,7 +159,8 @@ def main() -> int:
             raw(f"DELETE FROM {wt} WHERE run_key = %s AND name = %s", ["bench-raw", "dist"])
             return raw(
                 f"INSERT INTO {wt} (run_key, name, contact_id, secondary_id, entity_id, "
-                "created_at) SELECT run_key, %s, contact_id, secondary_id, entity_id, CURRENT_TIMESTAMP "
+                "created_at) SELECT run_key, %s, contact_id, secondary_id, entity_id, "
+                "CURRENT_TIMESTAMP "
                 "FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY entity_id ORDER BY id) AS rn "
                 f"FROM {wt} WHERE run_key = %s AND name = %s AND entity_id IS NOT NULL) ranked "
                 "WHERE rn <= %s",
