@@ -56,9 +56,12 @@ def create_child_campaign(*, order: Any, actor: Any) -> Campaign:
 
 
 def copy_campaign_content(*, source: Campaign, target: Campaign) -> None:
-    """Copy what a child inherits from its parent. Today that is its personalisation values'
-    definitions, which children read from the parent; workflows and typology rules join this
-    copy when those models exist."""
+    """Copy what a child inherits from its parent: its workflow (activities and transitions),
+    then whatever other apps registered (typology rules, when they exist). Personalisation
+    field definitions are read from the parent, not copied."""
+    from campaigns.workflow.copy import copy_workflow
+
+    copy_workflow(source=source, target=target)
     for hook in _content_copiers:
         hook(source=source, target=target)
 

@@ -171,3 +171,32 @@ def test_a_running_child_is_not_stopped_by_the_cascade(approved, org):
     package_services.cancel_package(package=package, actor=org.marketer)
     child.refresh_from_db()
     assert child.state == CampaignState.RUNNING
+
+
+def test_the_child_copies_the_parents_workflow(make_package, parent, org):
+    from campaigns.models import Activity, Transition
+
+    query = Activity.objects.create(
+        campaign=parent, key="q", type="query", settings={"conditions": {}}
+    )
+    end = Activity.objects.create(campaign=parent, key="end", type="end")
+    Transition.objects.create(campaign=parent, source=query, target=end)
+    package = make_package(campaign=parent, audience=[org.store_a])
+    order = package_services.place_order(
+        package=package,
+        entity=org.store_a,
+        actor=org.operator_a,
+        data={"signature": "A"},
+        submit=True,
+    ).order
+    approvals.decide(
+        request=ApprovalRequest.objects.for_object(order).get(), actor=org.approver, approve=True
+    )
+    child = Campaign.objects.get(order=order)
+    assert list(child.activities.values_list("key", "type")) == [("q", "query"), ("end", "end")]
+    arrow = child.transitions.get()
+    assert (arrow.source.campaign, arrow.target.key) == (child, "end")
+    assert parent.activities.count() == 2  # the parent keeps its own
+    from campaigns.workflow.copy import copy_workflow
+
+    assert copy_workflow(source=parent, target=child) == 0  # never twice
