@@ -154,6 +154,7 @@ class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.M
     autocomplete_fields = ["entity", "parent"]
     readonly_fields = [
         "state",
+        "workflow_diagram",
         "order",
         "created_by",
         "created_at",
@@ -185,6 +186,14 @@ class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.M
         from django.db.models import Count
 
         return super().get_queryset(request).annotate(children_total=Count("children"))
+
+    @admin.display(description="workflow")
+    def workflow_diagram(self, obj: Campaign) -> str:
+        from campaigns.workflow import diagram
+
+        if obj.pk is None:
+            return "—"
+        return diagram.render(obj, obj.runs.first())
 
     @admin.display(description="children", ordering="children_total")
     def child_count(self, obj: Campaign) -> int:
@@ -499,8 +508,14 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["state", "simulate"]
     search_fields = ["campaign__name"]
     list_select_related = ["campaign"]
-    readonly_fields = [f.name for f in WorkflowRun._meta.fields]
+    readonly_fields = [f.name for f in WorkflowRun._meta.fields] + ["diagram"]
     inlines = [ExecutionInline, CountInline, AuditLogInline]
+
+    @admin.display(description="workflow and populations")
+    def diagram(self, obj: WorkflowRun) -> str:
+        from campaigns.workflow import diagram
+
+        return diagram.render(obj.campaign, obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)

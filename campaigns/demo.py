@@ -141,6 +141,7 @@ def seed(
             f"Demo synthetic audience: {made.contacts} contacts, {made.bookings} bookings, "
             f"{made.subscriptions} subscriptions."
         )
+    seed_workflow(entities=entities)
     marketer = get_user_model().objects.filter(username="marketer").first()
     for name, dimension, conditions in [
         ("Opted-in travellers of the last year", "contact", {"and": [
@@ -156,3 +157,42 @@ def seed(
             defaults={"entity": entities["HQ"], "dimension": dimension,
                       "conditions": conditions, "created_by": marketer},
         )  # fmt: skip
+
+
+def seed_workflow(*, entities: dict[str, Any]) -> None:
+    """A multi-step parent campaign: query → split by language → distribution → end."""
+    from campaigns.models import Activity, Campaign, Transition
+
+    campaign, created = Campaign.objects.get_or_create(
+        name="Autumn reactivation (multi-step)",
+        kind="parent",
+        defaults={"entity": entities["HQ"], "description": "Demo workflow."},
+    )
+    if not created or campaign.activities.exists():
+        return
+    target = Activity.objects.create(
+        campaign=campaign, key="target", type="query", label="Opted-in travellers",
+        settings={"conditions": {"and": [
+            {"field": "email_consent", "op": "eq", "value": True},
+            {"field": "blocklisted", "op": "eq", "value": False}]}},
+    )  # fmt: skip
+    split = Activity.objects.create(
+        campaign=campaign, key="split", type="split", label="By language",
+        settings={"branches": [{"label": "french", "conditions": {
+            "field": "language", "op": "eq", "value": "fr"}}], "remainder": "others"},
+    )  # fmt: skip
+    dedup = Activity.objects.create(
+        campaign=campaign, key="dedup", type="deduplication", label="One per contact"
+    )
+    share = Activity.objects.create(
+        campaign=campaign, key="share", type="distribution", label="At most 40 per store",
+        settings={"default_limit": 40, "order": ["-contact__created_at"]},
+    )  # fmt: skip
+    end = Activity.objects.create(campaign=campaign, key="end", type="end", label="Done")
+    for source, target_activity, label in [
+        (target, split, "out"), (split, dedup, "french"), (split, end, "others"),
+        (dedup, share, "out"), (share, end, "out"),
+    ]:  # fmt: skip
+        Transition.objects.create(
+            campaign=campaign, source=source, target=target_activity, label=label
+        )

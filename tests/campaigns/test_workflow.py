@@ -365,3 +365,20 @@ def test_activity_settings_are_validated_in_the_admin_form(campaign):
     )
     with pytest.raises(ValidationError, match="unknown field"):
         activity.full_clean()
+
+
+def test_the_diagram_draws_activities_and_counts_and_escapes_labels(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    from campaigns.workflow import diagram
+
+    q = act(campaign, "q", "query", conditions=QUERY)
+    q.label = "<script>alert(1)</script>"
+    q.save()
+    link(campaign, q, act(campaign, "end", "end"))
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    svg = str(diagram.render(campaign, run))
+    assert "<svg" in svg and svg.endswith("</svg></div>")
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert ">11</text>" in svg  # the population of q → end
+    assert "Query (build an audience)" in svg
