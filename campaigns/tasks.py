@@ -23,3 +23,11 @@ def execute_activity(execution_id: int) -> str:
     from campaigns.workflow import engine
 
     return engine.run_activity(execution_id=execution_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def wake_waiting_activities() -> int:
+    """Every minute: wait and scheduler activities whose time has come continue."""
+    from campaigns.workflow import engine
+
+    return engine.wake_due()

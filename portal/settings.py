@@ -202,6 +202,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "packages.tasks.send_deadline_reminders",
         "schedule": timedelta(hours=1),
     },
+    "wake-waiting-activities": {
+        "task": "campaigns.tasks.wake_waiting_activities",
+        "schedule": timedelta(minutes=1),
+    },
     "purge-work-tables": {
         "task": "campaigns.tasks.purge_work_tables",
         "schedule": crontab(hour=3, minute=40),

@@ -6,6 +6,8 @@ each transition is a work table named after the transition, and its exact size i
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -24,6 +26,8 @@ ACTIVITY_TYPES = [
     ("split", "Split"),
     ("deduplication", "Deduplication"),
     ("distribution", "Data distribution"),
+    ("wait", "Wait (a duration)"),
+    ("scheduler", "Scheduler (wait until a date and time)"),
     ("end", "End"),
 ]
 
@@ -181,6 +185,7 @@ class WorkflowRun(ConcurrentTransitionMixin, models.Model):
 
 class ExecutionState(models.TextChoices):
     PENDING = "pending", "Pending"
+    WAITING = "waiting", "Waiting"
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
@@ -198,6 +203,7 @@ class ActivityExecution(FSMModelMixin, models.Model):
         protected=True,
     )
     rows_in = models.PositiveIntegerField(default=0)
+    wake_at = models.DateTimeField(null=True, blank=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -211,8 +217,18 @@ class ActivityExecution(FSMModelMixin, models.Model):
     def __str__(self) -> str:
         return f"{self.activity} in {self.run}"
 
-    @transition(field=state, source=ExecutionState.PENDING, target=ExecutionState.RUNNING)
+    @transition(
+        field=state,
+        source=[ExecutionState.PENDING, ExecutionState.WAITING],
+        target=ExecutionState.RUNNING,
+    )
     def start(self) -> None:
+        self.started_at = self.started_at or timezone.now()
+
+    @transition(field=state, source=ExecutionState.PENDING, target=ExecutionState.WAITING)
+    def park(self, *, wake_at: Any) -> None:
+        """A wait or scheduler activity sleeps until ``wake_at``; beat wakes it."""
+        self.wake_at = wake_at
         self.started_at = timezone.now()
 
     @transition(field=state, source=ExecutionState.RUNNING, target=ExecutionState.DONE)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import F, Min, QuerySet, Subquery
 from django.db.models.functions import Mod
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from campaigns import targeting
 from campaigns.models import Activity, Contact, SavedQuery, WorkTableRow
@@ -278,6 +281,42 @@ class Distribution(ActivityType):
         )
 
 
+class Wait(ActivityType):
+    """Passes its input on after a duration (``days``, ``hours``, ``minutes``)."""
+
+    def validate(self, settings: Mapping[str, Any]) -> list[str]:
+        units = {key: settings.get(key, 0) for key in ("days", "hours", "minutes")}
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in units.values()):
+            return ["days, hours and minutes must be whole numbers of at least 0"]
+        if not any(units.values()):
+            return ["give a duration in days, hours or minutes"]
+        return []
+
+    def wake_at(self, settings: Mapping[str, Any], now: Any) -> Any:
+        return now + timedelta(
+            days=settings.get("days", 0),
+            hours=settings.get("hours", 0),
+            minutes=settings.get("minutes", 0),
+        )
+
+    def run(self, ctx: Context) -> None:
+        ctx.write("out", ctx.inputs[0])
+
+
+class Scheduler(Wait):
+    """Passes its input on at a date and time (``at``, ISO 8601 with a time zone)."""
+
+    def validate(self, settings: Mapping[str, Any]) -> list[str]:
+        moment = parse_datetime(str(settings.get("at", "")))
+        if moment is None:
+            return ["at must be a date and time such as 2030-05-01T09:00:00+02:00"]
+        return []
+
+    def wake_at(self, settings: Mapping[str, Any], now: Any) -> Any:
+        moment = parse_datetime(str(settings["at"]))
+        return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+
+
 class End(ActivityType):
     min_inputs, max_inputs = 1, None
 
@@ -297,5 +336,7 @@ TYPES: dict[str, ActivityType] = {
     "split": Split(),
     "deduplication": Deduplication(),
     "distribution": Distribution(),
+    "wait": Wait(),
+    "scheduler": Scheduler(),
     "end": End(),
 }

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.utils import timezone
 
 from campaigns.choices import CampaignState
 from campaigns.models import (
@@ -24,7 +25,7 @@ from campaigns.models import (
     WorkflowRunState,
     WorkTableRow,
 )
-from campaigns.workflow.activities import TYPES, Context, output_table
+from campaigns.workflow.activities import TYPES, Context, Wait, output_table
 from portal import services as portal_services
 from portal.exceptions import DomainError
 
@@ -178,8 +179,19 @@ def run_activity(*, execution_id: int) -> str:
             .get(pk=execution_id)
         )
         run = execution.run
-        if execution.state != ExecutionState.PENDING or run.state != WorkflowRunState.RUNNING:
+        if run.state != WorkflowRunState.RUNNING:
             return "skipped"
+        kind = TYPES[execution.activity.type]
+        if execution.state == ExecutionState.WAITING:
+            if execution.wake_at > timezone.now():
+                return "waiting"
+        elif execution.state != ExecutionState.PENDING:
+            return "skipped"
+        elif isinstance(kind, Wait) and not run.simulate:
+            wake_at = kind.wake_at(execution.activity.settings, timezone.now())
+            if wake_at > timezone.now():
+                portal_services.transition(obj=execution, name="park", wake_at=wake_at)
+                return "waiting"
         portal_services.transition(obj=execution, name="start")
     activity = execution.activity
     incoming = list(activity.incoming.order_by("id"))
@@ -206,6 +218,21 @@ def run_activity(*, execution_id: int) -> str:
         return "failed"
     _after(run.pk)
     return "done"
+
+
+def wake_due(*, now: Any = None) -> int:
+    """Beat: run the wait and scheduler activities whose time has come."""
+    from campaigns.tasks import execute_activity
+
+    now = now or timezone.now()
+    due = ActivityExecution.objects.filter(
+        state=ExecutionState.WAITING, wake_at__lte=now, run__state=WorkflowRunState.RUNNING
+    ).values_list("pk", flat=True)
+    woken = 0
+    for execution_id in list(due):
+        execute_activity.delay(execution_id)
+        woken += 1
+    return woken
 
 
 def _fail(execution_id: int, error: str) -> None:

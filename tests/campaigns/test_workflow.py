@@ -382,3 +382,59 @@ def test_the_diagram_draws_activities_and_counts_and_escapes_labels(
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     assert ">11</text>" in svg  # the population of q → end
     assert "Query (build an audience)" in svg
+
+
+def test_a_wait_parks_the_run_until_beat_wakes_it(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    q = act(campaign, "q", "query", conditions=QUERY)
+    wait = act(campaign, "wait", "wait", days=2)
+    end = act(campaign, "end", "end")
+    link(campaign, q, wait)
+    link(campaign, wait, end)
+    portal_services.transition(obj=campaign, name="mark_ready")
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.start_run(campaign=campaign, actor=org.marketer)
+    parked = ActivityExecution.objects.get(run=run, activity=wait)
+    run.refresh_from_db()
+    assert (parked.state, run.state) == ("waiting", "running")
+    assert engine.wake_due() == 0
+    assert engine.run_activity(execution_id=parked.pk) == "waiting"  # too early: stays parked
+    with (
+        time_machine.travel(timezone.now() + timedelta(days=2, minutes=1)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert engine.wake_due() == 1
+    run.refresh_from_db()
+    campaign.refresh_from_db()
+    assert (run.state, campaign.state) == ("completed", "completed")
+    assert contacts_of(run, wait) == contacts_of(run, q)
+
+
+def test_a_simulation_does_not_wait(campaign, audience, org, django_capture_on_commit_callbacks):
+    q = act(campaign, "q", "query", conditions=QUERY)
+    later = act(campaign, "later", "scheduler", at="2099-01-01T09:00:00+00:00")
+    link(campaign, q, later)
+    link(campaign, later, act(campaign, "end", "end"))
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    assert run.state == "completed"
+
+
+@pytest.mark.parametrize(
+    ("type_", "options", "message"),
+    [
+        ("wait", {}, "give a duration"),
+        ("wait", {"hours": -1}, "whole numbers"),
+        ("scheduler", {"at": "tomorrow"}, "date and time"),
+    ],
+)
+def test_wait_and_scheduler_settings_are_validated(campaign, type_, options, message):
+    q = act(campaign, "q", "query", conditions={})
+    step = act(campaign, "step", type_, **options)
+    link(campaign, q, step)
+    assert any(message in p for p in engine.validate_workflow(campaign))
