@@ -22,6 +22,7 @@ from campaigns.choices import CampaignKind, Dimension, ImportKind
 from campaigns.models import Campaign, Contact, ImportJob, SavedQuery
 from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
+from campaigns.workflow import diagram
 from packages.forms import PersonalisationForm
 from portal.models import AuditLog, Entity
 from portal.web import attempt, file_response, page_number, stored_value_response
@@ -76,6 +77,9 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             and campaign.kind == CampaignKind.CHILD
             and campaign.state in services.EDITABLE_CHILD_STATES,
             "history": AuditLog.objects.for_object(campaign).select_related("actor"),
+            "diagram": diagram.render(campaign, campaign.runs.first())
+            if campaign.activities.exists()
+            else None,
         },
     )
 

@@ -438,3 +438,26 @@ def test_wait_and_scheduler_settings_are_validated(campaign, type_, options, mes
     step = act(campaign, "step", type_, **options)
     link(campaign, q, step)
     assert any(message in p for p in engine.validate_workflow(campaign))
+
+
+def test_the_local_operator_sees_its_childs_workflow(
+    org, audience, client, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    parent = CampaignFactory(name="Parent", collaborative_type="by_campaign", entity=org.hq)
+    child = CampaignFactory(
+        name="Child",
+        kind="child",
+        collaborative_type="by_campaign",
+        entity=org.store_a,
+        parent=parent,
+    )
+    q = act(child, "q", "query", conditions={})
+    link(child, q, act(child, "end", "end"))
+    simulate(child, org, django_capture_on_commit_callbacks)
+    client.force_login(org.operator_a)
+    body = client.get(reverse("campaigns:detail", args=[child.pk])).content.decode()
+    assert "<svg" in body and ">10</text>" in body
+    client.force_login(org.operator_b)
+    assert client.get(reverse("campaigns:detail", args=[child.pk])).status_code == 404
