@@ -20,7 +20,7 @@ from packages.choices import (
     OrderState,
     PackageState,
 )
-from portal.models import Entity, is_central_user
+from portal.models import Entity, EntityOwnedQuerySet, is_central_user
 
 
 class PackageQuerySet(models.QuerySet["Package"]):
@@ -261,13 +261,6 @@ class PackageReminder(models.Model):
         return f"{self.package} reminded to {self.entity.code}"
 
 
-class OrderQuerySet(models.QuerySet["Order"]):
-    def visible_to(self, user: Any) -> OrderQuerySet:
-        if is_central_user(user):
-            return self.all()
-        return self.filter(entity__in=Entity.objects.visible_to(user))
-
-
 class Order(ConcurrentTransitionMixin, models.Model):
     """A local entity's subscription to a package, with its personalisation values."""
 
@@ -298,7 +291,7 @@ class Order(ConcurrentTransitionMixin, models.Model):
     )
     decision_comment = models.TextField(blank=True)
 
-    objects = OrderQuerySet.as_manager()
+    objects = EntityOwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -41,6 +41,18 @@ def is_central_user(user: Any) -> bool:
     return cached
 
 
+class EntityOwnedQuerySet(models.QuerySet):
+    """Rows owned by an entity (through ``entity_path``): central users see all of them,
+    others those of the entities they may see."""
+
+    entity_path = "entity"
+
+    def visible_to(self, user: Any) -> models.QuerySet:
+        if is_central_user(user):
+            return self.all()
+        return self.filter(**{f"{self.entity_path}__in": Entity.objects.visible_to(user)})
+
+
 class EntityQuerySet(models.QuerySet["Entity"]):
     def visible_to(self, user: Any) -> EntityQuerySet:
         """Entities the user may see: those its entity groups hold the access right on."""

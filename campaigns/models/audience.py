@@ -3,8 +3,6 @@ work tables (populations persisted between workflow steps) and saved queries."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -19,18 +17,7 @@ from campaigns.choices import (
     ImportState,
     SubscriptionStatus,
 )
-from portal.models import Entity, is_central_user
-
-
-class EntityOwnedQuerySet(models.QuerySet):
-    """Rows owned by an entity: a user sees those of the entities it may see."""
-
-    entity_path = "entity"
-
-    def visible_to(self, user: Any) -> models.QuerySet:
-        if is_central_user(user):
-            return self.all()
-        return self.filter(**{f"{self.entity_path}__in": Entity.objects.visible_to(user)})
+from portal.models import Entity, EntityOwnedQuerySet
 
 
 class ContactQuerySet(EntityOwnedQuerySet):

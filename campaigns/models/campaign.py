@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keyword
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -21,7 +20,7 @@ from campaigns.choices import (
     FieldType,
     RunState,
 )
-from portal.models import Entity, is_central_user
+from portal.models import Entity, EntityOwnedQuerySet
 
 # Names the message templates already use at the top level, and Jinja2's own words.
 RESERVED_NAMES = frozenset(
@@ -45,12 +44,7 @@ def validate_template_identifier(value: str) -> None:
         raise ValidationError(f"“{value}” is reserved in message templates; choose another name.")
 
 
-class CampaignQuerySet(models.QuerySet["Campaign"]):
-    def visible_to(self, user: Any) -> CampaignQuerySet:
-        if is_central_user(user):
-            return self.all()
-        return self.filter(entity__in=Entity.objects.visible_to(user))
-
+class CampaignQuerySet(EntityOwnedQuerySet):
     def references(self) -> CampaignQuerySet:
         return self.filter(kind=CampaignKind.REFERENCE)
 
@@ -297,13 +291,6 @@ class PersonalisationField(models.Model):
             raise ValidationError(errors)
 
 
-class ScheduledRunQuerySet(models.QuerySet["ScheduledRun"]):
-    def visible_to(self, user: Any) -> ScheduledRunQuerySet:
-        if is_central_user(user):
-            return self.all()
-        return self.filter(entity__in=Entity.objects.visible_to(user))
-
-
 class ScheduledRun(ConcurrentTransitionMixin, models.Model):
     """A run of a (parent) campaign for one entity with its order's personalisation values,
     created when a simple or by-form order is accepted; the execution engine picks it up."""
@@ -320,7 +307,7 @@ class ScheduledRun(ConcurrentTransitionMixin, models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScheduledRunQuerySet.as_manager()
+    objects = EntityOwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["run_at", "id"]
