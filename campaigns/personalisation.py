@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -200,6 +201,58 @@ def delete_stored(descriptions: Iterable[Mapping[str, Any]]) -> None:
     for description in descriptions:
         if description and description.get("path"):
             default_storage.delete(description["path"])
+
+
+def default_values(definitions: Iterable[PersonalisationField]) -> dict[str, Any]:
+    """The JSON values an order starts with when nobody filled the form (pre-registration):
+    each definition's default, cleaned like a typed value."""
+    values: dict[str, Any] = {}
+    for definition in definitions:
+        initial = initial_for(definition, None)
+        if definition.field_type == FieldType.FILE or initial in (None, ""):
+            values[definition.name] = None
+        elif definition.field_type == FieldType.BOOLEAN:
+            values[definition.name] = bool(initial)
+        else:
+            values[definition.name] = to_json(form_field_for(definition).clean(initial))
+    return values
+
+
+@dataclass
+class ValueChange:
+    """New values of an order or child campaign, with what changed and which stored files
+    the change replaced (to delete once committed) or added (to delete if it fails)."""
+
+    values: dict[str, Any]
+    changed: list[str]
+    replaced: list[Mapping[str, Any]]
+    stored: dict[str, dict]
+
+
+def change_values(
+    definitions: Iterable[PersonalisationField],
+    data: Mapping[str, Any],
+    files: Mapping[str, UploadedFile] | None,
+    existing: Mapping[str, Any],
+    *,
+    folder: str,
+    strict: bool = False,
+) -> ValueChange:
+    """Validate new values against ``existing`` and store the uploads (call it inside the
+    transaction; delete ``stored`` if that transaction fails)."""
+    values, uploads = clean_values(definitions, data, files, existing, strict=strict)
+    stored = store_uploads(uploads, folder=folder)
+    new = {**values, **stored}
+    return ValueChange(
+        values=new,
+        changed=sorted(key for key in new if new[key] != existing.get(key)),
+        replaced=[
+            old
+            for name, old in existing.items()
+            if isinstance(old, Mapping) and old.get("path") and new.get(name) != old
+        ],
+        stored=stored,
+    )
 
 
 def display_value(definition: PersonalisationField, value: Any) -> str:

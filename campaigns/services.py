@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 
 from campaigns.choices import CampaignKind, CampaignState, CollaborativeType, RunState
 from campaigns.models import Campaign, ScheduledRun
-from campaigns.personalisation import clean_values, delete_stored, store_uploads
+from campaigns.personalisation import change_values, delete_stored
 from portal import services as portal_services
 from portal.exceptions import DomainError
 
@@ -141,7 +141,7 @@ def update_child_values(
     from packages.services import check_may_act_for
 
     check_may_act_for(actor=actor, entity=campaign.entity, perm="campaigns.change_campaign")
-    stored: dict[str, dict] = {}
+    change = None
     try:
         with transaction.atomic():
             campaign = (
@@ -155,30 +155,22 @@ def update_child_values(
                 raise DomainError(
                     f"A {campaign.get_state_display().lower()} campaign can no longer be changed."
                 )
-            definitions = list(campaign.parent.personalisation_fields.all())
-            values, uploads = clean_values(
-                definitions, data, files, campaign.personalisation_values
+            change = change_values(
+                campaign.parent.personalisation_fields.all(),
+                data,
+                files,
+                campaign.personalisation_values,
+                folder=f"campaigns/{campaign.pk}",
             )
-            stored = store_uploads(uploads, folder=f"campaigns/{campaign.pk}")
-            new_values = {**values, **stored}
-            old = campaign.personalisation_values
-            replaced = [
-                value
-                for name, value in old.items()
-                if isinstance(value, dict) and value.get("path") and new_values.get(name) != value
-            ]
-            changed = sorted(k for k in new_values if new_values[k] != old.get(k))
-            campaign.personalisation_values = new_values
+            campaign.personalisation_values = change.values
             campaign.save(update_fields=["personalisation_values", "updated_at"])
             portal_services.record_audit(
-                obj=campaign,
-                action="personalise",
-                actor=actor,
-                extra={"changed": changed},
+                obj=campaign, action="personalise", actor=actor, extra={"changed": change.changed}
             )
-            transaction.on_commit(partial(delete_stored, replaced))
+            transaction.on_commit(partial(delete_stored, change.replaced))
     except Exception:
-        delete_stored(stored.values())
+        if change is not None:
+            delete_stored(change.stored.values())
         raise
     return campaign
 

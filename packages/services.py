@@ -18,7 +18,13 @@ from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns.personalisation import clean_values, delete_stored, store_uploads
+from campaigns.personalisation import (
+    change_values,
+    clean_values,
+    default_values,
+    delete_stored,
+    store_uploads,
+)
 from packages.choices import (
     ACTIVE_ORDER_STATES,
     EDITABLE_ORDER_STATES,
@@ -111,15 +117,10 @@ def publish_package(*, package: Package, actor: Any) -> Package:
 
 
 def _preregister(*, package: Package, entity: Entity, actor: Any) -> Order:
-    definitions = list(package.reference_campaign.personalisation_fields.all())
-    defaults = {
-        d.name: (d.default or None) if d.field_type != "boolean" else d.default == "true"
-        for d in definitions
-    }
     order = Order.objects.create(
         package=package,
         entity=entity,
-        values=defaults,
+        values=default_values(package.reference_campaign.personalisation_fields.all()),
         state=OrderState.PREREGISTERED,
         ordered_by=None,
     )
@@ -380,8 +381,7 @@ def update_order(
     the registration deadline; late personalisation only warns)."""
     now = timezone.now()
     check_may_act_for(actor=actor, entity=order.entity, perm="packages.change_order")
-    stored: dict[str, dict] = {}
-    replaced: list[dict] = []
+    change = None
     try:
         with transaction.atomic():
             order = _locked_order(order)
@@ -389,16 +389,15 @@ def update_order(
             if order.state not in EDITABLE_ORDER_STATES:
                 raise DomainError(f"A {order.get_state_display().lower()} order cannot be changed.")
             _check_package_open(package, now=now)
-            values, uploads = _clean_for(package, data, files, order.values, strict=strict)
-            stored = store_uploads(uploads, folder=f"orders/{package.pk}/{order.entity.code}")
-            new_values = {**values, **stored}
-            replaced = [
-                old
-                for name, old in order.values.items()
-                if isinstance(old, dict) and old.get("path") and new_values.get(name) != old
-            ]
-            changed = sorted(k for k in new_values if new_values[k] != order.values.get(k))
-            order.values = new_values
+            change = change_values(
+                package.reference_campaign.personalisation_fields.all(),
+                data,
+                files,
+                order.values,
+                folder=f"orders/{package.pk}/{order.entity.code}",
+                strict=strict,
+            )
+            order.values = change.values
             if comment is not None:
                 order.comment = comment
             late = package.personalisation_late(now)
@@ -409,11 +408,12 @@ def update_order(
                 action="update_order",
                 actor=actor,
                 comment="Changed after the personalisation deadline." if late else "",
-                extra={"changed": changed, "late": late},
+                extra={"changed": change.changed, "late": late},
             )
-            transaction.on_commit(partial(delete_stored, replaced))
+            transaction.on_commit(partial(delete_stored, change.replaced))
     except Exception:
-        delete_stored(stored.values())
+        if change is not None:
+            delete_stored(change.stored.values())
         raise
     return OrderResult(order, _late_warning(package, now))
 
