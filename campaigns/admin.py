@@ -12,7 +12,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django_fsm import can_proceed
 from import_export import fields, resources
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
@@ -213,17 +212,12 @@ class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.M
 
     def available_transition_actions(self, obj: Campaign, request: HttpRequest) -> list[tuple]:
         has_workflow = obj.activities.exists()
-        actions = []
-        for name, (label, _call) in self.transition_actions.items():
-            if name == "simulate":
-                allowed = has_workflow
-            elif name == "run":
-                allowed = has_workflow and obj.state == "ready"
-            else:
-                allowed = can_proceed(getattr(obj, name))
-            if allowed:
-                actions.append((name, label))
-        return actions
+        return [
+            (name, label)
+            for name, label in super().available_transition_actions(obj, request)
+            if name not in ("simulate", "run")
+            or (has_workflow and (name == "simulate" or obj.state == "ready"))
+        ]
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)

@@ -9,7 +9,6 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django_fsm import can_proceed
 from import_export import fields, resources
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
@@ -107,13 +106,6 @@ class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(**_counts_annotation())
-
-    def available_transition_actions(self, obj: Package, request: HttpRequest) -> list[tuple]:
-        return [
-            (name, label)
-            for name, (label, _call) in self.transition_actions.items()
-            if can_proceed(getattr(obj, name))
-        ]
 
     @admin.display(description="type", ordering="reference_campaign__collaborative_type")
     def collaborative_type_display(self, obj: Package) -> str:

@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.urls import path, reverse
+from django_fsm import can_proceed
 
 from portal.exceptions import DomainError
 from portal.models import AuditLog
@@ -75,7 +76,15 @@ class ServiceTransitionAdminMixin:
     transition_actions: dict[str, tuple[str, ServiceAction]] = {}
 
     def available_transition_actions(self, obj: Any, request: HttpRequest) -> list[tuple]:
-        return [(name, label) for name, (label, _call) in self.transition_actions.items()]
+        """Buttons whose FSM transition of the same name can proceed from the object's state
+        (buttons without such a transition are always offered)."""
+        actions = []
+        for name, (label, _call) in self.transition_actions.items():
+            method = getattr(obj, name, None)
+            if hasattr(method, "_django_fsm") and not can_proceed(method):
+                continue
+            actions.append((name, label))
+        return actions
 
     def get_urls(self):  # type: ignore[no-untyped-def]
         meta = self.model._meta  # type: ignore[attr-defined]
