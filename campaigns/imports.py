@@ -35,10 +35,12 @@ class ScopedResource(resources.ModelResource):
     def __init__(self, *, entity: Entity | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.entity = entity
+        self._allowed: set[int] | None = None
 
     entity_column: str | None = None
 
-    def entity_of(self, instance: Any) -> Entity | None:  # pragma: no cover - overridden
+    def entity_of(self, instance: Any) -> int | None:  # pragma: no cover - overridden
+        """The id of the entity owning the row."""
         return None
 
     @classmethod
@@ -53,9 +55,9 @@ class ScopedResource(resources.ModelResource):
     def check_scope(self, instance: Any) -> None:
         if self.entity is None:
             return
-        owner = self.entity_of(instance)
-        allowed = self.entity.descendants()
-        if owner is None or not allowed.filter(pk=owner.pk).exists():
+        if self._allowed is None:  # once per resource, not once per row
+            self._allowed = set(self.entity.descendants().values_list("pk", flat=True))
+        if self.entity_of(instance) not in self._allowed:
             raise ValidationError("This row belongs to another entity; you may not import it.")
 
 
@@ -89,8 +91,8 @@ class ContactResource(ScopedResource):
             self.check_scope(instance)
         super().import_instance(instance, row, **kwargs)
 
-    def entity_of(self, instance: Contact) -> Entity | None:
-        return instance.entity if instance.entity_id else None
+    def entity_of(self, instance: Contact) -> int | None:
+        return instance.entity_id
 
 
 class StoreResource(ScopedResource):
@@ -108,8 +110,8 @@ class StoreResource(ScopedResource):
         skip_unchanged = True
         report_skipped = True
 
-    def entity_of(self, instance: Store) -> Entity | None:
-        return instance.entity if instance.entity_id else None
+    def entity_of(self, instance: Store) -> int | None:
+        return instance.entity_id
 
 
 class BookingResource(ScopedResource):
@@ -134,8 +136,8 @@ class BookingResource(ScopedResource):
         skip_unchanged = True
         report_skipped = True
 
-    def entity_of(self, instance: Booking) -> Entity | None:
-        return instance.contact.entity if instance.contact_id else None
+    def entity_of(self, instance: Booking) -> int | None:
+        return instance.contact.entity_id if instance.contact_id else None
 
 
 class SubscriptionResource(ScopedResource):
@@ -153,8 +155,8 @@ class SubscriptionResource(ScopedResource):
         skip_unchanged = True
         report_skipped = True
 
-    def entity_of(self, instance: Subscription) -> Entity | None:
-        return instance.contact.entity if instance.contact_id else None
+    def entity_of(self, instance: Subscription) -> int | None:
+        return instance.contact.entity_id if instance.contact_id else None
 
 
 RESOURCES: dict[str, type[ScopedResource]] = {
