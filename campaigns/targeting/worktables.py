@@ -157,39 +157,24 @@ def distribute(
     priority = _priority(order)
     limits = dict(limits or {})
     source_rows = work_table(run_key, source)
-    rows = source_rows.filter(entity__isnull=False)
+    eligible_rows = source_rows.filter(entity__isnull=False)
     if entities is not None:
-        rows = rows.filter(entity_id__in=list(entities))
-    rows = _constants(rows.order_by(), run_key, target)
+        eligible_rows = eligible_rows.filter(entity_id__in=list(entities))
+    rows = eligible_rows
     if limits or default_limit is not None:
-        unlimited = Value(2**62, output_field=BigIntegerField())
-        fallback = (
-            Value(default_limit, output_field=BigIntegerField())
-            if (default_limit is not None)
-            else unlimited
+        fallback = Value(
+            2**62 if default_limit is None else default_limit, output_field=BigIntegerField()
         )
-        cap = (
-            Case(
-                *[When(entity_id=entity, then=Value(limit)) for entity, limit in limits.items()],
-                default=fallback,
-                output_field=BigIntegerField(),
-            )
-            if limits
-            else fallback
+        cap = Case(
+            *[When(entity_id=entity, then=Value(limit)) for entity, limit in limits.items()],
+            default=fallback,
+            output_field=BigIntegerField(),
         )
         rows = rows.annotate(
             _wt_rank=Window(RowNumber(), partition_by=[F("entity_id")], order_by=priority),
             _wt_cap=cap,
         ).filter(_wt_rank__lte=F("_wt_cap"))
-    select = rows.values_list(
-        "_wt_run", "_wt_name", "contact_id", "secondary_id", "entity_id", "_wt_now"
-    )
-    with transaction.atomic():
-        work_table(run_key, target).delete()
-        _insert_select(select)
-    eligible_rows = source_rows.filter(entity__isnull=False)
-    if entities is not None:
-        eligible_rows = eligible_rows.filter(entity_id__in=list(entities))
+    copy_rows(rows, run_key=run_key, name=target)
     eligible = _per_entity(eligible_rows)
     kept = _per_entity(work_table(run_key, target))
     return DistributionReport(
