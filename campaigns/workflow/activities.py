@@ -96,16 +96,27 @@ class Query(ActivityType):
 
     def run(self, ctx: Context) -> None:
         settings = ctx.activity.settings
-        dimension = settings.get("dimension", "contact")
+        self.materialise(
+            ctx,
+            settings.get("dimension", "contact"),
+            settings.get("conditions") or {},
+            settings.get("entity_path"),
+        )
+
+    @staticmethod
+    def materialise(
+        ctx: Context, dimension: str, conditions: Any, entity_path: str | None = None
+    ) -> None:
+        """The target of a condition tree, within the campaign's entity, as the output."""
         queryset = targeting.target_queryset(
-            dimension, settings.get("conditions") or {}, entity=ctx.activity.campaign.entity
+            dimension, conditions, entity=ctx.activity.campaign.entity
         )
         targeting.materialise(
             queryset,
             dimension=dimension,
             run_key=ctx.run_key,
             name=output_table(ctx.activity, "out"),
-            entity_path=settings.get("entity_path"),
+            entity_path=entity_path,
         )
 
 
@@ -118,8 +129,7 @@ class ReadAudience(Query):
 
     def run(self, ctx: Context) -> None:
         query = SavedQuery.objects.get(pk=ctx.activity.settings["saved_query"])
-        ctx.activity.settings = {"dimension": query.dimension, "conditions": query.conditions}
-        super().run(ctx)
+        self.materialise(ctx, query.dimension, query.conditions)
 
 
 class Union(ActivityType):
@@ -130,12 +140,7 @@ class Union(ActivityType):
         for other in ctx.inputs[1:]:
             rows = rows | other
         # One row per (contact, secondary record): the first one met.
-        keep = (
-            WorkTableRow.objects.filter(pk__in=rows.values("pk"))
-            .values("contact_id", "secondary_id")
-            .annotate(first=Min("id"))
-            .values("first")
-        )
+        keep = rows.values("contact_id", "secondary_id").annotate(first=Min("id")).values("first")
         ctx.write("out", WorkTableRow.objects.filter(pk__in=Subquery(keep)))
 
 

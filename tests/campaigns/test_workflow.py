@@ -461,3 +461,16 @@ def test_the_local_operator_sees_its_childs_workflow(
     assert "<svg" in body and ">10</text>" in body
     client.force_login(org.operator_b)
     assert client.get(reverse("campaigns:detail", args=[child.pk])).status_code == 404
+
+
+def test_a_saved_audience_feeds_the_workflow(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    from campaigns.models import SavedQuery
+
+    saved = SavedQuery.objects.create(name="French", entity=org.hq, conditions=FRENCH)
+    read = act(campaign, "read", "read_audience", saved_query=saved.pk)
+    link(campaign, read, act(campaign, "end", "end"))
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    assert contacts_of(run, read) == {"A1", "A3", "A5", "A7", "A9"}
+    assert Activity.objects.get(pk=read.pk).settings == {"saved_query": saved.pk}
