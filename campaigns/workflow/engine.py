@@ -235,17 +235,36 @@ def wake_due(*, now: Any = None) -> int:
     return woken
 
 
+def _move(
+    run: WorkflowRun,
+    run_transition: str,
+    campaign_transition: str,
+    *,
+    actor: Any = None,
+    only_from: str | None = None,
+    comment: str = "",
+    **kwargs: Any,
+) -> None:
+    """Move a locked run and, for a real run, its campaign (when it is ``only_from``)."""
+    portal_services.transition(
+        obj=run, name=run_transition, actor=actor, check_permission=False, **kwargs
+    )
+    if run.simulate:
+        return
+    campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
+    if only_from is None or campaign.state == only_from:
+        portal_services.transition(
+            obj=campaign, name=campaign_transition, actor=actor, comment=comment
+        )
+
+
 def _fail(execution_id: int, error: str) -> None:
     with transaction.atomic():
         execution = ActivityExecution.objects.select_for_update().get(pk=execution_id)
         portal_services.transition(obj=execution, name="fail", error=error)
         run = WorkflowRun.objects.select_for_update().get(pk=execution.run_id)
         if run.state == WorkflowRunState.RUNNING:
-            portal_services.transition(obj=run, name="fail", error=error)
-            if not run.simulate:
-                campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
-                if campaign.state == CampaignState.RUNNING:
-                    portal_services.transition(obj=campaign, name="fail", comment=error)
+            _move(run, "fail", "fail", only_from=CampaignState.RUNNING, comment=error, error=error)
 
 
 def _after(run_id: int) -> None:
@@ -255,10 +274,7 @@ def _after(run_id: int) -> None:
         if run.state != WorkflowRunState.RUNNING:
             return
         if not run.executions.exclude(state=ExecutionState.DONE).exists():
-            portal_services.transition(obj=run, name="complete")
-            if not run.simulate:
-                campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
-                portal_services.transition(obj=campaign, name="complete")
+            _move(run, "complete", "complete")
             return
         transaction.on_commit(partial(_enqueue_ready, run.pk))
 
@@ -266,11 +282,8 @@ def _after(run_id: int) -> None:
 def _run_transition(run: WorkflowRun, name: str, actor: Any) -> WorkflowRun:
     with transaction.atomic():
         run = WorkflowRun.objects.select_for_update().get(pk=run.pk)
-        portal_services.transition(obj=run, name=name, actor=actor, check_permission=False)
-        if not run.simulate and name in ("pause", "resume", "stop"):
-            campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
-            target = {"pause": "pause", "resume": "start", "stop": "stop"}[name]
-            portal_services.transition(obj=campaign, name=target, actor=actor)
+        campaign_transition = {"pause": "pause", "resume": "start", "stop": "stop"}[name]
+        _move(run, name, campaign_transition, actor=actor)
         if name == "resume":
             transaction.on_commit(partial(_enqueue_ready, run.pk))
     return run
@@ -295,11 +308,7 @@ def retry_activity(*, execution: ActivityExecution, actor: Any) -> WorkflowRun:
         portal_services.transition(obj=execution, name="retry", actor=actor)
         run = WorkflowRun.objects.select_for_update().get(pk=execution.run_id)
         if run.state == WorkflowRunState.FAILED:
-            portal_services.transition(obj=run, name="restart", actor=actor)
-            if not run.simulate:
-                campaign = Campaign.objects.select_for_update().get(pk=run.campaign_id)
-                if campaign.state == CampaignState.FAILED:
-                    portal_services.transition(obj=campaign, name="restart", actor=actor)
+            _move(run, "restart", "restart", actor=actor, only_from=CampaignState.FAILED)
         transaction.on_commit(partial(_enqueue_ready, run.pk))
     return run
 
