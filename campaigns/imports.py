@@ -365,8 +365,9 @@ def create_job(
     if actor is not None and not is_central_user(actor):
         if entity is None:
             raise PermissionDenied("Choose the entity the rows are imported for.")
-        if not Entity.objects.visible_to(actor).filter(pk=entity.pk).exists():
-            raise PermissionDenied("You may not import for this entity.")
+        portal_services.check_may_act_for(
+            actor=actor, entity=entity, perm="campaigns.add_importjob"
+        )
     with transaction.atomic():
         job = ImportJob(
             kind=kind,

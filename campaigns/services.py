@@ -138,9 +138,9 @@ def update_child_values(
 ) -> Campaign:
     """The local entity changes its child campaign's personalisation values (before it runs),
     validated against the parent's field definitions."""
-    from packages.services import check_may_act_for
-
-    check_may_act_for(actor=actor, entity=campaign.entity, perm="campaigns.change_campaign")
+    portal_services.check_may_act_for(
+        actor=actor, entity=campaign.entity, perm="campaigns.change_campaign"
+    )
     change = None
     try:
         with transaction.atomic():

@@ -12,7 +12,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.urls import reverse
@@ -38,6 +38,7 @@ from portal import services as portal_services
 from portal.choices import LOCAL_ROLES, Role
 from portal.exceptions import DomainError
 from portal.models import Entity
+from portal.services import check_may_act_for
 
 
 @dataclass
@@ -246,15 +247,6 @@ def send_deadline_reminders(*, now: Any = None) -> int:
 # --------------------------------------------------------------------------------------------
 # Orders
 # --------------------------------------------------------------------------------------------
-
-
-def check_may_act_for(*, actor: Any, entity: Entity, perm: str) -> None:
-    """The actor holds ``perm`` and may act for ``entity`` (an entity they belong to or
-    that is below one they belong to)."""
-    if not actor.has_perm(perm):
-        raise PermissionDenied("Your role does not allow this.")
-    if not Entity.objects.visible_to(actor).filter(pk=entity.pk).exists():
-        raise PermissionDenied("You may not act for this entity.")
 
 
 def _check_package_open(package: Package, *, now: Any) -> None:

@@ -246,6 +246,15 @@ def add_membership(*, user: Any, entity: Entity, role: str, actor: Any = None) -
     return membership
 
 
+def check_may_act_for(*, actor: Any, entity: Entity, perm: str) -> None:
+    """The actor holds ``perm`` and may act for ``entity`` (an entity they belong to or
+    that is below one they belong to)."""
+    if not actor.has_perm(perm):
+        raise PermissionDenied("Your role does not allow this.")
+    if not Entity.objects.visible_to(actor).filter(pk=entity.pk).exists():
+        raise PermissionDenied("You may not act for this entity.")
+
+
 def users_with_role(*, entity: Entity, roles: Iterable[str]) -> models.QuerySet:
     """Active users holding one of ``roles`` in ``entity``."""
     return User.objects.filter(
