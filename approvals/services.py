@@ -5,7 +5,6 @@ business, through a registered handler."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -361,10 +360,9 @@ def expire_overdue(*, now: Any = None) -> dict[str, int]:
     return counts
 
 
-def pending_for(user: Any) -> Sequence[ApprovalRequest]:
-    """The requests waiting for this user's decision (the approvals inbox)."""
-    if user.is_superuser:
-        queryset = ApprovalRequest.objects.pending()
-    else:
-        queryset = ApprovalRequest.objects.pending().filter(approvers=user)
-    return list(queryset.select_related("entity", "requester").order_by("deadline"))
+def pending_for(user: Any) -> models.QuerySet:
+    """The requests waiting for this user's decision (the approvals inbox), soonest first."""
+    queryset = ApprovalRequest.objects.pending()
+    if not user.is_superuser:
+        queryset = queryset.filter(approvers=user)
+    return queryset.select_related("entity", "requester").order_by("deadline")

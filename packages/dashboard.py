@@ -16,7 +16,7 @@ from portal.models import Entity
 
 @register(10)
 def approvals_waiting(user: Any) -> DashboardSection | None:
-    pending = pending_for(user)
+    pending = list(pending_for(user)[:10])
     if not pending and not user.has_perm("approvals.decide_approvalrequest"):
         return None
     return DashboardSection(
@@ -30,7 +30,7 @@ def approvals_waiting(user: Any) -> DashboardSection | None:
                 detail=f"decide by {timezone.localtime(request.deadline):%Y-%m-%d %H:%M}",
                 late=request.is_overdue,
             )
-            for request in pending[:10]
+            for request in pending
         ],
     )
 

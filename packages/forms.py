@@ -3,11 +3,14 @@ admin's package form (audience with regions)."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
+from functools import reduce
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from campaigns.models import PersonalisationField
 from campaigns.personalisation import form_field_for, initial_for
@@ -117,8 +120,8 @@ class PackageAdminForm(forms.ModelForm):
         return data
 
     def expanded_audience(self) -> list[Entity]:
-        regions = self.cleaned_data.get("regions") or []
-        extra = Entity.objects.none()
-        for region in regions:
-            extra = extra | region.descendants().filter(kind="local", active=True)
-        return list(extra.distinct())
+        regions = list(self.cleaned_data.get("regions") or [])
+        if not regions:
+            return []
+        below = reduce(operator.or_, (Q(path__startswith=region.path) for region in regions))
+        return list(Entity.objects.filter(below, kind="local", active=True))
