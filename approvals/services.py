@@ -332,32 +332,36 @@ def expire_overdue(*, now: Any = None) -> dict[str, int]:
     for request_id in (
         ApprovalRequest.objects.pending().filter(deadline__lt=now).values_list("pk", flat=True)
     ):
-        with transaction.atomic():
-            request = ApprovalRequest.objects.select_for_update().get(pk=request_id)
-            if request.state != RequestState.PENDING:
-                continue
-            if request.auto_approve_on_expiry:
-                portal_services.transition(
-                    obj=request,
-                    name="approve",
-                    comment="Approved automatically at the deadline.",
-                    by=None,
-                    note="Approved automatically at the deadline.",
-                    via=DecisionChannel.SYSTEM,
-                )
-                handler_for(request.subject).on_decided(
-                    obj=request.subject,
-                    request=request,
-                    approved=True,
-                    actor=None,
-                    comment="Approved automatically at the deadline.",
-                )
-                counts["approved"] += 1
-            else:
-                portal_services.transition(obj=request, name="expire")
-                handler_for(request.subject).on_expired(obj=request.subject, request=request)
-                counts["expired"] += 1
+        outcome = apply_deadline(request_id=request_id)
+        if outcome:
+            counts[outcome] += 1
     return counts
+
+
+def apply_deadline(*, request_id: int) -> str | None:
+    """Settle a pending request as its deadline says (approved automatically, or expired);
+    returns the outcome, or None when it was already decided."""
+    with transaction.atomic():
+        request = ApprovalRequest.objects.select_for_update().get(pk=request_id)
+        if request.state != RequestState.PENDING:
+            return None
+        if request.auto_approve_on_expiry:
+            note = "Approved automatically at the deadline."
+            portal_services.transition(
+                obj=request,
+                name="approve",
+                comment=note,
+                by=None,
+                note=note,
+                via=DecisionChannel.SYSTEM,
+            )
+            handler_for(request.subject).on_decided(
+                obj=request.subject, request=request, approved=True, actor=None, comment=note
+            )
+            return "approved"
+        portal_services.transition(obj=request, name="expire")
+        handler_for(request.subject).on_expired(obj=request.subject, request=request)
+        return "expired"
 
 
 def pending_for(user: Any) -> models.QuerySet:

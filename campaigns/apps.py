@@ -6,6 +6,13 @@ class CampaignsConfig(AppConfig):
     verbose_name = "Campaigns and audience"
     default_auto_field = "django.db.models.BigAutoField"
 
+    def ready(self) -> None:
+        from approvals.services import register_handler
+        from campaigns.models import LocalApproval
+        from campaigns.workflow.local_approval import LocalApprovalHandler
+
+        register_handler(LocalApproval, LocalApprovalHandler())
+
     def seed_demo(self, **kwargs) -> None:
         from campaigns.demo import seed
 

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 
 from campaigns.choices import CampaignKind, CampaignState, CollaborativeType, RunState
-from campaigns.models import Campaign, ScheduledRun
+from campaigns.models import Activity, Campaign, ScheduledRun
 from campaigns.personalisation import change_values, delete_stored
 from portal import services as portal_services
 from portal.exceptions import DomainError
@@ -144,17 +145,7 @@ def update_child_values(
     change = None
     try:
         with transaction.atomic():
-            campaign = (
-                Campaign.objects.select_for_update(of=("self",))
-                .select_related("parent")
-                .get(pk=campaign.pk)
-            )
-            if campaign.kind != CampaignKind.CHILD:
-                raise DomainError("Only child campaigns take personalisation values.")
-            if campaign.state not in EDITABLE_CHILD_STATES:
-                raise DomainError(
-                    f"A {campaign.get_state_display().lower()} campaign can no longer be changed."
-                )
+            campaign = _locked_editable_child(campaign)
             change = change_values(
                 campaign.parent.personalisation_fields.all(),
                 data,
@@ -173,6 +164,82 @@ def update_child_values(
             delete_stored(change.stored.values())
         raise
     return campaign
+
+
+def _locked_editable_child(campaign: Campaign) -> Campaign:
+    """The child campaign, locked, while the local entity may still change it."""
+    campaign = (
+        Campaign.objects.select_for_update(of=("self",))
+        .select_related("parent")
+        .get(pk=campaign.pk)
+    )
+    if campaign.kind != CampaignKind.CHILD:
+        raise DomainError("Only child campaigns can be changed by their local entity.")
+    if campaign.state not in EDITABLE_CHILD_STATES:
+        raise DomainError(
+            f"A {campaign.get_state_display().lower()} campaign can no longer be changed."
+        )
+    return campaign
+
+
+def child_may_edit(activity: Activity) -> frozenset[str]:
+    """The settings a local entity may change on an activity of its child campaign: those
+    its type allows, when the parent's activity (same key) lets local entities edit it."""
+    from campaigns.workflow.activities import TYPES
+
+    campaign = activity.campaign
+    if campaign.kind != CampaignKind.CHILD or campaign.parent_id is None:
+        return frozenset()
+    allowed = Activity.objects.filter(
+        campaign_id=campaign.parent_id, key=activity.key, type=activity.type, local_edit=True
+    ).exists()
+    kind = TYPES.get(activity.type)
+    return kind.local_keys if allowed and kind else frozenset()
+
+
+def update_child_activity(
+    *, activity: Activity, settings: Mapping[str, Any], actor: Any
+) -> Activity:
+    """The local entity changes an activity of its child's workflow, within what the parent
+    allows: only the keys ``child_may_edit`` names; everything else stays as the parent set
+    it. The changed workflow must still be valid (problems name the activity)."""
+    from campaigns.workflow.engine import validate_workflow
+
+    portal_services.check_may_act_for(
+        actor=actor, entity=activity.campaign.entity, perm="campaigns.change_campaign"
+    )
+    if not isinstance(settings, Mapping):
+        raise DomainError("Settings must be an object.")
+    with transaction.atomic():
+        _locked_editable_child(activity.campaign)
+        activity = Activity.objects.select_for_update().get(pk=activity.pk)
+        editable = child_may_edit(activity)
+        if not editable:
+            raise PermissionDenied("The parent campaign does not let you change this step.")
+        fixed = sorted(
+            key
+            for key in set(settings) | set(activity.settings)
+            if key not in editable and settings.get(key) != activity.settings.get(key)
+        )
+        if fixed:
+            raise DomainError(
+                f"Step “{activity}”: {', '.join(fixed)} set by the parent campaign cannot "
+                "be changed."
+            )
+        before = activity.settings
+        activity.settings = dict(settings)
+        activity.save(update_fields=["settings"])
+        problems = validate_workflow(activity.campaign)
+        if problems:
+            raise DomainError("The change would break the workflow.", problems=problems)
+        portal_services.record_audit(
+            obj=activity.campaign,
+            action="edit_activity",
+            actor=actor,
+            comment=f"Changed step “{activity}”.",
+            extra={"activity": activity.key, "before": before, "after": activity.settings},
+        )
+    return activity
 
 
 def run_campaign_transition(*, campaign: Campaign, name: str, actor: Any) -> Campaign:

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from campaigns import views
+from campaigns.workflow import views as workflow_views
 
 app_name = "campaigns"
 
@@ -10,6 +11,12 @@ urlpatterns = [
     path("campaigns/<int:pk>/personalise/", views.campaign_personalise, name="personalise"),
     path("campaigns/<int:pk>/run/<str:action>/", views.campaign_action, name="action"),
     path("campaigns/<int:pk>/files/<str:name>/", views.campaign_file, name="file"),
+    path(
+        "campaigns/<int:pk>/steps/<int:activity_pk>/",
+        workflow_views.activity_edit,
+        name="activity_edit",
+    ),
+    path("campaigns/lists/<int:pk>/", workflow_views.review, name="local_approval"),
     path("audience/", views.audience, name="audience"),
     path("audience/count/", views.audience_count, name="audience_count"),
     path("audience/imports/", views.import_create, name="import_create"),

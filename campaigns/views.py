@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from campaigns import imports, services, targeting
 from campaigns.choices import CampaignKind, Dimension, ImportKind
-from campaigns.models import Campaign, Contact, ImportJob, SavedQuery
+from campaigns.models import Campaign, Contact, ImportJob, LocalApproval, SavedQuery
 from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
 from campaigns.workflow import diagram
@@ -80,6 +80,17 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "diagram": diagram.render(campaign, campaign.runs.first())
             if campaign.activities.exists()
             else None,
+            "editable_steps": [
+                activity
+                for activity in campaign.activities.all()
+                if services.child_may_edit(activity)
+            ]
+            if may_change and campaign.state in services.EDITABLE_CHILD_STATES
+            else [],
+            "lists": LocalApproval.objects.visible_to(request.user)
+            .filter(execution__run__campaign=campaign)
+            .select_related("entity", "execution__activity")
+            .order_by("-created_at", "entity__code")[:100],
         },
     )
 

@@ -11,6 +11,7 @@ from campaigns.personalisation import display_value
 from packages import services
 from packages.models import Order
 from portal.models import Entity
+from portal.services import absolute_url
 
 
 class OrderApprovalHandler:
@@ -50,9 +51,7 @@ class OrderApprovalHandler:
         return [
             (
                 document.title,
-                services.absolute_url(
-                    reverse("packages:document", args=[obj.package_id, document.pk])
-                ),
+                absolute_url(reverse("packages:document", args=[obj.package_id, document.pk])),
             )
             for document in obj.package.documents.all()
         ]

@@ -38,19 +38,13 @@ from portal import services as portal_services
 from portal.choices import LOCAL_ROLES, Role
 from portal.exceptions import DomainError
 from portal.models import Entity
-from portal.services import check_may_act_for
+from portal.services import absolute_url, check_may_act_for
 
 
 @dataclass
 class OrderResult:
     order: Order
     warnings: list[str] = field(default_factory=list)
-
-
-def absolute_url(path: str) -> str:
-    from django.conf import settings
-
-    return f"{settings.SITE_URL}{path}"
 
 
 def _fmt(moment: Any) -> str:

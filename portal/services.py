@@ -262,6 +262,11 @@ def users_with_role(*, entity: Entity, roles: Iterable[str]) -> models.QuerySet:
     ).distinct()
 
 
+def absolute_url(path: str) -> str:
+    """A portal path as a full URL for emails (``SITE_URL`` + path)."""
+    return f"{settings.SITE_URL}{path}"
+
+
 def central_entity() -> Entity:
     entity = Entity.objects.filter(kind=EntityKind.CENTRAL).first()
     if entity is None:

@@ -187,6 +187,9 @@ class WorkTableRow(models.Model):
         related_name="+",
         db_constraint=False,
     )
+    data = models.JSONField(
+        null=True, blank=True, help_text="Enrichment values attached for personalisation."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, FSMModelMixin, transition
 
 from campaigns.models.campaign import Campaign
-from portal.models import Entity
+from portal.models import Entity, EntityOwnedQuerySet
 
 ACTIVITY_TYPES = [
     ("query", "Query (build an audience)"),
@@ -27,7 +27,10 @@ ACTIVITY_TYPES = [
     ("deduplication", "Deduplication"),
     ("distribution", "Data distribution"),
     ("wait", "Wait (a duration)"),
-    ("scheduler", "Scheduler (wait until a date and time)"),
+    ("scheduler", "Scheduler (a date and time, or recurring)"),
+    ("enrichment", "Enrichment (add data for personalisation)"),
+    ("local_approval", "Local approval (entities review their lists)"),
+    ("delivery", "Delivery"),
     ("end", "End"),
 ]
 
@@ -44,6 +47,12 @@ class Activity(models.Model):
     settings = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     position_x = models.IntegerField(default=0)
     position_y = models.IntegerField(default=0)
+    local_edit = models.BooleanField(
+        default=False,
+        verbose_name="local entities may change it",
+        help_text="In child campaigns, local entities may change this activity's settings "
+        "(those its type lets them change: filters, schedules, limits, deadlines).",
+    )
 
     class Meta:
         ordering = ["position_y", "position_x", "id"]
@@ -264,5 +273,68 @@ class TransitionCount(models.Model):
         return f"{self.transition}: {self.rows}"
 
 
-def transition_table(transition_id: int) -> str:
-    return f"t{transition_id}"
+class LocalApprovalMode(models.TextChoices):
+    APPROVE = "approve", "Approve the list"
+    REPORT = "report", "Report what was sent"
+
+
+class LocalApprovalQuerySet(EntityOwnedQuerySet):
+    pass
+
+
+class LocalApproval(models.Model):
+    """One local entity's share of a local-approval activity in a run: the list it reviews
+    (approve mode, decided through an approval request) or the report it receives."""
+
+    execution = models.ForeignKey(
+        ActivityExecution, on_delete=models.CASCADE, related_name="local_approvals"
+    )
+    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="local_approvals")
+    mode = models.CharField(
+        max_length=8, choices=LocalApprovalMode.choices, default=LocalApprovalMode.APPROVE
+    )
+    rows = models.PositiveIntegerField(help_text="Rows in the entity's list when it was opened.")
+    deadline = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LocalApprovalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "entity__code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "entity"], name="local_approval_once_per_entity"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.execution.activity} for {self.entity}"
+
+    @property
+    def owning_entity(self) -> Entity:
+        return self.entity
+
+    @property
+    def campaign(self) -> Campaign:
+        return self.execution.run.campaign
+
+
+class TargetRemoval(models.Model):
+    """A contact a local entity took out of its list, and why."""
+
+    approval = models.ForeignKey(LocalApproval, on_delete=models.CASCADE, related_name="removals")
+    contact = models.ForeignKey("campaigns.Contact", on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=255)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    removed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-removed_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["approval", "contact"], name="removal_once_per_list")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} removed from {self.approval_id}: {self.reason}"

@@ -20,6 +20,7 @@ from django.db.models import (
     Count,
     DateTimeField,
     F,
+    JSONField,
     QuerySet,
     Value,
     When,
@@ -31,7 +32,7 @@ from django.utils import timezone
 from campaigns.models import WorkTableRow
 from campaigns.targeting.registry import DIMENSIONS
 
-COLUMNS = ("run_key", "name", "contact_id", "secondary_id", "entity_id", "created_at")
+COLUMNS = ("run_key", "name", "contact_id", "secondary_id", "entity_id", "data", "created_at")
 
 
 def _insert_select(select: QuerySet) -> int:
@@ -74,9 +75,10 @@ def materialise(
         _wt_contact=F(spec.contact_path),
         _wt_secondary=secondary,
         _wt_entity=F(entity_path or spec.entity_path),
+        _wt_data=Value(None, output_field=JSONField()),
     )
     select = select.values_list(
-        "_wt_run", "_wt_name", "_wt_contact", "_wt_secondary", "_wt_entity", "_wt_now"
+        "_wt_run", "_wt_name", "_wt_contact", "_wt_secondary", "_wt_entity", "_wt_data", "_wt_now"
     )
     with transaction.atomic():
         WorkTableRow.objects.filter(run_key=run_key, name=name).delete()
@@ -87,11 +89,22 @@ def work_table(run_key: str, name: str) -> QuerySet:
     return WorkTableRow.objects.filter(run_key=run_key, name=name)
 
 
-def copy_rows(rows: QuerySet, *, run_key: str, name: str) -> int:
+def copy_rows(rows: QuerySet, *, run_key: str, name: str, data: Any = None) -> int:
     """Write work-table rows selected by ``rows`` (any filter over WorkTableRow, or a union
-    grouped by contact) as the table (run_key, name), replacing it. One INSERT … SELECT."""
-    select = _constants(rows.order_by(), run_key, name).values_list(
-        "_wt_run", "_wt_name", "contact_id", "secondary_id", "entity_id", "_wt_now"
+    grouped by contact) as the table (run_key, name), replacing it. One INSERT … SELECT.
+
+    ``data`` is an expression computing each row's enrichment data (default: kept as is)."""
+    select = _constants(rows.order_by(), run_key, name)
+    if data is not None:
+        select = select.annotate(_wt_data=data)
+    select = select.values_list(
+        "_wt_run",
+        "_wt_name",
+        "contact_id",
+        "secondary_id",
+        "entity_id",
+        "data" if data is None else "_wt_data",
+        "_wt_now",
     )
     with transaction.atomic():
         work_table(run_key, name).delete()

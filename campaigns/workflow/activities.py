@@ -7,18 +7,32 @@ No activity loads contacts into Python: every step is an ``INSERT … SELECT``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
-from django.db.models import F, Min, QuerySet, Subquery
-from django.db.models.functions import Mod
+from django.db.models import (
+    Avg,
+    Count,
+    F,
+    Func,
+    JSONField,
+    Max,
+    Min,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import Coalesce, JSONObject, Mod
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
+from django.utils.dateparse import parse_datetime, parse_time
 
 from campaigns import targeting
-from campaigns.models import Activity, Contact, SavedQuery, WorkTableRow
+from campaigns.choices import Channel
+from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery, WorkTableRow
 from campaigns.targeting.registry import DIMENSIONS
 from campaigns.targeting.worktables import PRIORITY_FIELDS
 from portal.models import Entity
@@ -26,6 +40,7 @@ from portal.models import Entity
 ENTITY_PATHS = {"contact": {"entity"}, "booking": {"contact__entity", "store__entity"},
                 "subscription": {"contact__entity"}}  # fmt: skip
 MAX_LIMIT = 100_000_000
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 
 
 def output_table(activity: Activity, label: str) -> str:
@@ -37,15 +52,18 @@ class Context:
     run_key: str
     activity: Activity
     input_names: list[str]  # one work table per incoming transition, in transition order
+    execution: ActivityExecution | None = None
+    simulate: bool = False
 
     @property
     def inputs(self) -> list[QuerySet]:
         return [targeting.work_table(self.run_key, name) for name in self.input_names]
 
-    def write(self, label: str, rows: QuerySet) -> int:
-        return targeting.copy_rows(
-            rows, run_key=self.run_key, name=output_table(self.activity, label)
-        )
+    def table(self, label: str) -> str:
+        return output_table(self.activity, label)
+
+    def write(self, label: str, rows: QuerySet, data: Any = None) -> int:
+        return targeting.copy_rows(rows, run_key=self.run_key, name=self.table(label), data=data)
 
 
 class ActivityType:
@@ -53,12 +71,20 @@ class ActivityType:
 
     min_inputs = 1
     max_inputs: int | None = 1
+    # A type that builds its own population may only be started by a scheduler or a wait.
+    triggered_only = False
+    # The settings a local entity may change in its child campaign (when the parent allows).
+    local_keys: frozenset[str] = frozenset()
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         return []
 
     def outputs(self, settings: Mapping[str, Any]) -> list[str]:
         return ["out"]
+
+    def park(self, ctx: Context, now: datetime) -> datetime | None:
+        """Before a real run executes it: a moment to sleep until, or None to run now."""
+        return None
 
     def run(self, ctx: Context) -> None:  # pragma: no cover - every type overrides it
         raise NotImplementedError
@@ -82,7 +108,9 @@ def _conditions_problems(dimension: str, conditions: Any, where: str = "conditio
 
 class Query(ActivityType):
     min_inputs = 0
-    max_inputs = 0
+    max_inputs = 1
+    triggered_only = True
+    local_keys = frozenset({"conditions"})
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         dimension = settings.get("dimension", "contact")
@@ -121,6 +149,8 @@ class Query(ActivityType):
 
 
 class ReadAudience(Query):
+    local_keys = frozenset({"saved_query"})
+
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         query = SavedQuery.objects.filter(pk=settings.get("saved_query")).first()
         if query is None:
@@ -178,6 +208,8 @@ class Split(ActivityType):
     """Branches by conditions on the contact, or by percentages (a stable pseudo-random
     bucket per contact), each optionally limited; a row goes to the first branch it fits.
     ``remainder`` names an output for the rows no branch took."""
+
+    local_keys = frozenset({"branches"})
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         branches = settings.get("branches")
@@ -254,6 +286,8 @@ class Split(ActivityType):
 
 
 class Distribution(ActivityType):
+    local_keys = frozenset({"limits", "default_limit"})
+
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         problems = _limit(settings.get("default_limit"), "default_limit")
         limits = settings.get("limits", {})
@@ -273,13 +307,18 @@ class Distribution(ActivityType):
         return problems
 
     def run(self, ctx: Context) -> None:
+        self.distribute(ctx, "out")
+
+    @staticmethod
+    def distribute(ctx: Context, label: str) -> targeting.DistributionReport:
+        """The input shared among entities by the activity's limits, as output ``label``."""
         settings = ctx.activity.settings
         codes = settings.get("limits", {})
         limits = dict(Entity.objects.filter(code__in=list(codes)).values_list("pk", "code"))
-        targeting.distribute(
+        return targeting.distribute(
             run_key=ctx.run_key,
             source=ctx.input_names[0],
-            target=output_table(ctx.activity, "out"),
+            target=ctx.table(label),
             limits={pk: codes[code] for pk, code in limits.items()},
             default_limit=settings.get("default_limit"),
             order=settings.get("order", []),
@@ -289,6 +328,8 @@ class Distribution(ActivityType):
 class Wait(ActivityType):
     """Passes its input on after a duration (``days``, ``hours``, ``minutes``)."""
 
+    local_keys = frozenset({"days", "hours", "minutes"})
+
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         units = {key: settings.get(key, 0) for key in ("days", "hours", "minutes")}
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in units.values()):
@@ -297,29 +338,251 @@ class Wait(ActivityType):
             return ["give a duration in days, hours or minutes"]
         return []
 
-    def wake_at(self, settings: Mapping[str, Any], now: Any) -> Any:
+    def wake_at(self, settings: Mapping[str, Any], now: datetime) -> datetime | None:
         return now + timedelta(
             days=settings.get("days", 0),
             hours=settings.get("hours", 0),
             minutes=settings.get("minutes", 0),
         )
 
+    def park(self, ctx: Context, now: datetime) -> datetime | None:
+        moment = self.wake_at(ctx.activity.settings, now)
+        return moment if moment is not None and moment > now else None
+
     def run(self, ctx: Context) -> None:
-        ctx.write("out", ctx.inputs[0])
+        if ctx.input_names:
+            ctx.write("out", ctx.inputs[0])
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+EVERY = ("hour", "day", "week")
 
 
 class Scheduler(Wait):
-    """Passes its input on at a date and time (``at``, ISO 8601 with a time zone)."""
+    """Starts the workflow (or passes its input on) at a moment: once (``at``, ISO 8601) or
+    recurring (``every`` hour at ``minute``, day at ``time``, or week on ``weekdays`` at
+    ``time``; optionally ``times`` occurrences, ``until`` a moment). A recurring scheduler
+    starts a new run of the workflow at each occurrence."""
+
+    min_inputs = 0
+    local_keys = frozenset({"at", "every", "time", "minute", "weekdays", "times", "until"})
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        moment = parse_datetime(str(settings.get("at", "")))
-        if moment is None:
-            return ["at must be a date and time such as 2030-05-01T09:00:00+02:00"]
+        if "every" not in settings:
+            if parse_datetime(str(settings.get("at", ""))) is None:
+                return ["at must be a date and time such as 2030-05-01T09:00:00+02:00"]
+            return []
+        problems = []
+        every = settings["every"]
+        if every not in EVERY:
+            return [f"every must be one of {', '.join(EVERY)}"]
+        if every == "hour":
+            minute = settings.get("minute", 0)
+            if isinstance(minute, bool) or not isinstance(minute, int) or not 0 <= minute < 60:
+                problems.append("minute must be a whole number from 0 to 59")
+        elif parse_time(str(settings.get("time", ""))) is None:
+            problems.append("time must be a time of day such as 09:30")
+        if every == "week":
+            days = settings.get("weekdays")
+            if not isinstance(days, list) or not days or any(d not in WEEKDAYS for d in days):
+                problems.append(f"weekdays must list some of {', '.join(WEEKDAYS)}")
+        times = settings.get("times")
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)
+                                  or times < 1):  # fmt: skip
+            problems.append("times must be a whole number of at least 1")
+        if "until" in settings and parse_datetime(str(settings["until"])) is None:
+            problems.append("until must be a date and time such as 2030-05-01T09:00:00+02:00")
+        return problems
+
+    @staticmethod
+    def recurring(settings: Mapping[str, Any]) -> bool:
+        return "every" in settings
+
+    def wake_at(self, settings: Mapping[str, Any], now: datetime) -> datetime | None:
+        """The next moment after ``now`` (None when a recurrence has run out)."""
+        if not self.recurring(settings):
+            return _aware(parse_datetime(str(settings["at"])))
+        local = timezone.localtime(now)
+        every = settings["every"]
+        if every == "hour":
+            moment = local.replace(minute=settings.get("minute", 0), second=0, microsecond=0)
+            step = timedelta(hours=1)
+        else:
+            clock = parse_time(str(settings["time"]))
+            moment = local.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+            step = timedelta(days=1)
+        wanted = {WEEKDAYS.index(day) for day in settings.get("weekdays", WEEKDAYS)}
+        while moment <= local or (every == "week" and moment.weekday() not in wanted):
+            moment += step
+        until = settings.get("until")
+        if until and moment > _aware(parse_datetime(str(until))):
+            return None
+        return moment
+
+    def park(self, ctx: Context, now: datetime) -> datetime | None:
+        moment = self.wake_at(ctx.activity.settings, now)
+        return moment if moment is not None and moment > now else None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+
+
+class Enrichment(ActivityType):
+    """Attaches data to each row for later personalisation, in one INSERT … SELECT:
+    ``{"name": …, "field": <contact field>}``, ``{"name": …, "record": "booking",
+    "field": <field of the row's record>}``, or ``{"name": …, "relation": "bookings",
+    "aggregate": "count"|"sum"|"min"|"max"|"avg", "field": …, "where": {conditions}}``."""
+
+    AGGREGATES = {"count": Count, "sum": Sum, "min": Min, "max": Max, "avg": Avg}
+
+    def validate(self, settings: Mapping[str, Any]) -> list[str]:
+        items = settings.get("fields")
+        if not isinstance(items, list) or not items:
+            return ["fields must be a non-empty list"]
+        problems: list[str] = []
+        names: set[str] = set()
+        for index, item in enumerate(items):
+            where = f"fields[{index}]"
+            if not isinstance(item, dict):
+                problems.append(f"{where} must be an object")
+                continue
+            name = item.get("name")
+            if not isinstance(name, str) or not IDENTIFIER.match(name) or name in names:
+                problems.append(
+                    f"{where}.name must be a distinct identifier (lower-case letters, digits, _)"
+                )
+            names.add(name)
+            try:
+                self._expression(item)
+            except (KeyError, TypeError, ValueError, targeting.TargetingError) as exc:
+                message = "; ".join(getattr(exc, "messages", [str(exc).strip("'")]))
+                problems.append(f"{where}: {message}")
+        return problems
+
+    def _expression(self, item: Mapping[str, Any]) -> Any:
+        """The SQL expression for one enrichment, keyed on the work-table row."""
+        if "relation" in item:
+            relation = DIMENSIONS["contact"].relations.get(item["relation"])
+            if relation is None:
+                raise ValueError(
+                    f"relation must be one of {', '.join(DIMENSIONS['contact'].relations)}"
+                )
+            spec = DIMENSIONS[relation.dimension]
+            aggregate = self.AGGREGATES.get(item.get("aggregate", "count"))
+            if aggregate is None:
+                raise ValueError(f"aggregate must be one of {', '.join(self.AGGREGATES)}")
+            related = spec.model.objects.filter(contact_id=OuterRef("contact_id"))
+            if item.get("where"):
+                related = related.filter(
+                    targeting.compile_conditions(relation.dimension, item["where"])
+                )
+            if aggregate is Count:
+                value = Count("pk")
+            else:
+                field = spec.fields.get(item.get("field", ""))
+                if field is None or field.type not in ("number", "date", "datetime"):
+                    raise ValueError(
+                        f"field must be a number or date field of {relation.dimension}"
+                    )
+                value = aggregate(field.path)
+            subquery = Subquery(
+                related.order_by().values("contact_id").annotate(_v=value).values("_v")[:1]
+            )
+            return Coalesce(subquery, 0) if aggregate is Count else subquery
+        if "record" in item:
+            spec = DIMENSIONS.get(item["record"])
+            if spec is None or spec.contact_path == "pk":
+                raise ValueError("record must be booking or subscription")
+            source = spec.model.objects.filter(pk=OuterRef("secondary_id"))
+        else:
+            spec = DIMENSIONS["contact"]
+            source = Contact.objects.filter(pk=OuterRef("contact_id"))
+        field = spec.fields.get(item.get("field", ""))
+        if field is None:
+            raise ValueError(f"field must be a field of {spec.name}")
+        return Subquery(source.values(field.path)[:1])
+
+    def run(self, ctx: Context) -> None:
+        values = {item["name"]: self._expression(item) for item in ctx.activity.settings["fields"]}
+        ctx.write("out", ctx.inputs[0], data=MergeJSON(F("data"), JSONObject(**values)))
+
+
+class MergeJSON(Func):
+    """``lhs`` (NULL counts as {}) with the keys of ``rhs`` added or replaced."""
+
+    arity = 2
+    output_field = JSONField()
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        lhs, lhs_params = compiler.compile(self.source_expressions[0])
+        rhs, rhs_params = compiler.compile(self.source_expressions[1])
+        if connection.vendor == "postgresql":
+            return f"(COALESCE({lhs}, '{{}}'::jsonb) || {rhs})", [*lhs_params, *rhs_params]
+        return f"JSON_PATCH(COALESCE({lhs}, '{{}}'), {rhs})", [*lhs_params, *rhs_params]
+
+
+class LocalApproval(Distribution):
+    """Collaborative by target approval: the input is shared among entities (the
+    distribution's limits), each entity reviews its list through an approval request, and
+    the output keeps the approved lists without the contacts removed from them. At the
+    deadline, entities that did not answer get ``on_deadline`` (send_all or send_none).
+    In ``report`` mode the input passes on and each entity is sent a report instead."""
+
+    local_keys = frozenset({"deadline_hours"})
+    DEFAULTS = ("send_all", "send_none")
+
+    def validate(self, settings: Mapping[str, Any]) -> list[str]:
+        problems = super().validate(settings)
+        mode = settings.get("mode", "approve")
+        if mode not in ("approve", "report"):
+            problems.append("mode must be approve or report")
+        hours = settings.get("deadline_hours", 72)
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 24 * 90:
+            problems.append("deadline_hours must be a whole number from 1 to 2160")
+        if settings.get("on_deadline", "send_all") not in self.DEFAULTS:
+            problems.append("on_deadline must be send_all or send_none")
+        return problems
+
+    def park(self, ctx: Context, now: datetime) -> datetime | None:
+        from campaigns.workflow import local_approval
+
+        if ctx.activity.settings.get("mode") == "report":
+            return None
+        return local_approval.open_lists(ctx, now)
+
+    def run(self, ctx: Context) -> None:
+        from campaigns.workflow import local_approval
+
+        if ctx.activity.settings.get("mode") == "report":
+            ctx.write("out", ctx.inputs[0])
+            if not ctx.simulate:
+                local_approval.send_reports(ctx)
+            return
+        if ctx.simulate:  # a dry run: every list as if approved unchanged
+            self.distribute(ctx, "out")
+            return
+        local_approval.close_lists(ctx)
+
+
+class Delivery(ActivityType):
+    """Hands its population to a channel. The deliveries app registers a hook (called for
+    real runs, not simulations) that prepares and sends the messages; the population passes
+    on unchanged either way, so later activities (a report to entities) see who was
+    targeted."""
+
+    hooks: ClassVar[list[Callable[[Context], None]]] = []
+
+    def validate(self, settings: Mapping[str, Any]) -> list[str]:
+        if settings.get("channel") not in Channel.values:
+            return [f"channel must be one of {', '.join(Channel.values)}"]
         return []
 
-    def wake_at(self, settings: Mapping[str, Any], now: Any) -> Any:
-        moment = parse_datetime(str(settings["at"]))
-        return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+    def run(self, ctx: Context) -> None:
+        ctx.write("out", ctx.inputs[0])
+        if not ctx.simulate:
+            for hook in self.hooks:
+                hook(ctx)
 
 
 class End(ActivityType):
@@ -343,5 +606,8 @@ TYPES: dict[str, ActivityType] = {
     "distribution": Distribution(),
     "wait": Wait(),
     "scheduler": Scheduler(),
+    "enrichment": Enrichment(),
+    "local_approval": LocalApproval(),
+    "delivery": Delivery(),
     "end": End(),
 }

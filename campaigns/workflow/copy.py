@@ -20,6 +20,7 @@ def copy_workflow(*, source: Campaign, target: Campaign) -> int:
             settings=activity.settings,
             position_x=activity.position_x,
             position_y=activity.position_y,
+            local_edit=activity.local_edit,
         )
     Transition.objects.bulk_create(
         [

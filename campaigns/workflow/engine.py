@@ -25,7 +25,7 @@ from campaigns.models import (
     WorkflowRunState,
     WorkTableRow,
 )
-from campaigns.workflow.activities import TYPES, Context, Wait, output_table
+from campaigns.workflow.activities import TYPES, Context, output_table
 from portal import services as portal_services
 from portal.exceptions import DomainError
 
@@ -64,6 +64,12 @@ def validate_workflow(campaign: Campaign) -> list[str]:
             problems.append(f"{name} needs at least {kind.min_inputs} incoming transition(s).")
         if kind.max_inputs is not None and count > kind.max_inputs:
             problems.append(f"{name} takes at most {kind.max_inputs} incoming transition(s).")
+        if kind.triggered_only and any(
+            by_id[item.source_id].type not in ("scheduler", "wait")
+            for item in incoming[activity.pk]
+            if item.source_id in by_id
+        ):
+            problems.append(f"{name} builds its own population: only a scheduler may start it.")
         if not problems or all(not p.startswith(name) for p in problems):
             labels = set(kind.outputs(settings))
             for item in outgoing[activity.pk]:
@@ -127,21 +133,24 @@ def start_run(*, campaign: Campaign, actor: Any, simulate: bool = False) -> Work
             portal_services.transition(obj=campaign, name="start", actor=actor)
         elif actor is not None and not actor.has_perm("campaigns.change_campaign"):
             raise PermissionDenied("Your role does not allow simulating campaigns.")
-        run = WorkflowRun.objects.create(
-            campaign=campaign,
-            simulate=simulate,
-            started_by=actor if getattr(actor, "is_authenticated", False) else None,
-        )
-        ActivityExecution.objects.bulk_create(
-            [ActivityExecution(run=run, activity=a) for a in campaign.activities.all()]
-        )
-        portal_services.record_audit(
-            obj=campaign,
-            action="simulate" if simulate else "run",
-            actor=actor,
-            extra={"run": run.pk},
-        )
-        transaction.on_commit(partial(_enqueue_ready, run.pk))
+        run = _create_run(campaign, actor=actor, simulate=simulate)
+    return run
+
+
+def _create_run(campaign: Campaign, *, actor: Any, simulate: bool) -> WorkflowRun:
+    """A run with one pending execution per activity; the first ones start on commit."""
+    run = WorkflowRun.objects.create(
+        campaign=campaign,
+        simulate=simulate,
+        started_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    ActivityExecution.objects.bulk_create(
+        [ActivityExecution(run=run, activity=a) for a in campaign.activities.all()]
+    )
+    portal_services.record_audit(
+        obj=campaign, action="simulate" if simulate else "run", actor=actor, extra={"run": run.pk}
+    )
+    transaction.on_commit(partial(_enqueue_ready, run.pk))
     return run
 
 
@@ -181,25 +190,36 @@ def run_activity(*, execution_id: int) -> str:
         run = execution.run
         if run.state != WorkflowRunState.RUNNING:
             return "skipped"
-        kind = TYPES[execution.activity.type]
+        activity = execution.activity
+        incoming = list(activity.incoming.select_related("source").order_by("id"))
+        ctx = Context(
+            run_key=run.run_key,
+            activity=activity,
+            input_names=[output_table(item.source, item.label) for item in incoming],
+            execution=execution,
+            simulate=run.simulate,
+        )
+        now = timezone.now()
+        failure = None
         if execution.state == ExecutionState.WAITING:
-            if execution.wake_at > timezone.now():
+            if execution.wake_at > now:
                 return "waiting"
         elif execution.state != ExecutionState.PENDING:
             return "skipped"
-        elif isinstance(kind, Wait) and not run.simulate:
-            wake_at = kind.wake_at(execution.activity.settings, timezone.now())
-            if wake_at > timezone.now():
+        elif not run.simulate:
+            try:
+                with transaction.atomic():
+                    wake_at = TYPES[activity.type].park(ctx, now)
+            except Exception as exc:  # the activity fails, with its message
+                failure, wake_at = exc, None
+            if wake_at is not None:
                 portal_services.transition(obj=execution, name="park", wake_at=wake_at)
                 return "waiting"
         portal_services.transition(obj=execution, name="start")
-    activity = execution.activity
-    incoming = list(activity.incoming.order_by("id"))
-    ctx = Context(
-        run_key=run.run_key,
-        activity=activity,
-        input_names=[output_table(item.source, item.label) for item in incoming],
-    )
+    if failure is not None:
+        logger.error("Activity %s failed: %s", activity, failure)
+        _fail(execution_id, f"{type(failure).__name__}: {failure}")
+        return "failed"
     try:
         with transaction.atomic():
             TYPES[activity.type].run(ctx)
@@ -218,6 +238,18 @@ def run_activity(*, execution_id: int) -> str:
         return "failed"
     _after(run.pk)
     return "done"
+
+
+def wake(*, execution_id: int) -> bool:
+    """Wake a parked activity now (e.g. every local entity has answered); on commit."""
+    from campaigns.tasks import execute_activity
+
+    woken = ActivityExecution.objects.filter(pk=execution_id, state=ExecutionState.WAITING).update(
+        wake_at=timezone.now()
+    )
+    if woken:
+        transaction.on_commit(partial(execute_activity.delay, execution_id))
+    return bool(woken)
 
 
 def wake_due(*, now: Any = None) -> int:
@@ -274,9 +306,28 @@ def _after(run_id: int) -> None:
         if run.state != WorkflowRunState.RUNNING:
             return
         if not run.executions.exclude(state=ExecutionState.DONE).exists():
-            _move(run, "complete", "complete")
+            if not run.simulate and _recurs(run):
+                # The campaign keeps running: the next occurrence is a new run.
+                portal_services.transition(obj=run, name="complete", check_permission=False)
+                _create_run(run.campaign, actor=None, simulate=False)
+            else:
+                _move(run, "complete", "complete")
             return
         transaction.on_commit(partial(_enqueue_ready, run.pk))
+
+
+def _recurs(run: WorkflowRun) -> bool:
+    """The workflow has a recurring scheduler with occurrences left after this run."""
+    scheduler = TYPES["scheduler"]
+    for activity in run.campaign.activities.filter(type="scheduler"):
+        settings = activity.settings
+        if not scheduler.recurring(settings):
+            continue
+        runs = run.campaign.runs.filter(simulate=False).count()
+        if settings.get("times") and runs >= settings["times"]:
+            return False
+        return scheduler.wake_at(settings, timezone.now()) is not None
+    return False
 
 
 def _run_transition(run: WorkflowRun, name: str, actor: Any) -> WorkflowRun:

@@ -2,57 +2,13 @@ import pytest
 from django.core.exceptions import PermissionDenied
 
 from campaigns import targeting
-from campaigns.models import Activity, ActivityExecution, Contact, Transition
+from campaigns.models import Activity, ActivityExecution, Transition
 from campaigns.workflow import engine
 from campaigns.workflow.activities import output_table
 from portal import services as portal_services
 from portal.exceptions import DomainError
+from tests.campaigns.workflow import FRENCH, QUERY, act, contacts_of, link, simulate
 from tests.factories import CampaignFactory
-
-
-@pytest.fixture
-def audience(org):
-    """Ten contacts of STORE_A (A0..A9) and five of STORE_B (B0..B4)."""
-    for n in range(10):
-        Contact.objects.create(
-            external_id=f"A{n}",
-            entity=org.store_a,
-            email_consent=n < 6,
-            language="fr" if n % 2 else "en",
-        )
-    for n in range(5):
-        Contact.objects.create(
-            external_id=f"B{n}", entity=org.store_b, email_consent=True, language="en"
-        )
-
-
-@pytest.fixture
-def campaign(org):
-    return CampaignFactory(name="Spring", kind="parent", collaborative_type="", entity=org.hq)
-
-
-def act(campaign, key, type_, **settings):
-    return Activity.objects.create(campaign=campaign, key=key, type=type_, settings=settings)
-
-
-def link(campaign, source, target, label="out"):
-    return Transition.objects.create(campaign=campaign, source=source, target=target, label=label)
-
-
-def contacts_of(run, activity, label="out"):
-    rows = targeting.work_table(run.run_key, output_table(activity, label))
-    return set(rows.values_list("contact__external_id", flat=True))
-
-
-def simulate(campaign, org, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        run = engine.start_run(campaign=campaign, actor=org.marketer, simulate=True)
-    run.refresh_from_db()
-    return run
-
-
-QUERY = {"field": "email_consent", "op": "eq", "value": True}
-FRENCH = {"field": "language", "op": "eq", "value": "fr"}
 
 
 def test_set_operations_give_exact_sets(

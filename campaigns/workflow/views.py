@@ -1,0 +1,207 @@
+"""Portal pages of workflows: a local entity's review of its target list, and its edits of
+its child campaign's workflow within what the parent allows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+
+from campaigns import services
+from campaigns.models import Activity, Campaign, LocalApproval, LocalApprovalMode
+from campaigns.targeting import registry
+from campaigns.workflow import local_approval
+from portal.models import AuditLog
+from portal.web import attempt, page_number
+
+SORTS = {
+    "name": ("contact__last_name", "contact__first_name", "id"),
+    "-name": ("-contact__last_name", "-contact__first_name", "-id"),
+    "email": ("contact__email", "id"),
+    "-email": ("-contact__email", "-id"),
+    "id": ("contact__external_id", "id"),
+    "-id": ("-contact__external_id", "-id"),
+    "removed": ("-removal_reason", "contact__last_name", "id"),
+}
+
+
+def _contact_ids(request: HttpRequest) -> list[int]:
+    values = request.POST.getlist("contact")
+    if any(not value.isdigit() for value in values):
+        raise Http404("Unknown contact.")
+    return [int(value) for value in values]
+
+
+@login_required
+def review(request: HttpRequest, pk: int) -> HttpResponse:
+    """A local entity's list: search, sort, page; remove contacts with a reason, put them
+    back, approve or reject the list. Only the entity's own lists exist here (404 else)."""
+    approval = get_object_or_404(
+        LocalApproval.objects.visible_to(request.user).select_related(
+            "entity", "execution__run__campaign", "execution__activity"
+        ),
+        pk=pk,
+    )
+    if request.method == "POST":
+        action = request.POST.get("action")
+        ids = _contact_ids(request) if action in ("remove", "restore") else []
+        calls = {
+            "remove": lambda: local_approval.remove_contacts(
+                approval=approval,
+                contact_ids=ids,
+                reason=request.POST.get("reason", ""),
+                actor=request.user,
+            ),
+            "restore": lambda: local_approval.restore_contacts(
+                approval=approval, contact_ids=ids, actor=request.user
+            ),
+            "approve": lambda: local_approval.decide(
+                approval=approval,
+                actor=request.user,
+                approve=True,
+                comment=request.POST.get("comment", ""),
+            ),
+            "reject": lambda: local_approval.decide(
+                approval=approval,
+                actor=request.user,
+                approve=False,
+                comment=request.POST.get("comment", ""),
+            ),
+        }
+        if action not in calls:
+            raise Http404("Unknown action.")
+        try:
+            ok, result = attempt(request, calls[action])
+        except local_approval.NotInList as exc:
+            raise Http404(str(exc)) from None
+        if ok:
+            done = {
+                "remove": f"{result} contact(s) removed from the list.",
+                "restore": f"{result} contact(s) put back into the list.",
+                "approve": "The list is approved.",
+                "reject": "The list is rejected: nothing will be sent to these contacts.",
+            }
+            messages.success(request, done[action])
+        return redirect(request.get_full_path())
+    rows = local_approval.list_rows(approval)
+    search = request.GET.get("q", "").strip()
+    if search:
+        rows = rows.filter(
+            Q(contact__last_name__icontains=search)
+            | Q(contact__first_name__icontains=search)
+            | Q(contact__email__icontains=search)
+            | Q(contact__external_id__iexact=search)
+        )
+    sort = request.GET.get("sort", "name")
+    rows = rows.order_by(*SORTS.get(sort, SORTS["name"]))
+    page = Paginator(rows, 50).get_page(page_number(request))
+    decision = local_approval.request_of(approval)
+    return render(
+        request,
+        "campaigns/local_approval.html",
+        {
+            "approval": approval,
+            "campaign": approval.execution.run.campaign,
+            "page": page,
+            "search": search,
+            "sort": sort,
+            "decision": decision,
+            "may_review": local_approval.may_review(approval, request.user),
+            "removed": approval.removals.count(),
+            "summary": local_approval.summary(approval),
+            "is_report": approval.mode == LocalApprovalMode.REPORT,
+            "history": AuditLog.objects.for_object(approval).select_related("actor"),
+        },
+    )
+
+
+# Child workflow editing ----------------------------------------------------------------------
+
+WHOLE_NUMBERS = {"days", "hours", "minutes", "minute", "times", "default_limit", "deadline_hours",
+                 "saved_query"}  # fmt: skip
+TEXTS = {"at": "Date and time (ISO 8601)", "every": "Every (hour, day or week)",
+         "time": "Time of day (HH:MM)", "until": "Until (ISO 8601)"}  # fmt: skip
+
+
+class ActivitySettingsForm(forms.Form):
+    """One field per setting the local entity may change; the rest is the parent's."""
+
+    def __init__(self, *args: Any, activity: Activity, editable: frozenset[str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.activity = activity
+        for key in sorted(editable):
+            current = activity.settings.get(key)
+            if key in WHOLE_NUMBERS:
+                field: forms.Field = forms.IntegerField(
+                    required=False, min_value=0, initial=current
+                )
+            elif key in TEXTS:
+                field = forms.CharField(required=False, label=TEXTS[key], initial=current)
+            else:
+                field = forms.CharField(
+                    required=False,
+                    widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+                    initial=json.dumps(current, indent=1) if current is not None else "",
+                    help_text="JSON",
+                )
+            field.label = field.label or key.replace("_", " ").capitalize()
+            self.fields[key] = field
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        settings = dict(self.activity.settings)
+        for key, field in self.fields.items():
+            value = cleaned.get(key)
+            if isinstance(field.widget, forms.Textarea) and value:
+                try:
+                    value = json.loads(value)
+                except ValueError as exc:
+                    self.add_error(key, f"Not valid JSON: {exc}")
+                    continue
+            if value in (None, ""):
+                settings.pop(key, None)
+            else:
+                settings[key] = value
+        cleaned["settings"] = settings
+        return cleaned
+
+
+@login_required
+def activity_edit(request: HttpRequest, pk: int, activity_pk: int) -> HttpResponse:
+    campaign = get_object_or_404(
+        Campaign.objects.visible_to(request.user).select_related("entity", "parent"), pk=pk
+    )
+    activity = get_object_or_404(campaign.activities, pk=activity_pk)
+    editable = services.child_may_edit(activity)
+    if not editable:
+        raise PermissionDenied("The parent campaign does not let you change this step.")
+    form = ActivitySettingsForm(request.POST or None, activity=activity, editable=editable)
+    if request.method == "POST" and form.is_valid():
+        ok, _ = attempt(
+            request,
+            lambda: services.update_child_activity(
+                activity=activity, settings=form.cleaned_data["settings"], actor=request.user
+            ),
+        )
+        if ok:
+            messages.success(request, f"Step “{activity}” is saved.")
+            return redirect("campaigns:detail", campaign.pk)
+    return render(
+        request,
+        "campaigns/activity_edit.html",
+        {
+            "campaign": campaign,
+            "activity": activity,
+            "form": form,
+            "registry": registry.describe(),
+            "dimension": activity.settings.get("dimension", "contact"),
+        },
+    )
