@@ -20,6 +20,7 @@ from django.db.models import (
     Count,
     DateTimeField,
     F,
+    Func,
     JSONField,
     QuerySet,
     Value,
@@ -75,7 +76,7 @@ def materialise(
         _wt_contact=F(spec.contact_path),
         _wt_secondary=secondary,
         _wt_entity=F(entity_path or spec.entity_path),
-        _wt_data=Value(None, output_field=JSONField()),
+        _wt_data=Func(template="NULL", output_field=JSONField()),  # SQL NULL, not JSON null
     )
     select = select.values_list(
         "_wt_run", "_wt_name", "_wt_contact", "_wt_secondary", "_wt_entity", "_wt_data", "_wt_now"

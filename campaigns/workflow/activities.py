@@ -369,7 +369,7 @@ class Scheduler(Wait):
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         if "every" not in settings:
-            if parse_datetime(str(settings.get("at", ""))) is None:
+            if _parse(parse_datetime, settings.get("at")) is None:
                 return ["at must be a date and time such as 2030-05-01T09:00:00+02:00"]
             return []
         problems = []
@@ -380,7 +380,7 @@ class Scheduler(Wait):
             minute = settings.get("minute", 0)
             if isinstance(minute, bool) or not isinstance(minute, int) or not 0 <= minute < 60:
                 problems.append("minute must be a whole number from 0 to 59")
-        elif parse_time(str(settings.get("time", ""))) is None:
+        elif _parse(parse_time, settings.get("time")) is None:
             problems.append("time must be a time of day such as 09:30")
         if every == "week":
             days = settings.get("weekdays")
@@ -390,7 +390,7 @@ class Scheduler(Wait):
         if times is not None and (isinstance(times, bool) or not isinstance(times, int)
                                   or times < 1):  # fmt: skip
             problems.append("times must be a whole number of at least 1")
-        if "until" in settings and parse_datetime(str(settings["until"])) is None:
+        if "until" in settings and _parse(parse_datetime, settings["until"]) is None:
             problems.append("until must be a date and time such as 2030-05-01T09:00:00+02:00")
         return problems
 
@@ -422,6 +422,14 @@ class Scheduler(Wait):
     def park(self, ctx: Context, now: datetime) -> datetime | None:
         moment = self.wake_at(ctx.activity.settings, now)
         return moment if moment is not None and moment > now else None
+
+
+def _parse(parser: Callable[[str], Any], value: Any) -> Any:
+    """A date, time or datetime parsed from text, or None when it is not one."""
+    try:
+        return parser(str(value if value is not None else ""))
+    except ValueError:
+        return None
 
 
 def _aware(moment: datetime) -> datetime:
@@ -518,7 +526,11 @@ class MergeJSON(Func):
         lhs, lhs_params = compiler.compile(self.source_expressions[0])
         rhs, rhs_params = compiler.compile(self.source_expressions[1])
         if connection.vendor == "postgresql":
-            return f"(COALESCE({lhs}, '{{}}'::jsonb) || {rhs})", [*lhs_params, *rhs_params]
+            merged = (
+                f"(CASE WHEN jsonb_typeof({lhs}) = 'object' THEN {lhs} ELSE '{{}}'::jsonb END "
+                f"|| {rhs})"
+            )
+            return merged, [*lhs_params, *lhs_params, *rhs_params]
         return f"JSON_PATCH(COALESCE({lhs}, '{{}}'), {rhs})", [*lhs_params, *rhs_params]
 
 
