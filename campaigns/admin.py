@@ -24,12 +24,14 @@ from campaigns.models import (
     Campaign,
     Contact,
     ImportJob,
+    LocalApproval,
     PersonalisationField,
     Quarantine,
     SavedQuery,
     ScheduledRun,
     Store,
     Subscription,
+    TargetRemoval,
     Transition,
     TransitionCount,
     WorkflowRun,
@@ -97,7 +99,7 @@ class ChildCampaignInline(admin.TabularInline):
 class ActivityInline(admin.TabularInline):
     model = Activity
     extra = 0
-    fields = ["key", "type", "label", "settings", "position_x", "position_y"]
+    fields = ["key", "type", "label", "settings", "local_edit", "position_x", "position_y"]
 
 
 class TransitionInline(admin.TabularInline):
@@ -516,6 +518,49 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if is_central_user(request.user):
             return queryset
         return queryset.filter(campaign__entity__in=Entity.objects.visible_to(request.user))
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("campaigns.view_campaign")
+
+
+class RemovalInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = TargetRemoval
+    fields = ["contact", "reason", "removed_by", "removed_at"]
+    readonly_fields = fields
+    extra = 0
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the list's own visibility applies
+
+
+@admin.register(LocalApproval)
+class LocalApprovalAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Local target lists: who got which list, its decision, the removals (read-only; the
+    review happens on the portal page, which this links to)."""
+
+    list_display = ["__str__", "entity", "mode", "rows", "decision", "deadline", "created_at"]
+    list_filter = ["mode"]
+    search_fields = ["entity__code", "entity__name", "execution__run__campaign__name"]
+    list_select_related = ["entity", "execution__activity", "execution__run__campaign"]
+    readonly_fields = ["execution", "entity", "mode", "rows", "deadline", "decision", "review"]
+    inlines = [RemovalInline, AuditLogInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        from campaigns.workflow import local_approval
+
+        return (
+            super().get_queryset(request).annotate(decision_state=local_approval.decision_state())
+        )
+
+    @admin.display(description="decision")
+    def decision(self, obj: LocalApproval) -> str:
+        return getattr(obj, "decision_state", None) or "—"
+
+    @admin.display(description="review page")
+    def review(self, obj: LocalApproval) -> str:
+        from campaigns.workflow import local_approval
+
+        return format_html('<a href="{0}">{0}</a>', local_approval.review_url(obj))
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("campaigns.view_campaign")

@@ -22,7 +22,7 @@ from campaigns.choices import CampaignKind, Dimension, ImportKind
 from campaigns.models import Campaign, Contact, ImportJob, LocalApproval, SavedQuery
 from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
-from campaigns.workflow import diagram
+from campaigns.workflow import diagram, local_approval
 from packages.forms import PersonalisationForm
 from portal.models import AuditLog, Entity
 from portal.web import attempt, file_response, page_number, stored_value_response
@@ -89,6 +89,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             else [],
             "lists": LocalApproval.objects.visible_to(request.user)
             .filter(execution__run__campaign=campaign)
+            .annotate(decision_state=local_approval.decision_state())
             .select_related("entity", "execution__activity")
             .order_by("-created_at", "entity__code")[:100],
         },

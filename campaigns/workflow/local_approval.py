@@ -16,7 +16,8 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
+from django.db.models import CharField, Count, Exists, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Cast
 from django.urls import reverse
 from django.utils import timezone
 
@@ -163,6 +164,18 @@ def _requests(lists: Iterable[LocalApproval] | QuerySet) -> QuerySet:
     ids = [str(item.pk) for item in lists]
     return ApprovalRequest.objects.filter(
         content_type=ContentType.objects.get_for_model(LocalApproval), object_id__in=ids
+    )
+
+
+def decision_state() -> Subquery:
+    """Annotation: the state of a list's approval request (one subquery, no N+1)."""
+    return Subquery(
+        ApprovalRequest.objects.filter(
+            content_type=ContentType.objects.get_for_model(LocalApproval),
+            object_id=Cast(OuterRef("pk"), CharField()),
+        )
+        .order_by("-created_at")
+        .values("state")[:1]
     )
 
 

@@ -246,3 +246,29 @@ def test_a_report_after_a_delivery_tells_each_entity_what_was_sent(
     assert "reached 6 contacts" in mail.body_text and "send (email): 6 contacts" in mail.body_text
     assert not ApprovalRequest.objects.exists()
     assert {item.rows for item in LocalApproval.objects.filter(mode="report")} == {6, 5}
+
+
+def test_lists_show_on_the_campaign_page_and_in_the_admin_scoped_to_the_entity(
+    campaign, audience, org, client, django_capture_on_commit_callbacks
+):
+    build(campaign)
+    run = start(campaign, org, django_capture_on_commit_callbacks)
+    lists = lists_of(run)
+    a_url = reverse("campaigns:local_approval", args=[lists["STORE_A"].pk])
+    b_url = reverse("campaigns:local_approval", args=[lists["STORE_B"].pk])
+    client.force_login(org.marketer)
+    page = client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert a_url in page and b_url in page and "pending" in page
+    admin_list = client.get(reverse("admin:campaigns_localapproval_changelist")).content.decode()
+    assert "Store A" in admin_list or "STORE_A" in admin_list
+    assert (
+        client.get(
+            reverse("admin:campaigns_localapproval_change", args=[lists["STORE_A"].pk])
+        ).status_code
+        == 200
+    )
+    client.force_login(org.operator_a)
+    response = client.get(
+        reverse("admin:campaigns_localapproval_change", args=[lists["STORE_B"].pk])
+    )
+    assert response.status_code in (302, 404)
