@@ -142,6 +142,7 @@ def seed(
             f"{made.subscriptions} subscriptions."
         )
     seed_workflow(entities=entities)
+    seed_target_approval(entities=entities)
     marketer = get_user_model().objects.filter(username="marketer").first()
     for name, dimension, conditions in [
         ("Opted-in travellers of the last year", "contact", {"and": [
@@ -159,9 +160,32 @@ def seed(
         )  # fmt: skip
 
 
+def _workflow(campaign: Any, steps: list[tuple], arrows: list[tuple]) -> dict[str, Any]:
+    """Activities (key, type, label, settings[, local_edit]) and arrows (source, target,
+    output label) of a demo workflow."""
+    from campaigns.models import Activity, Transition
+
+    made = {}
+    for index, (key, kind, label, settings, *local_edit) in enumerate(steps):
+        made[key] = Activity.objects.create(
+            campaign=campaign, key=key, type=kind, label=label, settings=settings,
+            position_y=index, local_edit=bool(local_edit and local_edit[0]),
+        )  # fmt: skip
+    for source, target, label in arrows:
+        Transition.objects.create(
+            campaign=campaign, source=made[source], target=made[target], label=label
+        )
+    return made
+
+
+OPTED_IN = {"and": [{"field": "email_consent", "op": "eq", "value": True},
+                    {"field": "blocklisted", "op": "eq", "value": False}]}  # fmt: skip
+
+
 def seed_workflow(*, entities: dict[str, Any]) -> None:
-    """A multi-step parent campaign: query → split by language → distribution → end."""
-    from campaigns.models import Activity, Campaign, Transition
+    """A multi-step parent campaign: query → split by language → French: first wave, wait
+    three days, second wave; others: at most 40 per store, one SMS."""
+    from campaigns.models import Campaign
 
     campaign, created = Campaign.objects.get_or_create(
         name="Autumn reactivation (multi-step)",
@@ -170,29 +194,61 @@ def seed_workflow(*, entities: dict[str, Any]) -> None:
     )
     if not created or campaign.activities.exists():
         return
-    target = Activity.objects.create(
-        campaign=campaign, key="target", type="query", label="Opted-in travellers",
-        settings={"conditions": {"and": [
-            {"field": "email_consent", "op": "eq", "value": True},
-            {"field": "blocklisted", "op": "eq", "value": False}]}},
+    _workflow(
+        campaign,
+        [
+            ("target", "query", "Opted-in travellers", {"conditions": OPTED_IN}),
+            ("split", "split", "By language", {"branches": [{"label": "french", "conditions": {
+                "field": "language", "op": "eq", "value": "fr"}}], "remainder": "others"}),
+            ("wave1", "delivery", "First wave (email)", {"channel": "email"}),
+            ("wait", "wait", "Three days later", {"days": 3}),
+            ("wave2", "delivery", "Second wave (email reminder)", {"channel": "email"}),
+            ("share", "distribution", "At most 40 per store",
+             {"default_limit": 40, "order": ["-contact__created_at"]}),
+            ("sms", "delivery", "One SMS", {"channel": "sms"}),
+            ("end", "end", "Done", {}),
+        ],
+        [("target", "split", "out"), ("split", "wave1", "french"), ("wave1", "wait", "out"),
+         ("wait", "wave2", "out"), ("wave2", "end", "out"), ("split", "share", "others"),
+         ("share", "sms", "out"), ("sms", "end", "out")],
     )  # fmt: skip
-    split = Activity.objects.create(
-        campaign=campaign, key="split", type="split", label="By language",
-        settings={"branches": [{"label": "french", "conditions": {
-            "field": "language", "op": "eq", "value": "fr"}}], "remainder": "others"},
-    )  # fmt: skip
-    dedup = Activity.objects.create(
-        campaign=campaign, key="dedup", type="deduplication", label="One per contact"
+
+
+def seed_target_approval(*, entities: dict[str, Any]) -> None:
+    """A by-target-approval campaign, started: each store has a pending list to review (the
+    run continues when they have all answered, or at the deadline)."""
+    from campaigns.models import Campaign
+    from campaigns.workflow import engine
+    from portal import services as portal_services
+
+    campaign, created = Campaign.objects.get_or_create(
+        name="Winter offers (approved by the stores)",
+        kind="parent",
+        defaults={
+            "entity": entities["HQ"],
+            "collaborative_type": "by_target_approval",
+            "description": "Each store reviews its customers before the winter offer is sent.",
+        },
     )
-    share = Activity.objects.create(
-        campaign=campaign, key="share", type="distribution", label="At most 40 per store",
-        settings={"default_limit": 40, "order": ["-contact__created_at"]},
+    if not created or campaign.runs.exists():
+        return
+    _workflow(
+        campaign,
+        [
+            ("target", "query", "Opted-in travellers of the last two years", {"conditions": {
+                "and": [*OPTED_IN["and"], {"relation": "bookings", "op": "exists", "where": {
+                    "field": "booking_date", "op": "in_last_days", "value": 730}}]}}),
+            ("review", "local_approval", "Stores review their lists",
+             {"default_limit": 30, "order": ["-contact__created_at"], "deadline_hours": 72,
+              "on_deadline": "send_all"}),
+            ("offer", "delivery", "Winter offer (email)", {"channel": "email"}),
+            ("report", "local_approval", "Report to the stores", {"mode": "report"}),
+            ("end", "end", "Done", {}),
+        ],
+        [("target", "review", "out"), ("review", "offer", "out"), ("offer", "report", "out"),
+         ("report", "end", "out")],
     )  # fmt: skip
-    end = Activity.objects.create(campaign=campaign, key="end", type="end", label="Done")
-    for source, target_activity, label in [
-        (target, split, "out"), (split, dedup, "french"), (split, end, "others"),
-        (dedup, share, "out"), (share, end, "out"),
-    ]:  # fmt: skip
-        Transition.objects.create(
-            campaign=campaign, source=source, target=target_activity, label=label
-        )
+    marketer = get_user_model().objects.filter(username="marketer").first()
+    portal_services.transition(obj=campaign, name="mark_ready", actor=marketer)
+    # The worker runs it after the seed commits: the query, then one list per store.
+    engine.start_run(campaign=campaign, actor=marketer)

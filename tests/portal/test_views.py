@@ -154,12 +154,13 @@ def test_entity_admin_edits_are_audited(client, org):
     assert entry.actor == org.marketer
 
 
-def test_seed_demo_twice_is_idempotent(db):
+def test_seed_demo_twice_is_idempotent(db, django_capture_on_commit_callbacks):
     from django.contrib.auth import get_user_model
 
     from portal.models import Entity, Membership
 
-    call_command("seed_demo", "--quiet-logins", "--seed", "7", "--audience-size", "4")
+    with django_capture_on_commit_callbacks(execute=True):  # the worker's part, in-process
+        call_command("seed_demo", "--quiet-logins", "--seed", "7", "--audience-size", "4")
     counts = (Entity.objects.count(), Membership.objects.count(), get_user_model().objects.count())
     names = list(Entity.objects.values_list("name", flat=True))
     call_command("seed_demo", "--quiet-logins", "--seed", "7", "--audience-size", "4")
@@ -170,3 +171,15 @@ def test_seed_demo_twice_is_idempotent(db):
     )
     assert names == list(Entity.objects.values_list("name", flat=True))
     assert counts[0] == 11
+    # The by-target-approval demo ran up to its local approval: each store has a pending
+    # list, reviewable by its operators; seeding again started no second run.
+    from campaigns.models import LocalApproval, WorkflowRun
+    from campaigns.workflow import local_approval
+
+    run = WorkflowRun.objects.get(campaign__collaborative_type="by_target_approval")
+    lists = LocalApproval.objects.filter(execution__run=run).select_related("entity")
+    assert len(lists) == 8 and all(0 < item.rows <= 30 for item in lists)
+    assert {local_approval.request_of(item).state for item in lists} == {"pending"}
+    lille = next(item for item in lists if item.entity.code == "LIL")
+    reviewers = set(local_approval.request_of(lille).approvers.values_list("username", flat=True))
+    assert reviewers == {"lille", "lille.boss"}
