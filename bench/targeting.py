@@ -76,6 +76,7 @@ def main() -> int:
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=2.0)
+    parser.add_argument("--only", default="", help="run the operations whose name has this")
     args = parser.parse_args()
     ensure_audience(args.contacts)
 
@@ -99,6 +100,8 @@ def main() -> int:
     rows: list[dict] = []
 
     def measure(name: str, product: Callable, baseline: Callable) -> None:
+        if args.only.lower() not in name.lower():
+            return
         product_ms, product_rows = timed(product, args.repeat)
         raw_ms, raw_rows = timed(baseline, args.repeat)
         rows.append({
@@ -169,6 +172,10 @@ def main() -> int:
 
     measure("per-entity distribution (limit 1000)", product_distribute, raw_distribute)
     WorkTableRow.objects.filter(run_key__in=["bench", "bench-raw"]).delete()
+
+    from bench.workflow import measure_workflow
+
+    measure_workflow(measure, raw, three, segment, born_before, since)
 
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

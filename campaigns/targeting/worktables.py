@@ -109,7 +109,21 @@ def copy_rows(rows: QuerySet, *, run_key: str, name: str, data: Any = None) -> i
     )
     with transaction.atomic():
         work_table(run_key, name).delete()
+        hash_joins_only()
         return _insert_select(select)
+
+
+def hash_joins_only() -> None:
+    """For the rest of the transaction, on PostgreSQL, join work tables without nested loops.
+
+    Work tables are read moments after they are written, before their statistics know them:
+    the planner would estimate a couple of rows and pick a nested loop that compares every
+    pair of rows (minutes at a million contacts). Hash and merge joins are right for set
+    operations at every size.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_nestloop = off")
 
 
 # Orders a distribution may rank rows by (a leading "-" sorts descending); "id" breaks ties.

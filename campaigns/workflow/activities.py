@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from django.db.models import (
     Avg,
     Count,
+    Exists,
     F,
     Func,
     JSONField,
@@ -180,7 +181,7 @@ class Intersection(ActivityType):
     def run(self, ctx: Context) -> None:
         rows = ctx.inputs[0]
         for other in ctx.inputs[1:]:
-            rows = rows.filter(contact_id__in=other.values("contact_id"))
+            rows = rows.filter(Exists(other.filter(contact_id=OuterRef("contact_id"))))
         ctx.write("out", rows)
 
 
@@ -192,7 +193,9 @@ class Exclusion(ActivityType):
     def run(self, ctx: Context) -> None:
         rows = ctx.inputs[0]
         for other in ctx.inputs[1:]:
-            rows = rows.exclude(contact_id__in=other.values("contact_id"))
+            # NOT EXISTS (an anti-join), never NOT IN: PostgreSQL cannot hash a NOT IN
+            # subquery larger than work_mem and would compare every pair of rows.
+            rows = rows.exclude(Exists(other.filter(contact_id=OuterRef("contact_id"))))
         ctx.write("out", rows)
 
 
@@ -259,7 +262,7 @@ class Split(ActivityType):
         start = 0
         settings = ctx.activity.settings
         for branch in settings["branches"]:
-            rows = source.exclude(pk__in=self._taken(ctx, taken))
+            rows = source.exclude(Exists(self._taken(ctx, taken))) if taken else source
             if "percent" in branch:
                 rows = rows.filter(_bucket__gte=start, _bucket__lt=start + branch["percent"])
                 start += branch["percent"]
@@ -275,14 +278,15 @@ class Split(ActivityType):
             ctx.write(branch["label"], rows)
             taken.append(branch["label"])
         if settings.get("remainder"):
-            ctx.write(settings["remainder"], ctx.inputs[0].exclude(pk__in=self._taken(ctx, taken)))
+            ctx.write(settings["remainder"], ctx.inputs[0].exclude(Exists(self._taken(ctx, taken))))
 
     def _taken(self, ctx: Context, labels: list[str]) -> QuerySet:
-        """Source rows already written to earlier branches (matched on the contact and
-        secondary record, since branch tables hold copies)."""
+        """Rows of earlier branches for the outer row's contact (branch tables hold copies,
+        so they are matched on the contact); used as NOT EXISTS, an anti-join."""
         names = [output_table(ctx.activity, label) for label in labels]
-        earlier = WorkTableRow.objects.filter(run_key=ctx.run_key, name__in=names)
-        return ctx.inputs[0].filter(contact_id__in=earlier.values("contact_id")).values("pk")
+        return WorkTableRow.objects.filter(
+            run_key=ctx.run_key, name__in=names, contact_id=OuterRef("contact_id")
+        )
 
 
 class Distribution(ActivityType):
