@@ -160,7 +160,7 @@ def seed(
         )  # fmt: skip
 
 
-def _workflow(campaign: Any, steps: list[tuple], arrows: list[tuple]) -> dict[str, Any]:
+def workflow(campaign: Any, steps: list[tuple], arrows: list[tuple]) -> dict[str, Any]:
     """Activities (key, type, label, settings[, local_edit]) and arrows (source, target,
     output label) of a demo workflow."""
     from campaigns.models import Activity, Transition
@@ -194,7 +194,7 @@ def seed_workflow(*, entities: dict[str, Any]) -> None:
     )
     if not created or campaign.activities.exists():
         return
-    _workflow(
+    workflow(
         campaign,
         [
             ("target", "query", "Opted-in travellers", {"conditions": OPTED_IN}),
@@ -232,7 +232,7 @@ def seed_target_approval(*, entities: dict[str, Any]) -> None:
     )
     if not created or campaign.runs.exists():
         return
-    _workflow(
+    workflow(
         campaign,
         [
             ("target", "query", "Opted-in travellers of the last two years", {"conditions": {

@@ -41,6 +41,27 @@ WELCOME_FIELDS = [
 ]  # fmt: skip
 
 
+def seed_journey_workflow(*, campaign: Campaign) -> None:
+    from campaigns.demo import OPTED_IN, workflow
+
+    if campaign.activities.exists():
+        return
+    workflow(
+        campaign,
+        [
+            ("members", "query", "New members who opted in", {"conditions": {"and": [
+                *OPTED_IN["and"], {"field": "created_at", "op": "in_last_days", "value": 90}]}},
+             True),
+            ("welcome", "delivery", "Welcome email", {"channel": "email"}),
+            ("wait", "wait", "A week later", {"days": 7}, True),
+            ("voucher", "delivery", "Voucher reminder", {"channel": "email"}),
+            ("end", "end", "Done", {}),
+        ],
+        [("members", "welcome", "out"), ("welcome", "wait", "out"), ("wait", "voucher", "out"),
+         ("voucher", "end", "out")],
+    )  # fmt: skip
+
+
 def _campaign(*, name: str, kind: str, hq: Any, marketer: Any, fields: list[dict]) -> Campaign:
     campaign, created = Campaign.objects.get_or_create(
         name=name,
@@ -129,6 +150,7 @@ def seed(
 
         welcome = _campaign(name="Loyalty welcome journey", kind=CollaborativeType.BY_CAMPAIGN,
                             hq=hq, marketer=marketer, fields=WELCOME_FIELDS)  # fmt: skip
+        seed_journey_workflow(campaign=welcome)  # children copy it; stores may adjust steps
         pkg, new = package("Welcome journey for new members", welcome, category="Loyalty")
         if new:
             services.publish_package(package=pkg, actor=marketer)
