@@ -23,8 +23,10 @@ from campaigns.models import (
     Booking,
     Campaign,
     Contact,
+    Delivery,
     ImportJob,
     LocalApproval,
+    Message,
     PersonalisationField,
     Quarantine,
     SavedQuery,
@@ -34,6 +36,7 @@ from campaigns.models import (
     TargetRemoval,
     Transition,
     TransitionCount,
+    Typology,
     WorkflowRun,
 )
 from campaigns.targeting import registry as targeting_registry
@@ -564,3 +567,71 @@ class LocalApprovalAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.Model
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("campaigns.view_campaign")
+
+
+@admin.register(Typology)
+class TypologyAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+    """Reusable typology rules; the rules JSON is validated on save (problems name the rule)."""
+
+    list_display = ["name", "entity", "rule_names", "created_at"]
+    search_fields = ["name"]
+    list_select_related = ["entity"]
+
+    @admin.display(description="rules")
+    def rule_names(self, obj: Typology) -> str:
+        return ", ".join(str(rule.get("rule")) for rule in obj.rules if isinstance(rule, dict))
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Message rows of the deliveries the user may see: status, excluding rule, errors."""
+
+    list_display = ["contact", "delivery", "channel", "address", "status", "rule", "sent_at"]
+    list_filter = ["status", "rule", "channel"]
+    search_fields = ["address", "contact__external_id"]
+    list_select_related = ["contact", "delivery"]
+    raw_id_fields = ["contact", "delivery", "entity"]
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        if is_central_user(request.user):
+            return queryset
+        return queryset.filter(
+            delivery__campaign__entity__in=Entity.objects.visible_to(request.user)
+        )
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Deliveries and their figures: targeted, excluded per typology rule, by status."""
+
+    list_display = ["label", "campaign", "channel", "dimension", "state", "targeted",
+                    "prepared_at"]  # fmt: skip
+    list_filter = ["state", "channel"]
+    search_fields = ["label", "campaign__name"]
+    list_select_related = ["campaign"]
+    readonly_fields = [f.name for f in Delivery._meta.fields] + ["by_status"]
+    inlines = [AuditLogInline]
+
+    @admin.display(description="messages by status")
+    def by_status(self, obj: Delivery) -> str:
+        from django.db.models import Count
+        from django.utils.html import format_html_join
+
+        counts = obj.messages.order_by().values_list("status").annotate(n=Count("id"))
+        url = reverse("admin:campaigns_message_changelist")
+        return (
+            format_html_join(
+                ", ",
+                '<a href="{}?delivery__id__exact={}&amp;status__exact={}">{}: {}</a>',
+                ((url, obj.pk, status, status, n) for status, n in counts),
+            )
+            or "—"
+        )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        if is_central_user(request.user):
+            return queryset
+        return queryset.filter(campaign__entity__in=Entity.objects.visible_to(request.user))

@@ -39,11 +39,21 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "packages.view_order",
         *[
             f"campaigns.{action}_{model}"
-            for model in ("contact", "store", "booking", "subscription", "quarantine", "savedquery")
+            for model in (
+                "contact",
+                "store",
+                "booking",
+                "subscription",
+                "quarantine",
+                "savedquery",
+                "typology",
+            )
             for action in ("view", "add", "change")
         ],
         "campaigns.view_importjob",
         "campaigns.add_importjob",
+        "campaigns.view_delivery",
+        "campaigns.view_message",
     ],
     Role.CENTRAL_APPROVER: [
         "portal.view_entity",

@@ -16,6 +16,13 @@ from campaigns.models.campaign import (
     PersonalisationField,
     ScheduledRun,
 )
+from campaigns.models.delivery import (
+    Delivery,
+    DeliveryState,
+    Message,
+    MessageStatus,
+    Typology,
+)
 from campaigns.models.workflow import (
     Activity,
     ActivityExecution,
@@ -36,10 +43,14 @@ __all__ = [
     "Campaign",
     "CampaignQuerySet",
     "Contact",
+    "Delivery",
+    "DeliveryState",
     "ExecutionState",
     "ImportJob",
     "LocalApproval",
     "LocalApprovalMode",
+    "Message",
+    "MessageStatus",
     "PersonalisationField",
     "Quarantine",
     "SavedQuery",
@@ -49,6 +60,7 @@ __all__ = [
     "TargetRemoval",
     "Transition",
     "TransitionCount",
+    "Typology",
     "WorkTableRow",
     "WorkflowRun",
     "WorkflowRunState",

@@ -38,12 +38,27 @@ COLUMNS = ("run_key", "name", "contact_id", "secondary_id", "entity_id", "data",
 
 def _insert_select(select: QuerySet) -> int:
     """INSERT the rows of ``select`` (values in COLUMNS order) into the work table."""
+    return insert_select(WorkTableRow, COLUMNS, select)
+
+
+def insert_select(
+    model: type, columns: Sequence[str], select: QuerySet, *, ignore_conflicts: bool = False
+) -> int:
+    """``INSERT INTO <model> (<columns>) <select>`` (the select's values in column order);
+    with ``ignore_conflicts``, rows a unique constraint refuses are skipped. Table and column
+    names come from the model's metadata; values are parameters."""
     sql, params = select.query.sql_with_params()
     quote = connection.ops.quote_name
-    table = quote(WorkTableRow._meta.db_table)
-    columns = ", ".join(quote(column) for column in COLUMNS)
+    table = quote(model._meta.db_table)
+    names = ", ".join(quote(column) for column in columns)
+    verb, tail = "INSERT", ""
+    if ignore_conflicts:
+        if connection.vendor == "sqlite":
+            verb = "INSERT OR IGNORE"
+        else:
+            tail = " ON CONFLICT DO NOTHING"
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {table} ({columns}) {sql}", params)
+        cursor.execute(f"{verb} INTO {table} ({names}) {sql}{tail}", params)
         return cursor.rowcount
 
 

@@ -32,7 +32,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
 
 from campaigns import targeting
-from campaigns.choices import Channel
 from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery, WorkTableRow
 from campaigns.targeting.registry import DIMENSIONS
 from campaigns.targeting.worktables import PRIORITY_FIELDS
@@ -590,9 +589,9 @@ class Delivery(ActivityType):
     hooks: ClassVar[list[Callable[[Context], None]]] = []
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        if settings.get("channel") not in Channel.values:
-            return [f"channel must be one of {', '.join(Channel.values)}"]
-        return []
+        from campaigns.delivery.services import activity_problems
+
+        return activity_problems(settings, None)
 
     def run(self, ctx: Context) -> None:
         ctx.write("out", ctx.inputs[0])

@@ -1,0 +1,107 @@
+"""Delivery services: content validation (one rule for the admin, the workflow activity and
+the API), deliveries created by a workflow's delivery activity, previews."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from campaigns.choices import Channel
+from campaigns.delivery import preparation, rendering
+from campaigns.models import Campaign, Delivery, Typology
+
+TEMPLATE_FIELDS = {
+    Channel.EMAIL: {"subject": False, "html_body": True, "text_body": False},
+    Channel.SMS: {"text_body": False},
+    Channel.PUSH: {"push_title": False, "text_body": False},
+    Channel.DIRECT_MAIL: {},
+}
+SMS_SEGMENT = 160
+
+
+def perso_of(campaign: Campaign) -> dict[str, Any]:
+    """The personalisation values a campaign's messages see (a child's, from its order)."""
+    return dict(campaign.personalisation_values or {})
+
+
+def content_problems(
+    *, channel: str, fields: Mapping[str, Any], multi_level: bool, perso: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """Problems per content field: syntax, unknown variables, sandbox refusals, and what the
+    channel needs (an email needs a subject and a body)."""
+    context = rendering.sample_context(multi_level=multi_level, perso=perso)
+    problems: dict[str, list[str]] = {}
+    for name, html in TEMPLATE_FIELDS.get(channel, {}).items():
+        source = fields.get(name) or ""
+        found = rendering.validate_template(source, html=html, context=context)
+        if found:
+            problems[name] = found
+    if channel == Channel.EMAIL:
+        if not (fields.get("subject") or "").strip():
+            problems.setdefault("subject", []).append("An email needs a subject.")
+        if not (fields.get("html_body") or fields.get("text_body") or "").strip():
+            problems.setdefault("text_body", []).append("An email needs a body.")
+    if channel in (Channel.SMS, Channel.PUSH) and not (fields.get("text_body") or "").strip():
+        problems.setdefault("text_body", []).append("The message needs a text.")
+    return problems
+
+
+def sms_segments(text: str) -> int:
+    """SMS parts a text takes (160 characters each, 153 when concatenated)."""
+    if len(text) <= SMS_SEGMENT:
+        return 1
+    return -(-len(text) // 153)
+
+
+ACTIVITY_CONTENT = ("label", "subject", "html_body", "text_body", "push_title", "sender",
+                    "reply_to", "category")  # fmt: skip
+
+
+def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) -> list[str]:
+    """The delivery activity's settings: a channel, valid content, an existing typology."""
+    channel = settings.get("channel")
+    if channel not in Channel.values:
+        return [f"channel must be one of {', '.join(Channel.values)}"]
+    problems = []
+    typology = settings.get("typology")
+    if typology is not None and not Typology.objects.filter(pk=typology).exists():
+        problems.append("typology must be the id of a typology")
+    if any(key in settings for key in ("subject", "html_body", "text_body")):
+        found = content_problems(
+            channel=channel,
+            fields=settings,
+            multi_level=settings.get("dimension") == "booking",
+            perso=perso_of(campaign) if campaign else {},
+        )
+        problems += [f"{name}: {message}" for name, items in found.items() for message in items]
+    return problems
+
+
+def delivery_for_activity(ctx: Any) -> Delivery:
+    """The workflow's delivery activity, in a real run: its delivery (created once per run
+    and activity), prepared from the activity's input."""
+    settings = ctx.activity.settings
+    run = ctx.execution.run
+    delivery = Delivery.objects.filter(run=run, activity=ctx.activity).first()
+    if delivery is None:
+        try:
+            with transaction.atomic():
+                delivery = Delivery.objects.create(
+                    campaign=ctx.activity.campaign,
+                    activity=ctx.activity,
+                    run=run,
+                    channel=settings["channel"],
+                    dimension=settings.get("dimension", "contact"),
+                    typology_id=settings.get("typology"),
+                    requires_approval=bool(settings.get("requires_approval")),
+                    created_by=run.started_by,
+                    **{
+                        key: settings.get(key) or (str(ctx.activity) if key == "label" else "")
+                        for key in ACTIVITY_CONTENT
+                    },
+                )
+        except IntegrityError:
+            delivery = Delivery.objects.get(run=run, activity=ctx.activity)
+    return preparation.prepare(delivery=delivery, rows=ctx.inputs[0], actor=run.started_by)

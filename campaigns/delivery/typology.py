@@ -1,0 +1,163 @@
+"""Typology rules: each is one set-based UPDATE that marks the pending messages it excludes,
+so its exclusion count is the number of rows it changed. Rules run in the typology's order;
+a recipient is excluded by the first rule that matches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Count, Exists, F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Mod
+from django.utils import timezone
+
+from campaigns.choices import Channel
+from campaigns.models import Delivery, Message, MessageStatus, Quarantine
+
+CONSENT_FIELDS = {
+    Channel.EMAIL: "contact__email_consent",
+    Channel.SMS: "contact__sms_consent",
+    Channel.PUSH: "contact__push_consent",
+}
+
+
+def _whole(value: Any, name: str, low: int = 0, high: int = 10**9) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return [f"{name} must be a whole number from {low} to {high}"]
+    return []
+
+
+def _check_pressure(rule: Mapping[str, Any]) -> list[str]:
+    problems = _whole(rule.get("max"), "max", 1) + _whole(rule.get("days"), "days", 1, 3650)
+    if "category" in rule and not isinstance(rule["category"], str):
+        problems.append("category must be text")
+    return problems
+
+
+def _check_capacity(rule: Mapping[str, Any]) -> list[str]:
+    problems = _whole(rule.get("max"), "max", 0)
+    if rule.get("per", "delivery") not in ("delivery", "day"):
+        problems.append("per must be delivery or day")
+    return problems
+
+
+CHECKS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "consent": lambda rule: [],
+    "blocklist": lambda rule: [],
+    "quarantine": lambda rule: [],
+    "missing_address": lambda rule: [],
+    "duplicates": lambda rule: [],
+    "pressure": _check_pressure,
+    "capacity": _check_capacity,
+    "control_group": lambda rule: _whole(rule.get("percent"), "percent", 1, 99),
+}
+
+
+def validate_rules(rules: Any) -> list[str]:
+    """Every problem of a typology's rules, each naming the rule's position."""
+    if not isinstance(rules, list):
+        return ["rules must be a list"]
+    problems = []
+    for index, rule in enumerate(rules):
+        where = f"rules[{index}]"
+        if not isinstance(rule, dict) or rule.get("rule") not in CHECKS:
+            problems.append(f"{where}: rule must be one of {', '.join(CHECKS)}")
+            continue
+        problems += [f"{where} ({rule['rule']}): {p}" for p in CHECKS[rule["rule"]](rule)]
+    return problems
+
+
+def _exclude(pending: QuerySet, name: str) -> int:
+    return pending.update(status=MessageStatus.EXCLUDED, rule=name)
+
+
+def apply_rules(delivery: Delivery, rules: list[Mapping[str, Any]]) -> dict[str, int]:
+    """Run the rules over the delivery's pending messages; returns the count per rule."""
+    counts: dict[str, int] = {}
+    for rule in rules:
+        name = rule["rule"]
+        pending = Message.objects.filter(delivery=delivery, status=MessageStatus.PENDING)
+        excluded = APPLY[name](delivery, pending, rule)
+        counts[name] = counts.get(name, 0) + excluded
+    return counts
+
+
+def _consent(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    field = CONSENT_FIELDS.get(delivery.channel)
+    return _exclude(pending.filter(**{field: False}), "consent") if field else 0
+
+
+def _blocklist(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    return _exclude(pending.filter(contact__blocklisted=True), "blocklist")
+
+
+def _quarantine(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    bounced = Quarantine.objects.filter(channel=delivery.channel, address=OuterRef("address"))
+    return _exclude(pending.filter(Exists(bounced)), "quarantine")
+
+
+def _missing_address(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    if delivery.channel == Channel.DIRECT_MAIL:
+        return 0
+    return _exclude(pending.filter(address=""), "missing_address")
+
+
+def _duplicates(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    """The same address twice (two contacts sharing an email): the first message stays. In a
+    multi-level send, the same address about the same record."""
+    earlier = Message.objects.filter(
+        delivery=delivery,
+        status=MessageStatus.PENDING,
+        address=OuterRef("address"),
+        secondary_id=OuterRef("secondary_id"),
+        id__lt=OuterRef("id"),
+    )
+    return _exclude(pending.exclude(address="").filter(Exists(earlier)), "duplicates")
+
+
+def _pressure(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    """At most ``max`` messages per contact over ``days`` days, across every campaign (of a
+    ``category`` if given), counting the messages already sent."""
+    since = timezone.now() - timedelta(days=rule["days"])
+    sent = Message.objects.filter(
+        contact=OuterRef("contact_id"), status=MessageStatus.SENT, sent_at__gte=since
+    ).exclude(delivery=delivery)
+    if rule.get("category"):
+        if delivery.category != rule["category"]:
+            return 0
+        sent = sent.filter(delivery__category=rule["category"])
+    recent = Subquery(sent.order_by().values("contact").annotate(n=Count("id")).values("n")[:1])
+    return _exclude(pending.alias(recent=recent).filter(recent__gte=rule["max"]), "pressure")
+
+
+def _capacity(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    """At most ``max`` messages for this delivery, or per day on this channel (counting what
+    was already sent today); the first ones (by id) are kept."""
+    allowed = rule["max"]
+    if rule.get("per") == "day":
+        today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+        allowed -= Message.objects.filter(
+            channel=delivery.channel, status=MessageStatus.SENT, sent_at__gte=today
+        ).count()
+    overflow = pending.order_by("id").values("id")[max(allowed, 0) :]
+    return _exclude(Message.objects.filter(id__in=Subquery(overflow)), "capacity")
+
+
+def _control_group(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    """A stable pseudo-random ``percent`` of the recipients is held out (and recorded)."""
+    bucket = Mod(F("contact_id") * 2654435761 + delivery.pk * 40503, 100)
+    held = pending.alias(bucket=bucket).filter(bucket__lt=rule["percent"])
+    return _exclude(held, "control_group")
+
+
+APPLY: dict[str, Callable[[Delivery, QuerySet, Mapping[str, Any]], int]] = {
+    "consent": _consent,
+    "blocklist": _blocklist,
+    "quarantine": _quarantine,
+    "missing_address": _missing_address,
+    "duplicates": _duplicates,
+    "pressure": _pressure,
+    "capacity": _capacity,
+    "control_group": _control_group,
+}

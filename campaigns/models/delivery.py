@@ -1,0 +1,254 @@
+"""Deliveries: typologies (reusable sets of rules), deliveries and their message rows.
+
+A delivery's preparation writes one message row per recipient (unique per delivery, contact
+and secondary record), marks the rows each typology rule excludes, and keeps the data to
+render each message at send time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+from campaigns.choices import Channel, Dimension
+from campaigns.models.audience import Contact
+from campaigns.models.campaign import Campaign
+from campaigns.models.workflow import Activity, WorkflowRun
+from portal.models import Entity, EntityOwnedQuerySet
+
+
+class Typology(models.Model):
+    """A named, reusable, ordered set of typology rules (consent, blocklist, pressure…)."""
+
+    name = models.CharField(max_length=200)
+    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="typologies")
+    description = models.TextField(blank=True)
+    rules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Ordered rules, e.g. [{"rule": "consent"}, {"rule": "pressure", "max": 3, '
+        '"days": 7}]; a recipient is excluded by the first rule that matches.',
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = EntityOwnedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "typologies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def owning_entity(self) -> Entity:
+        return self.entity
+
+    def clean(self) -> None:
+        from campaigns.delivery.typology import validate_rules
+
+        problems = validate_rules(self.rules)
+        if problems:
+            raise ValidationError({"rules": problems})
+
+
+class DeliveryState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PREPARED = "prepared", "Prepared"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    READY = "ready", "Ready to send"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+class Delivery(ConcurrentTransitionMixin, models.Model):
+    """One send on one channel: content, target dimension, typology, and its figures."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
+    activity = models.ForeignKey(
+        Activity, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    run = models.ForeignKey(
+        WorkflowRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    label = models.CharField(max_length=200)
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.EMAIL)
+    dimension = models.CharField(
+        max_length=16,
+        choices=Dimension.choices[:2],
+        default=Dimension.CONTACT,
+        help_text="One message per contact, or one per booking (multi-level send).",
+    )
+    category = models.CharField(
+        max_length=64, blank=True, help_text="Counted by pressure rules limited to a category."
+    )
+    typology = models.ForeignKey(
+        Typology, null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    sender = models.CharField(max_length=255, blank=True)
+    reply_to = models.CharField(max_length=255, blank=True)
+    subject = models.CharField(max_length=255, blank=True)
+    html_body = models.TextField(blank=True)
+    text_body = models.TextField(blank=True, help_text="Email text part, SMS text, push body.")
+    push_title = models.CharField(max_length=255, blank=True)
+    push_data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    columns = models.JSONField(
+        default=list, blank=True, help_text="Direct mail: the columns of the export file."
+    )
+    requires_approval = models.BooleanField(default=False)
+    state = FSMField(
+        max_length=20, choices=DeliveryState.choices, default=DeliveryState.DRAFT, protected=True
+    )
+    targeted = models.PositiveIntegerField(default=0)
+    exclusions = models.JSONField(default=dict, blank=True, help_text="Rows excluded per rule.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    prepared_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "activity"],
+                condition=Q(run__isnull=False, activity__isnull=False),
+                name="delivery_once_per_activity_and_run",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def owning_entity(self) -> Entity:
+        return self.campaign.entity
+
+    def clean(self) -> None:
+        from campaigns.delivery.services import content_problems, perso_of
+
+        if self.campaign_id is None:
+            return
+        problems = content_problems(
+            channel=self.channel,
+            fields={field: getattr(self, field) for field in
+                    ("subject", "html_body", "text_body", "push_title")},
+            multi_level=self.dimension == Dimension.BOOKING,
+            perso=perso_of(self.campaign),
+        )  # fmt: skip
+        if problems:
+            raise ValidationError(problems)
+
+    @transition(
+        field=state,
+        source=[DeliveryState.DRAFT, DeliveryState.PREPARED, DeliveryState.READY],
+        target=DeliveryState.PREPARED,
+    )
+    def prepare(self, *, targeted: int, exclusions: dict[str, int], at: Any) -> None:
+        self.targeted = targeted
+        self.exclusions = exclusions
+        self.prepared_at = at
+
+    @transition(field=state, source=DeliveryState.PREPARED, target=DeliveryState.AWAITING_APPROVAL)
+    def ask_approval(self) -> None:
+        """The delivery waits for a central approver's decision before it can be sent."""
+
+    @transition(
+        field=state,
+        source=[DeliveryState.PREPARED, DeliveryState.AWAITING_APPROVAL],
+        target=DeliveryState.READY,
+    )
+    def make_ready(self) -> None:
+        """Prepared (and approved when approval is required): it may be sent."""
+
+    @transition(field=state, source=DeliveryState.READY, target=DeliveryState.SENDING)
+    def start_sending(self) -> None:
+        """Sending tasks claim the pending messages in chunks."""
+
+    @transition(field=state, source=DeliveryState.SENDING, target=DeliveryState.SENT)
+    def finish(self, *, at: Any) -> None:
+        self.sent_at = at
+
+    @transition(
+        field=state,
+        source=[
+            DeliveryState.DRAFT,
+            DeliveryState.PREPARED,
+            DeliveryState.AWAITING_APPROVAL,
+            DeliveryState.READY,
+        ],
+        target=DeliveryState.CANCELLED,
+    )
+    def cancel(self) -> None:
+        """Nothing was sent; pending messages stay unsent."""
+
+    @transition(
+        field=state,
+        source=[DeliveryState.PREPARED, DeliveryState.READY, DeliveryState.SENDING],
+        target=DeliveryState.FAILED,
+    )
+    def fail(self, *, error: str) -> None:
+        self.error = error
+
+
+class MessageStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    EXCLUDED = "excluded", "Excluded"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class Message(models.Model):
+    """One recipient of a delivery (a contact, or a contact and a booking): its address,
+    status, the rule that excluded it, and the data to render its content."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="messages")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
+    secondary_id = models.BigIntegerField(
+        default=0, help_text="The booking a multi-level message is about (0: none)."
+    )
+    entity = models.ForeignKey(
+        Entity, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    address = models.CharField(max_length=255, blank=True)
+    status = models.CharField(
+        max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING
+    )
+    rule = models.CharField(max_length=32, blank=True, help_text="The rule that excluded it.")
+    data = models.JSONField(null=True, blank=True, help_text="Enrichment values.")
+    error = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claim = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "contact", "secondary_id"], name="message_once_per_recipient"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["delivery", "status"]),
+            models.Index(fields=["contact", "status", "sent_at"]),
+            models.Index(fields=["channel", "status", "sent_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}/{self.contact_id}: {self.status}"
