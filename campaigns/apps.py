@@ -8,12 +8,15 @@ class CampaignsConfig(AppConfig):
 
     def ready(self) -> None:
         from approvals.services import register_handler
+        from campaigns import models
+        from campaigns.delivery.sending import DeliveryApprovalHandler
         from campaigns.delivery.services import delivery_for_activity
         from campaigns.models import LocalApproval
         from campaigns.workflow.activities import Delivery
         from campaigns.workflow.local_approval import LocalApprovalHandler
 
         register_handler(LocalApproval, LocalApprovalHandler())
+        register_handler(models.Delivery, DeliveryApprovalHandler())
         Delivery.hooks.append(delivery_for_activity)
 
     def seed_demo(self, **kwargs) -> None:

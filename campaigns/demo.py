@@ -178,6 +178,11 @@ def workflow(campaign: Any, steps: list[tuple], arrows: list[tuple]) -> dict[str
     return made
 
 
+AUTUMN = {
+    "subject": "{{ contact.first_name }}, autumn is for travelling",
+    "html_body": "<p>Hello {{ contact.first_name }},</p><p>Our autumn trips are open.</p>",
+    "text_body": "Hello {{ contact.first_name }}, our autumn trips are open.",
+}
 OPTED_IN = {"and": [{"field": "email_consent", "op": "eq", "value": True},
                     {"field": "blocklisted", "op": "eq", "value": False}]}  # fmt: skip
 
@@ -200,12 +205,15 @@ def seed_workflow(*, entities: dict[str, Any]) -> None:
             ("target", "query", "Opted-in travellers", {"conditions": OPTED_IN}),
             ("split", "split", "By language", {"branches": [{"label": "french", "conditions": {
                 "field": "language", "op": "eq", "value": "fr"}}], "remainder": "others"}),
-            ("wave1", "delivery", "First wave (email)", {"channel": "email"}),
+            ("wave1", "delivery", "First wave (email)", {"channel": "email", **AUTUMN}),
             ("wait", "wait", "Three days later", {"days": 3}),
-            ("wave2", "delivery", "Second wave (email reminder)", {"channel": "email"}),
+            ("wave2", "delivery", "Second wave (email reminder)",
+             {"channel": "email", **AUTUMN, "subject": "Reminder: {{ contact.first_name }}, "
+              "your autumn offer ends soon"}),
             ("share", "distribution", "At most 40 per store",
              {"default_limit": 40, "order": ["-contact__created_at"]}),
-            ("sms", "delivery", "One SMS", {"channel": "sms"}),
+            ("sms", "delivery", "One SMS", {"channel": "sms", "text_body":
+             "{{ entity.name }}: {{ contact.first_name }}, autumn offers are in store now."}),
             ("end", "end", "Done", {}),
         ],
         [("target", "split", "out"), ("split", "wave1", "french"), ("wave1", "wait", "out"),
@@ -241,7 +249,11 @@ def seed_target_approval(*, entities: dict[str, Any]) -> None:
             ("review", "local_approval", "Stores review their lists",
              {"default_limit": 30, "order": ["-contact__created_at"], "deadline_hours": 72,
               "on_deadline": "send_all"}),
-            ("offer", "delivery", "Winter offer (email)", {"channel": "email"}),
+            ("offer", "delivery", "Winter offer (email)", {"channel": "email",
+             "subject": "{{ contact.first_name }}, winter offers from {{ entity.name }}",
+             "html_body": "<p>Hello {{ contact.first_name }},</p><p>Your store has picked "
+             "winter offers for you.</p>", "text_body": "Hello {{ contact.first_name }}, "
+             "your store has picked winter offers for you."}),
             ("report", "local_approval", "Report to the stores", {"mode": "report"}),
             ("end", "end", "Done", {}),
         ],

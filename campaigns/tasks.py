@@ -31,3 +31,36 @@ def wake_waiting_activities() -> int:
     from campaigns.workflow import engine
 
     return engine.wake_due()
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=1800, time_limit=1900)
+def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict:
+    """Send one chunk of a delivery; safe to run twice or after a killed worker."""
+    from campaigns.delivery import sending
+
+    result = sending.send_chunk(delivery_id, first_id, last_id)
+    if result["retry_in"] is not None:
+        send_chunk.apply_async((delivery_id, first_id, last_id), countdown=result["retry_in"])
+    return result
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def export_direct_mail(delivery_id: int) -> str:
+    from campaigns.delivery import sending
+
+    return sending.export_direct_mail(delivery_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def send_proofs(proof_ids: list[int]) -> int:
+    from campaigns.delivery import sending
+
+    return sending.send_proofs(proof_ids)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def recover_stalled_sends() -> int:
+    """Every minute: chunks claimed by a worker that died are sent again (once)."""
+    from campaigns.delivery import sending
+
+    return sending.recover_stalled()

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from campaigns import views
+from campaigns.delivery import views as delivery_views
 from campaigns.workflow import views as workflow_views
 
 app_name = "campaigns"
@@ -17,6 +18,13 @@ urlpatterns = [
         name="activity_edit",
     ),
     path("campaigns/lists/<int:pk>/", workflow_views.review, name="local_approval"),
+    path("deliveries/<int:pk>/", delivery_views.delivery_detail, name="delivery"),
+    path(
+        "deliveries/<int:pk>/<str:action>/",
+        delivery_views.delivery_action,
+        name="delivery_action",
+    ),
+    path("audience/contacts/<int:pk>/", delivery_views.contact_history, name="contact"),
     path("audience/", views.audience, name="audience"),
     path("audience/count/", views.audience_count, name="audience_count"),
     path("audience/imports/", views.import_create, name="import_create"),

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 
 from campaigns import imports, services, targeting
 from campaigns.choices import CampaignKind, Dimension, ImportKind
+from campaigns.delivery import reports
 from campaigns.models import Campaign, Contact, ImportJob, LocalApproval, SavedQuery
 from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
@@ -87,6 +88,9 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             ]
             if may_change and campaign.state in services.EDITABLE_CHILD_STATES
             else [],
+            "deliveries": reports.campaign_deliveries(campaign)
+            .filter(campaign__in=Campaign.objects.visible_to(request.user))
+            .select_related("campaign")[:50],
             "lists": LocalApproval.objects.visible_to(request.user)
             .filter(execution__run__campaign=campaign)
             .annotate(decision_state=local_approval.decision_state())

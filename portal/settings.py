@@ -157,6 +157,24 @@ NOTIFICATION_STUCK_AFTER = timedelta(
 APPROVAL_LINK_MAX_AGE_DAYS = env_int(ENV, "APPROVAL_LINK_MAX_AGE_DAYS", 30, minimum=1)
 APPROVAL_REMINDER_HOURS = env_int(ENV, "APPROVAL_REMINDER_HOURS", 24, minimum=1)
 
+# Deliveries: chunked sending by Celery workers.
+DELIVERY_CHUNK_SIZE = env_int(ENV, "DELIVERY_CHUNK_SIZE", 500, minimum=1)
+DELIVERY_CLAIM_LEASE_SECONDS = env_int(ENV, "DELIVERY_CLAIM_LEASE_SECONDS", 300, minimum=1)
+DELIVERY_MAX_ATTEMPTS = env_int(ENV, "DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
+DELIVERY_RETRY_BASE_SECONDS = env_int(ENV, "DELIVERY_RETRY_BASE_SECONDS", 60, minimum=1)
+# Messages per second per worker and channel (0: no limit), e.g. DELIVERY_RATE_SMS=20.
+DELIVERY_RATE_LIMITS = {
+    channel: env_int(ENV, f"DELIVERY_RATE_{channel.upper()}", 0, minimum=0)
+    for channel in ("email", "sms", "push")
+}
+# SMS and push providers (dotted paths); the default writes JSON lines under var/outbox/.
+DELIVERY_PROVIDERS = {
+    "sms": env_str(ENV, "DELIVERY_SMS_PROVIDER", "campaigns.delivery.providers.FileProvider"),
+    "push": env_str(ENV, "DELIVERY_PUSH_PROVIDER", "campaigns.delivery.providers.FileProvider"),
+}
+DELIVERY_OUTBOX_DIR = VAR_DIR / "outbox"
+DELIVERY_SENDER = env_str(ENV, "DELIVERY_SENDER", "Marketing <marketing@localhost>")
+
 # Exports from the admin (CSV/XLSX), for users holding the model's view permission.
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
@@ -204,6 +222,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "wake-waiting-activities": {
         "task": "campaigns.tasks.wake_waiting_activities",
+        "schedule": timedelta(minutes=1),
+    },
+    "recover-stalled-sends": {
+        "task": "campaigns.tasks.recover_stalled_sends",
         "schedule": timedelta(minutes=1),
     },
     "purge-work-tables": {

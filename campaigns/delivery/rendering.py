@@ -31,7 +31,7 @@ def sample_context(*, multi_level: bool, perso: Mapping[str, Any]) -> dict[str, 
     context: dict[str, Any] = {
         "contact": {key: f"<{key}>" for key in CONTACT_KEYS},
         "entity": {key: f"<{key}>" for key in ENTITY_KEYS},
-        "perso": dict(perso),
+        "perso": perso if isinstance(perso, Data) else dict(perso),
         "data": Data(),
         "campaign": {"name": "<campaign>"},
     }

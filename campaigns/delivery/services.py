@@ -4,13 +4,14 @@ the API), deliveries created by a workflow's delivery activity, previews."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from campaigns.choices import Channel
 from campaigns.delivery import preparation, rendering
-from campaigns.models import Campaign, Delivery, Typology
+from campaigns.models import Campaign, Delivery, DeliveryState, Typology
 
 TEMPLATE_FIELDS = {
     Channel.EMAIL: {"subject": False, "html_body": True, "text_body": False},
@@ -19,11 +20,17 @@ TEMPLATE_FIELDS = {
     Channel.DIRECT_MAIL: {},
 }
 SMS_SEGMENT = 160
+WAIT_FOR_SENDING = timedelta(days=30)  # the activity goes on when its delivery is sent
 
 
-def perso_of(campaign: Campaign) -> dict[str, Any]:
-    """The personalisation values a campaign's messages see (a child's, from its order)."""
-    return dict(campaign.personalisation_values or {})
+def perso_of(campaign: Campaign | None) -> dict[str, Any]:
+    """What ``perso`` holds for validation: every personalisation field the campaign (or its
+    parent) defines, with its value when known; without a campaign, any name is accepted."""
+    if campaign is None:
+        return rendering.Data()
+    source = campaign.parent if campaign.parent_id else campaign
+    names = source.personalisation_fields.values_list("name", flat=True)
+    return {**{name: f"<{name}>" for name in names}, **(campaign.personalisation_values or {})}
 
 
 def content_problems(
@@ -68,20 +75,33 @@ def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) ->
     typology = settings.get("typology")
     if typology is not None and not Typology.objects.filter(pk=typology).exists():
         problems.append("typology must be the id of a typology")
-    if any(key in settings for key in ("subject", "html_body", "text_body")):
+    if channel != Channel.DIRECT_MAIL:
         found = content_problems(
             channel=channel,
             fields=settings,
             multi_level=settings.get("dimension") == "booking",
-            perso=perso_of(campaign) if campaign else {},
+            perso=perso_of(campaign),
         )
         problems += [f"{name}: {message}" for name, items in found.items() for message in items]
     return problems
 
 
-def delivery_for_activity(ctx: Any) -> Delivery:
+def delivery_for_activity(ctx: Any, now: datetime) -> datetime | None:
     """The workflow's delivery activity, in a real run: its delivery (created once per run
-    and activity), prepared from the activity's input."""
+    and activity) is prepared from the activity's input and sent (after its approval when it
+    needs one); the activity waits until it is sent or cancelled."""
+    from campaigns.delivery import sending
+
+    delivery = prepare_for_activity(ctx)
+    if delivery.state == DeliveryState.PREPARED:
+        delivery = sending.confirm(delivery=delivery, actor=None)
+    if delivery.state in sending.FINISHED:
+        return None
+    return now + WAIT_FOR_SENDING
+
+
+def prepare_for_activity(ctx: Any) -> Delivery:
+    """The activity's delivery, created once per run, prepared from the activity's input."""
     settings = ctx.activity.settings
     run = ctx.execution.run
     delivery = Delivery.objects.filter(run=run, activity=ctx.activity).first()

@@ -21,6 +21,7 @@ from campaigns.models.delivery import (
     DeliveryState,
     Message,
     MessageStatus,
+    Proof,
     Typology,
 )
 from campaigns.models.workflow import (
@@ -52,6 +53,7 @@ __all__ = [
     "Message",
     "MessageStatus",
     "PersonalisationField",
+    "Proof",
     "Quarantine",
     "SavedQuery",
     "ScheduledRun",

@@ -117,6 +117,9 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
     prepared_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    export_file = models.FileField(
+        upload_to="deliveries/", blank=True, help_text="Direct mail: the file for the printer."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -252,3 +255,25 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id}/{self.contact_id}: {self.status}"
+
+
+class Proof(models.Model):
+    """A test send of a delivery's rendered message for a sample recipient to a test address,
+    before the real send. Sent by a task after the request commits."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="proofs")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    secondary_id = models.BigIntegerField(default=0)
+    address = models.CharField(max_length=255)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Proof of {self.delivery} to {self.address}"

@@ -581,23 +581,23 @@ class LocalApproval(Distribution):
 
 
 class Delivery(ActivityType):
-    """Hands its population to a channel. The deliveries app registers a hook (called for
-    real runs, not simulations) that prepares and sends the messages; the population passes
-    on unchanged either way, so later activities (a report to entities) see who was
-    targeted."""
+    """Hands its population to a delivery. In a real run, the hooks (the deliveries app's)
+    prepare and send it and the activity waits until it is sent; the population passes on
+    unchanged, so later steps (a report to the entities) see who was targeted."""
 
-    hooks: ClassVar[list[Callable[[Context], None]]] = []
+    hooks: ClassVar[list[Callable[[Context, datetime], datetime | None]]] = []
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         from campaigns.delivery.services import activity_problems
 
         return activity_problems(settings, None)
 
+    def park(self, ctx: Context, now: datetime) -> datetime | None:
+        moments = [moment for hook in self.hooks if (moment := hook(ctx, now))]
+        return min(moments) if moments else None
+
     def run(self, ctx: Context) -> None:
         ctx.write("out", ctx.inputs[0])
-        if not ctx.simulate:
-            for hook in self.hooks:
-                hook(ctx)
 
 
 class End(ActivityType):

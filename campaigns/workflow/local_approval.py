@@ -26,8 +26,10 @@ from approvals.choices import DecisionChannel, RequestState
 from approvals.models import ApprovalRequest
 from campaigns.models import (
     ActivityExecution,
+    Delivery,
     LocalApproval,
     LocalApprovalMode,
+    MessageStatus,
     TargetRemoval,
     WorkTableRow,
 )
@@ -102,8 +104,8 @@ def close_lists(ctx: Context) -> int:
 
 
 def send_reports(ctx: Context) -> int:
-    """Report mode: each entity with rows is told how many of its contacts each earlier
-    delivery of the run targeted, with a link to its list."""
+    """Report mode: each entity with rows is told how many messages each delivery of the
+    run sent to its contacts, with a link to its list."""
     per_entity = dict(
         ctx.inputs[0]
         .filter(entity__isnull=False)
@@ -113,15 +115,15 @@ def send_reports(ctx: Context) -> int:
         .values_list("entity_id", "total")
     )
     deliveries = []
-    for activity in ctx.activity.campaign.activities.filter(type="delivery"):
-        counts = dict(
-            WorkTableRow.objects.filter(run_key=ctx.run_key, name=output_table(activity, "out"))
+    for delivery in Delivery.objects.filter(run_id=ctx.execution.run_id).order_by("id"):
+        sent = dict(
+            delivery.messages.filter(status=MessageStatus.SENT)
             .order_by()
             .values_list("entity_id")
             .annotate(total=Count("id"))
             .values_list("entity_id", "total")
         )
-        deliveries.append((activity, counts))
+        deliveries.append((delivery, sent))
     entities = Entity.objects.in_bulk(list(per_entity))
     for entity_id, rows in sorted(per_entity.items()):
         entity = entities[entity_id]
@@ -136,12 +138,8 @@ def send_reports(ctx: Context) -> int:
                 "entity": entity,
                 "rows": rows,
                 "deliveries": [
-                    (
-                        activity.label or activity.key,
-                        activity.settings.get("channel"),
-                        counts.get(entity_id, 0),
-                    )
-                    for activity, counts in deliveries
+                    (delivery.label, delivery.get_channel_display(), sent.get(entity_id, 0))
+                    for delivery, sent in deliveries
                 ],
                 "list_url": portal_services.absolute_url(review_url(approval)),
             },

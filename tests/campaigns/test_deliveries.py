@@ -15,6 +15,7 @@ from campaigns.models import Booking, Contact, Delivery, Message, Quarantine, Ty
 from campaigns.workflow import engine
 from campaigns.workflow.activities import output_table
 from portal import services as portal_services
+from portal.exceptions import DomainError
 from tests.campaigns.workflow import act, link
 
 
@@ -235,27 +236,31 @@ def test_a_delivery_with_an_unknown_variable_is_refused_on_save(campaign):
 # The workflow's delivery activity -------------------------------------------------------------
 
 
-def test_a_real_run_prepares_one_delivery_per_activity_once(
-    campaign, crowd, org, django_capture_on_commit_callbacks
+def test_a_real_run_sends_its_delivery_once_and_waits_for_it(
+    campaign, crowd, org, django_capture_on_commit_callbacks, mailoutbox
 ):
     typology = Typology.objects.create(name="Standard", entity=org.hq, rules=RULES)
     q = act(campaign, "q", "query", conditions={})
     send = act(campaign, "send", "delivery", channel="email", typology=typology.pk,
-               subject="Hello {{ contact.first_name }}", text_body="Spring is here.")  # fmt: skip
+               subject="Hello {{ contact.external_id }}", text_body="Spring is here.")  # fmt: skip
+    end = act(campaign, "end", "end")
     link(campaign, q, send)
-    link(campaign, send, act(campaign, "end", "end"))
+    link(campaign, send, end)
     portal_services.transition(obj=campaign, name="mark_ready")
     with django_capture_on_commit_callbacks(execute=True):
         run = engine.start_run(campaign=campaign, actor=org.marketer)
+    run.refresh_from_db()
     delivery = Delivery.objects.get(run=run, activity=send)
-    assert (delivery.state, delivery.targeted, delivery.subject) == (
-        "prepared", 10, "Hello {{ contact.first_name }}",
-    )  # fmt: skip
+    assert (delivery.state, delivery.targeted, run.state) == ("sent", 10, "completed")
     assert sum(delivery.exclusions.values()) == 5  # no pressure history in this test
-    # The output still carries the whole population (later steps, reports, see who was
-    # targeted); preparing again from the same rows adds nothing.
+    assert sorted(m.subject for m in mailoutbox) == [f"Hello OK{n}" for n in range(1, 5)] + [
+        "Hello PRESSED"
+    ]
+    # The output carries the whole population; a sent delivery cannot be prepared again.
     rows = targeting.work_table(run.run_key, output_table(send, "out"))
-    preparation.prepare(delivery=delivery, rows=rows)
+    assert rows.count() == 10
+    with pytest.raises(DomainError, match="while it is sent"):
+        preparation.prepare(delivery=delivery, rows=rows)
     assert Message.objects.filter(delivery=delivery).count() == 10
     bad = act(campaign, "bad", "delivery", channel="email", subject="{{ oops }}", text_body="x")
     link(campaign, send, bad)

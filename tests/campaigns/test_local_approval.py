@@ -231,7 +231,8 @@ def test_a_report_after_a_delivery_tells_each_entity_what_was_sent(
     q = act(
         campaign, "q", "query", conditions={"field": "email_consent", "op": "eq", "value": True}
     )
-    send = act(campaign, "send", "delivery", channel="email")
+    send = act(campaign, "send", "delivery", channel="email", subject="Hello",
+               text_body="Hello {{ contact.first_name }}")  # fmt: skip
     report = act(campaign, "report", "local_approval", mode="report")
     link(campaign, q, send)
     link(campaign, send, report)
@@ -243,7 +244,9 @@ def test_a_report_after_a_delivery_tells_each_entity_what_was_sent(
         f"B{n}" for n in range(5)
     }
     mail = Notification.objects.get(recipient=org.operator_a, kind="local_report")
-    assert "reached 6 contacts" in mail.body_text and "send (email): 6 contacts" in mail.body_text
+    assert (
+        "reached 6 contacts" in mail.body_text and "send (Email): 6 messages sent" in mail.body_text
+    )
     assert not ApprovalRequest.objects.exists()
     assert {item.rows for item in LocalApproval.objects.filter(mode="report")} == {6, 5}
 

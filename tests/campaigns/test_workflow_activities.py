@@ -135,9 +135,9 @@ def test_a_delivery_calls_its_hook_on_real_runs_only(
     campaign, audience, org, django_capture_on_commit_callbacks, monkeypatch
 ):
     seen = []
-    monkeypatch.setattr(Delivery, "hooks", [lambda ctx: seen.append(ctx.activity.key)])
+    monkeypatch.setattr(Delivery, "hooks", [lambda ctx, now: seen.append(ctx.activity.key)])
     q = act(campaign, "q", "query", conditions=QUERY)
-    send = act(campaign, "send", "delivery", channel="sms")
+    send = act(campaign, "send", "delivery", channel="sms", text_body="Hi {{ contact.first_name }}")
     link(campaign, q, send)
     link(campaign, send, act(campaign, "end", "end"))
     simulate(campaign, org, django_capture_on_commit_callbacks)

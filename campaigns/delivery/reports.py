@@ -1,0 +1,113 @@
+"""Reports computed from the message rows (one aggregate query each): per delivery and
+entity, per campaign (with its child campaigns), per package, per contact."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from campaigns.models import Campaign, Delivery, Message, MessageStatus
+
+STATUSES = [status.value for status in MessageStatus]
+
+
+@dataclass
+class Figures:
+    targeted: int = 0
+    excluded: int = 0
+    pending: int = 0
+    sending: int = 0
+    sent: int = 0
+    failed: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def prepared(self) -> int:
+        """Messages left to send after the typology (the rest were excluded)."""
+        return self.targeted - self.excluded
+
+    def add(self, other: Figures) -> None:
+        for name in ("targeted", "excluded", "pending", "sending", "sent", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for rule, count in other.by_rule.items():
+            self.by_rule[rule] = self.by_rule.get(rule, 0) + count
+
+
+def _counts() -> dict[str, Any]:
+    return {
+        "targeted": Count("id"),
+        **{status: Count("id", filter=Q(status=status)) for status in STATUSES},
+    }
+
+
+def _figures(row: dict[str, Any], by_rule: dict[str, int] | None = None) -> Figures:
+    return Figures(
+        targeted=row["targeted"], excluded=row["excluded"], pending=row["pending"],
+        sending=row["sending"], sent=row["sent"], failed=row["failed"], by_rule=by_rule or {},
+    )  # fmt: skip
+
+
+def delivery_figures(delivery: Delivery) -> Figures:
+    row = Message.objects.filter(delivery=delivery).aggregate(**_counts())
+    by_rule = dict(
+        Message.objects.filter(delivery=delivery, status=MessageStatus.EXCLUDED)
+        .order_by()
+        .values_list("rule")
+        .annotate(n=Count("id"))
+    )
+    return _figures(row, by_rule)
+
+
+def by_entity(messages: QuerySet) -> list[tuple[str, str, Figures]]:
+    """Figures per entity (code, name), for the messages given (already scoped)."""
+    rows = (
+        messages.order_by()
+        .values("entity__code", "entity__name")
+        .annotate(**_counts())
+        .order_by("entity__code")
+    )
+    return [(row["entity__code"] or "—", row["entity__name"] or "", _figures(row)) for row in rows]
+
+
+def campaign_deliveries(campaign: Campaign) -> QuerySet:
+    """The campaign's deliveries and its child campaigns' (a parent sees its children)."""
+    return Delivery.objects.filter(Q(campaign=campaign) | Q(campaign__parent=campaign))
+
+
+def totals(deliveries: QuerySet) -> Figures:
+    total = Figures()
+    row = Message.objects.filter(delivery__in=deliveries).aggregate(**_counts())
+    total.add(_figures(row))
+    return total
+
+
+def package_deliveries(package: Any) -> QuerySet:
+    """A package's deliveries: those of its reference campaign and of the child campaigns
+    created from its orders."""
+    return Delivery.objects.filter(
+        Q(campaign=package.reference_campaign) | Q(campaign__order__package=package)
+    )
+
+
+def history(contact_id: int) -> QuerySet:
+    """A contact's communication history, newest first (also what pressure rules count)."""
+    return (
+        Message.objects.filter(contact_id=contact_id)
+        .exclude(status=MessageStatus.EXCLUDED)
+        .select_related("delivery__campaign")
+        .order_by("-sent_at", "-id")
+    )
+
+
+def entity_csv(delivery: Delivery, messages: QuerySet) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["entity", "name", "targeted", "excluded", "sent", "failed", "pending"])
+    for code, name, figures in by_entity(messages):
+        writer.writerow([code, name, figures.targeted, figures.excluded, figures.sent,
+                         figures.failed, figures.pending + figures.sending])  # fmt: skip
+    return out.getvalue().encode()

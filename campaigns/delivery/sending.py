@@ -1,0 +1,526 @@
+"""Sending: a prepared delivery is approved (when required), then sent in chunks by Celery
+workers. Each chunk task claims its messages with one conditional UPDATE (pending, or
+claimed by a worker that died longer ago than the lease), sends them over one provider
+connection and marks each message sent the moment the provider accepted it. A task delivered
+twice, or re-run after its worker was killed, finds the sent messages sent and claims only
+the others: a message is never sent twice and never left behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import F, Max, Min, Q
+from django.utils import timezone
+from jinja2 import TemplateError
+from jinja2.sandbox import SecurityError
+
+from approvals import services as approvals
+from campaigns.choices import Channel
+from campaigns.delivery import rendering
+from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
+from campaigns.models import (
+    ActivityExecution,
+    Booking,
+    Delivery,
+    DeliveryState,
+    ExecutionState,
+    Message,
+    MessageStatus,
+    Proof,
+    Quarantine,
+)
+from campaigns.targeting.registry import BOOKING_FIELDS, CONTACT_FIELDS
+from portal import services as portal_services
+from portal.choices import Role
+from portal.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
+FINISHED = (DeliveryState.SENT, DeliveryState.CANCELLED, DeliveryState.FAILED)
+
+
+def check_may_send(delivery: Delivery, actor: Any) -> None:
+    """Central marketers for any delivery; a local operator for its own campaigns only."""
+    if actor is not None:
+        portal_services.check_may_act_for(
+            actor=actor, entity=delivery.campaign.entity, perm="campaigns.change_campaign"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Life cycle
+# --------------------------------------------------------------------------------------------
+
+
+def confirm(*, delivery: Delivery, actor: Any) -> Delivery:
+    """Send a prepared delivery: ask for approval first when it requires one; otherwise it
+    becomes ready and the chunks are enqueued when the transaction commits."""
+    check_may_send(delivery, actor)
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        if delivery.state != DeliveryState.PREPARED:
+            raise DomainError(
+                f"Only a prepared delivery can be sent; this one is "
+                f"{delivery.get_state_display().lower()}."
+            )
+        if delivery.requires_approval:
+            portal_services.transition(
+                obj=delivery, name="ask_approval", actor=actor, check_permission=False
+            )
+            approvals.request_approval(
+                obj=delivery, requester=actor, deadline=timezone.now() + timedelta(days=3)
+            )
+            return delivery
+        return _start(delivery, actor)
+
+
+def _start(delivery: Delivery, actor: Any) -> Delivery:
+    portal_services.transition(obj=delivery, name="make_ready", actor=actor, check_permission=False)
+    portal_services.transition(
+        obj=delivery, name="start_sending", actor=actor, check_permission=False
+    )
+    transaction.on_commit(partial(enqueue_chunks, delivery.pk))
+    return delivery
+
+
+def approval_decided(*, delivery: Delivery, approved: bool, actor: Any, comment: str) -> None:
+    """The approvals app's decision: approved deliveries start sending; rejected ones are
+    cancelled (and a workflow waiting for them goes on)."""
+    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    if delivery.state != DeliveryState.AWAITING_APPROVAL:
+        return
+    if approved:
+        _start(delivery, actor)
+    else:
+        portal_services.transition(
+            obj=delivery, name="cancel", actor=actor, comment=comment, check_permission=False
+        )
+        _wake_workflow(delivery)
+
+
+def cancel(*, delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
+    check_may_send(delivery, actor)
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        portal_services.transition(obj=delivery, name="cancel", actor=actor, comment=reason)
+        approvals.cancel_requests_for(obj=delivery, actor=actor, reason=reason or "Cancelled.")
+        _wake_workflow(delivery)
+    return delivery
+
+
+def enqueue_chunks(delivery_id: int) -> int:
+    """One task per chunk of pending messages (by id ranges), or the direct-mail export."""
+    from campaigns.tasks import export_direct_mail, send_chunk
+
+    delivery = Delivery.objects.get(pk=delivery_id)
+    if delivery.channel == Channel.DIRECT_MAIL:
+        export_direct_mail.delay(delivery_id)
+        return 1
+    ids = list(
+        Message.objects.filter(delivery_id=delivery_id, status=MessageStatus.PENDING)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    size = settings.DELIVERY_CHUNK_SIZE
+    chunks = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+    for first, last in chunks:
+        send_chunk.delay(delivery_id, first, last)
+    if not chunks:
+        finish_if_done(delivery_id)
+    return len(chunks)
+
+
+def finish_if_done(delivery_id: int) -> bool:
+    """The delivery is sent once no message is pending or being sent."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.state != DeliveryState.SENDING:
+            return delivery.state == DeliveryState.SENT
+        busy = delivery.messages.filter(
+            status__in=[MessageStatus.PENDING, MessageStatus.SENDING]
+        ).exists()
+        if busy:
+            return False
+        portal_services.transition(obj=delivery, name="finish", at=timezone.now())
+        _wake_workflow(delivery)
+    return True
+
+
+def _wake_workflow(delivery: Delivery) -> None:
+    if delivery.run_id and delivery.activity_id:
+        from campaigns.workflow import engine
+
+        execution = ActivityExecution.objects.filter(
+            run_id=delivery.run_id, activity_id=delivery.activity_id, state=ExecutionState.WAITING
+        ).first()
+        if execution:
+            engine.wake(execution_id=execution.pk)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering a chunk
+# --------------------------------------------------------------------------------------------
+
+CONTACT_PATHS = {key: spec.path for key, spec in CONTACT_FIELDS.items() if "." not in key}
+RECORD_PATHS = {key: spec.path for key, spec in BOOKING_FIELDS.items() if "." not in key}
+
+
+class Renderer:
+    """Compiles a delivery's templates once and renders each message of a chunk."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        text, html = rendering.TEXT, rendering.HTML
+        self.subject = text.from_string(delivery.subject or "")
+        self.text = text.from_string(delivery.text_body or "")
+        self.html = html.from_string(delivery.html_body) if delivery.html_body else None
+        self.title = text.from_string(delivery.push_title or "")
+        # An optional personalisation field left empty renders empty.
+        self.perso = rendering.Data(delivery.campaign.personalisation_values or {})
+        self.campaign = {"name": delivery.campaign.name}
+        domain = urlsplit(settings.SITE_URL).hostname or "localhost"
+        self.domain = domain
+        self.records: dict[int, dict[str, Any]] = {}
+
+    def load_records(self, messages: list[Message]) -> None:
+        ids = [m.secondary_id for m in messages if m.secondary_id]
+        if ids:
+            rows = Booking.objects.filter(pk__in=ids).values("pk", *RECORD_PATHS.values())
+            self.records.update(
+                {row["pk"]: {key: row[path] for key, path in RECORD_PATHS.items()} for row in rows}
+            )
+
+    def context(self, message: Message) -> dict[str, Any]:
+        contact = message.contact
+        entity = message.entity or contact.entity
+        context = {
+            "contact": {key: getattr(contact, path) for key, path in CONTACT_PATHS.items()},
+            "entity": {"code": entity.code, "name": entity.name,
+                       "contact_email": entity.contact_email},
+            "perso": self.perso,
+            "data": rendering.Data(message.data or {}),
+            "campaign": self.campaign,
+        }  # fmt: skip
+        if message.secondary_id:
+            context["record"] = self.records.get(message.secondary_id, {})
+        return context
+
+    def render(self, message: Message, *, address: str | None = None) -> Rendered:
+        context = self.context(message)
+        delivery = self.delivery
+        return Rendered(
+            message_id=message.pk or 0,
+            address=address or message.address,
+            subject=self.subject.render(**context).strip(),
+            text=self.text.render(**context),
+            html=self.html.render(**context) if self.html else "",
+            title=self.title.render(**context),
+            data=dict(delivery.push_data or {}),
+            sender=delivery.sender,
+            reply_to=delivery.reply_to,
+            headers={
+                "Message-ID": f"<d{delivery.pk}.m{message.pk}@{self.domain}>",
+                "X-Portal-Delivery": str(delivery.pk),
+            },
+        )
+
+
+RENDER_ERRORS = (TemplateError, SecurityError, OverflowError, KeyError, TypeError, ValueError)
+
+
+# --------------------------------------------------------------------------------------------
+# The chunk task
+# --------------------------------------------------------------------------------------------
+
+
+def claim(delivery_id: int, first_id: int, last_id: int) -> uuid.UUID | None:
+    """Claim the chunk's sendable messages: pending ones, and those a dead worker claimed
+    longer ago than the lease. One conditional UPDATE; two workers never claim one row."""
+    token = uuid.uuid4()
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
+    claimed = (
+        Message.objects.filter(delivery_id=delivery_id, id__gte=first_id, id__lte=last_id)
+        .filter(
+            Q(status=MessageStatus.PENDING) | Q(status=MessageStatus.SENDING, claimed_at__lt=stale)
+        )
+        .update(status=MessageStatus.SENDING, claim=token, claimed_at=now)
+    )
+    return token if claimed else None
+
+
+class Throttle:
+    """At most ``rate`` messages per second in this worker (0: no limit)."""
+
+    def __init__(self, rate: int) -> None:
+        self.interval = 1 / rate if rate else 0
+        self.next = time.monotonic()
+
+    def wait(self) -> None:
+        if self.interval:
+            now = time.monotonic()
+            if now < self.next:
+                time.sleep(self.next - now)
+            self.next = max(now, self.next) + self.interval
+
+
+def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
+    """Send one chunk; returns counts and, after a temporary error, when to retry."""
+    result: dict[str, Any] = {"sent": 0, "failed": 0, "retry_in": None}
+    delivery = Delivery.objects.select_related("campaign").get(pk=delivery_id)
+    if delivery.state != DeliveryState.SENDING:
+        return result
+    token = claim(delivery_id, first_id, last_id)
+    if token is None:
+        finish_if_done(delivery_id)
+        return result
+    mine = Message.objects.filter(claim=token, status=MessageStatus.SENDING)
+    messages = list(mine.select_related("contact__entity", "entity").order_by("id"))
+    renderer = Renderer(delivery)
+    renderer.load_records(messages)
+    provider = provider_for(delivery.channel)
+    throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
+    try:
+        provider.open()
+    except TemporaryError as exc:
+        result["retry_in"] = _release(mine, str(exc))
+        return result
+    try:
+        for message in messages:
+            try:
+                rendered = renderer.render(message)
+            except RENDER_ERRORS as exc:
+                _fail(message, token, f"Cannot render: {exc}")
+                result["failed"] += 1
+                continue
+            throttle.wait()
+            try:
+                provider.send(rendered)
+            except TemporaryError as exc:
+                result["retry_in"] = _release(mine, str(exc))
+                break
+            except PermanentError as exc:
+                _fail(message, token, str(exc))
+                if exc.bounce:
+                    _quarantine(delivery.channel, message.address, str(exc))
+                result["failed"] += 1
+                continue
+            # Marked the moment the provider accepted it: a crash after this line cannot
+            # send it again, and a crash before it leaves it claimed, to be sent once more.
+            Message.objects.filter(pk=message.pk, claim=token).update(
+                status=MessageStatus.SENT, sent_at=timezone.now(), error=""
+            )
+            result["sent"] += 1
+    finally:
+        provider.close()
+    finish_if_done(delivery_id)
+    return result
+
+
+def _fail(message: Message, token: uuid.UUID, error: str) -> None:
+    Message.objects.filter(pk=message.pk, claim=token).update(
+        status=MessageStatus.FAILED, error=error[:500], attempts=F("attempts") + 1
+    )
+
+
+def _release(claimed: Any, error: str) -> int | None:
+    """A temporary error: the unsent messages go back to pending (one attempt more), or fail
+    once they reached the maximum; returns the seconds to wait before retrying."""
+    limit = settings.DELIVERY_MAX_ATTEMPTS
+    claimed.filter(attempts__gte=limit - 1).update(
+        status=MessageStatus.FAILED,
+        error=f"Gave up after {limit} attempts: {error}"[:500],
+        attempts=F("attempts") + 1,
+    )
+    attempts = claimed.aggregate(n=Max("attempts"))["n"]
+    claimed.update(
+        status=MessageStatus.PENDING, claim=None, error=error[:500], attempts=F("attempts") + 1
+    )
+    if attempts is None:
+        return None
+    return settings.DELIVERY_RETRY_BASE_SECONDS * 2**attempts
+
+
+def _quarantine(channel: str, address: str, reason: str) -> None:
+    if address:
+        Quarantine.objects.get_or_create(
+            channel=channel, address=address, defaults={"reason": reason[:255]}
+        )
+
+
+def recover_stalled(*, now: datetime | None = None) -> int:
+    """Beat: chunks whose worker died (claims older than the lease) are sent again."""
+    from campaigns.tasks import send_chunk as task
+
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
+    ranges = (
+        Message.objects.filter(
+            delivery__state=DeliveryState.SENDING,
+            status=MessageStatus.SENDING,
+            claimed_at__lt=stale,
+        )
+        .order_by()
+        .values("delivery_id")
+        .annotate(first=Min("id"), last=Max("id"))
+    )
+    count = 0
+    for row in ranges:
+        task.delay(row["delivery_id"], row["first"], row["last"])
+        count += 1
+    return count
+
+
+# --------------------------------------------------------------------------------------------
+# Direct mail and proofs
+# --------------------------------------------------------------------------------------------
+
+
+def export_direct_mail(delivery_id: int) -> str:
+    """Direct mail: one CSV with the chosen columns for every pending recipient, attached to
+    the delivery; the recipients count as sent."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.state != DeliveryState.SENDING:
+            return delivery.export_file.name if delivery.export_file else ""
+        pending = delivery.messages.filter(status=MessageStatus.PENDING)
+        columns = [c for c in (delivery.columns or ["first_name", "last_name"])
+                   if c in CONTACT_PATHS]  # fmt: skip
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["message", *columns])
+        for row in pending.order_by("id").values_list(
+            "id", *[f"contact__{CONTACT_PATHS[c]}" for c in columns]
+        ):
+            writer.writerow(row)
+        delivery.export_file.save(
+            f"direct-mail-{delivery.pk}.csv", ContentFile(out.getvalue().encode()), save=False
+        )
+        delivery.save(update_fields=["export_file"])
+        pending.update(status=MessageStatus.SENT, sent_at=timezone.now())
+        portal_services.transition(obj=delivery, name="finish", at=timezone.now())
+        _wake_workflow(delivery)
+    return delivery.export_file.name
+
+
+def request_proofs(
+    *, delivery: Delivery, addresses: list[str], actor: Any, contact_ids: list[int] | None = None,
+    sample: int = 1,
+) -> list[Proof]:  # fmt: skip
+    """Proofs: the message as chosen recipients (or the first ones) would get it, sent to
+    test addresses, marked as proofs; the real recipients get nothing."""
+    check_may_send(delivery, actor)
+    addresses = [a.strip() for a in addresses if a.strip()]
+    if not addresses:
+        raise DomainError("Give at least one test address.")
+    recipients = delivery.messages.exclude(status=MessageStatus.EXCLUDED).order_by("id")
+    if contact_ids:
+        recipients = recipients.filter(contact_id__in=contact_ids)
+    chosen = list(recipients[: max(1, min(sample if not contact_ids else 20, 20))])
+    if not chosen:
+        raise DomainError("The delivery has no recipient to build a proof from; prepare it.")
+    with transaction.atomic():
+        proofs = Proof.objects.bulk_create(
+            [
+                Proof(delivery=delivery, contact_id=m.contact_id, secondary_id=m.secondary_id,
+                      address=address, requested_by=actor)
+                for m in chosen for address in addresses
+            ]
+        )  # fmt: skip
+        portal_services.record_audit(
+            obj=delivery, action="proof", actor=actor, extra={"to": addresses, "count": len(proofs)}
+        )
+        from campaigns.tasks import send_proofs
+
+        ids = [proof.pk for proof in proofs]
+        transaction.on_commit(partial(send_proofs.delay, ids))
+    return proofs
+
+
+def send_proofs(proof_ids: list[int]) -> int:
+    """Send the proofs not sent yet (idempotent), subject marked [Proof]."""
+    proofs = list(
+        Proof.objects.filter(pk__in=proof_ids, sent_at=None).select_related("delivery__campaign")
+    )
+    sent = 0
+    for proof in proofs:
+        delivery = proof.delivery
+        message = (
+            delivery.messages.filter(contact_id=proof.contact_id, secondary_id=proof.secondary_id)
+            .select_related("contact__entity", "entity")
+            .first()
+        )
+        renderer = Renderer(delivery)
+        renderer.load_records([message])
+        provider = provider_for(delivery.channel if delivery.channel != Channel.DIRECT_MAIL
+                                else Channel.EMAIL)  # fmt: skip
+        try:
+            rendered = renderer.render(message, address=proof.address)
+            rendered.subject = f"[Proof] {rendered.subject}"
+            rendered.headers = {"X-Portal-Proof": str(proof.pk)}
+            provider.open()
+            try:
+                provider.send(rendered)
+            finally:
+                provider.close()
+        except (*RENDER_ERRORS, TemporaryError, PermanentError) as exc:
+            Proof.objects.filter(pk=proof.pk).update(error=str(exc)[:500])
+            continue
+        Proof.objects.filter(pk=proof.pk).update(sent_at=timezone.now(), error="")
+        sent += 1
+    return sent
+
+
+class DeliveryApprovalHandler:
+    """How the approvals app handles a delivery waiting for approval before its send."""
+
+    kind = "delivery"
+
+    def approvers(self, obj: Delivery) -> list[Any]:
+        central = portal_services.central_entity()
+        return list(portal_services.users_with_role(entity=central, roles=[Role.CENTRAL_APPROVER]))
+
+    def entity(self, obj: Delivery) -> Any:
+        return obj.campaign.entity
+
+    def title(self, obj: Delivery) -> str:
+        return f"Delivery “{obj}” of {obj.campaign}"
+
+    def summary(self, obj: Delivery) -> list[tuple[str, str]]:
+        sendable = obj.messages.filter(status=MessageStatus.PENDING).count()
+        return [
+            ("Campaign", str(obj.campaign)),
+            ("Channel", obj.get_channel_display()),
+            ("Subject", obj.subject or "—"),
+            ("Recipients", str(sendable)),
+            ("Excluded", ", ".join(f"{k}: {v}" for k, v in obj.exclusions.items()) or "—"),
+        ]
+
+    def documents(self, obj: Delivery) -> list[tuple[str, str]]:
+        from django.urls import reverse
+
+        return [("See the delivery", portal_services.absolute_url(
+            reverse("campaigns:delivery", args=[obj.pk])))]  # fmt: skip
+
+    def detail_url(self, obj: Delivery) -> str:
+        from django.urls import reverse
+
+        return reverse("campaigns:delivery", args=[obj.pk])
+
+    def on_decided(self, *, obj: Delivery, request: Any, approved: bool, actor: Any,
+                   comment: str) -> None:  # fmt: skip
+        approval_decided(delivery=obj, approved=approved, actor=actor, comment=comment)
+
+    def on_expired(self, *, obj: Delivery, request: Any) -> None:
+        approval_decided(delivery=obj, approved=False, actor=None, comment="No decision in time.")

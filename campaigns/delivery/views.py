@@ -1,0 +1,100 @@
+"""Portal pages of deliveries: figures and actions (proofs, send, cancel), the per-entity
+report and its export, and a contact's communication history."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from campaigns.delivery import reports, sending
+from campaigns.models import Campaign, Contact, Delivery, DeliveryState
+from portal.models import AuditLog, Entity, is_central_user
+from portal.web import attempt, page_number
+
+
+def visible_deliveries(user) -> QuerySet:  # type: ignore[no-untyped-def]
+    return Delivery.objects.filter(campaign__in=Campaign.objects.visible_to(user))
+
+
+def _scoped_messages(delivery: Delivery, user):  # type: ignore[no-untyped-def]
+    """A local user sees the figures of its own entities only."""
+    rows = delivery.messages.all()
+    return (
+        rows if is_central_user(user) else rows.filter(entity__in=Entity.objects.visible_to(user))
+    )
+
+
+@login_required
+def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    delivery = get_object_or_404(
+        visible_deliveries(request.user).select_related("campaign", "typology"), pk=pk
+    )
+    scoped = _scoped_messages(delivery, request.user)
+    if request.GET.get("export") == "csv":
+        response = HttpResponse(reports.entity_csv(delivery, scoped), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="delivery-{delivery.pk}.csv"'
+        return response
+    may_act = request.user.has_perm("campaigns.change_campaign")
+    return render(
+        request,
+        "campaigns/delivery_detail.html",
+        {
+            "delivery": delivery,
+            "figures": reports.delivery_figures(delivery)
+            if is_central_user(request.user)
+            else None,
+            "entities": reports.by_entity(scoped),
+            "may_send": may_act and delivery.state == DeliveryState.PREPARED,
+            "may_cancel": may_act
+            and delivery.state
+            in (DeliveryState.PREPARED, DeliveryState.AWAITING_APPROVAL, DeliveryState.READY),
+            "may_proof": may_act and delivery.state not in sending.FINISHED,
+            "proofs": delivery.proofs.select_related("contact")[:20],
+            "history": AuditLog.objects.for_object(delivery).select_related("actor"),
+        },
+    )
+
+
+@login_required
+@require_POST
+def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    delivery = get_object_or_404(visible_deliveries(request.user), pk=pk)
+    calls = {
+        "send": lambda: sending.confirm(delivery=delivery, actor=request.user),
+        "cancel": lambda: sending.cancel(
+            delivery=delivery, actor=request.user, reason=request.POST.get("reason", "")
+        ),
+        "proof": lambda: sending.request_proofs(
+            delivery=delivery,
+            addresses=request.POST.get("addresses", "").replace(",", "\n").splitlines(),
+            actor=request.user,
+            sample=int(request.POST.get("sample") or 1)
+            if str(request.POST.get("sample") or "1").isdigit()
+            else 1,
+        ),
+    }
+    if action not in calls:
+        return redirect("campaigns:delivery", delivery.pk)
+    ok, _ = attempt(request, calls[action])
+    if ok:
+        done = {
+            "send": "The delivery is on its way (or waiting for its approval).",
+            "cancel": "The delivery is cancelled.",
+            "proof": "The proofs are on their way.",
+        }
+        messages.success(request, done[action])
+    return redirect("campaigns:delivery", delivery.pk)
+
+
+@login_required
+def contact_history(request: HttpRequest, pk: int) -> HttpResponse:
+    contact = get_object_or_404(
+        Contact.objects.visible_to(request.user).select_related("entity"), pk=pk
+    )
+    page = Paginator(reports.history(contact.pk), 50).get_page(page_number(request))
+    return render(request, "campaigns/contact_history.html", {"contact": contact, "page": page})
