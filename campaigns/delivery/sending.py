@@ -295,6 +295,7 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
         provider.open()
     except TemporaryError as exc:
         result["retry_in"] = _release(mine, str(exc))
+        finish_if_done(delivery_id)  # when every message has run out of attempts
         return result
     try:
         for message in messages:
