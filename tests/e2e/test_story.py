@@ -91,3 +91,93 @@ def test_publish_order_approve_by_email_child_campaign_personalise(
         "personalise",
     } <= actions
     assert ApprovalRequest.objects.get().decided_via == "email"
+
+
+def test_by_campaign_order_to_local_approval_to_messages_in_an_smtp_sink(
+    org, make_package, django_capture_on_commit_callbacks, mailoutbox, settings
+):
+    """Package by campaign → order → approval by emailed link → child campaign (with the
+    parent's workflow) → run → the store reviews its list by the emailed link to the review
+    page → delivery → personalised messages in a real SMTP server."""
+    from aiosmtpd.controller import Controller
+
+    from campaigns.models import Activity, Contact, Delivery, Transition
+    from tests.factories import CampaignFactory
+    from tests.integration.test_sending_fault import Sink, free_port
+
+    parent = CampaignFactory(name="Winter", collaborative_type="by_campaign", entity=org.hq)
+    FieldFactory(campaign=parent, name="signature", label="Signature", required=True)
+    steps = {
+        key: Activity.objects.create(campaign=parent, key=key, type=kind, settings=options)
+        for key, kind, options in [
+            ("who", "query", {"conditions": {"field": "email_consent", "op": "eq", "value": True}}),
+            ("review", "local_approval", {"deadline_hours": 24, "on_deadline": "send_none"}),
+            ("mail", "delivery", {"channel": "email", "subject": "Hello {{ contact.first_name }}",
+                                  "text_body": "Winter deals. {{ perso.signature }}",
+                                  "html_body": "<p>{{ contact.first_name }}</p>"}),
+            ("end", "end", {}),
+        ]
+    }  # fmt: skip
+    for source, target in [("who", "review"), ("review", "mail"), ("mail", "end")]:
+        Transition.objects.create(campaign=parent, source=steps[source], target=steps[target])
+    for n, name in enumerate(["Ada", "Ben", "Cy"]):
+        Contact.objects.create(external_id=f"W{n}", first_name=name, email=f"{name}@example.com",
+                               email_consent=True, entity=org.store_a)  # fmt: skip
+    Contact.objects.create(external_id="WB", first_name="Bea", email="bea@example.com",
+                           email_consent=True, entity=org.store_b)  # fmt: skip
+
+    marketer = Client()
+    marketer.force_login(org.marketer)
+    package = make_package(campaign=parent, audience=[org.store_a], publish=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        marketer.post(reverse("admin:packages_package_run", args=[package.pk, "publish"]))
+    local = Client()
+    local.force_login(org.operator_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        local.post(reverse("packages:order_create", args=[package.pk]),
+                   {"signature": "Team A", "action": "submit"})  # fmt: skip
+    email = next(m for m in mailoutbox if m.to == [org.approver.email])
+    link = re.search(r"https?://[^/\s]+(/approvals/link/\S+/)", email.body).group(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        Client().post(link, {"decision": "approve", "comment": "Go"})
+    child = Campaign.objects.get(order__package=package)
+    assert child.activities.count() == 4  # the parent's workflow, copied
+
+    # The store marks its child ready; the central team runs it.
+    local.post(reverse("campaigns:action", args=[child.pk, "mark_ready"]))
+    with django_capture_on_commit_callbacks(execute=True):
+        marketer.post(reverse("admin:campaigns_campaign_run", args=[child.pk, "run"]))
+    child.refresh_from_db()
+    assert child.state == "running"
+
+    # The store's operator gets a request whose email links to the review page of its list.
+    request_mail = next(
+        m
+        for m in reversed(mailoutbox)
+        if m.to == [org.operator_a.email] and "/campaigns/lists/" in m.body
+    )
+    review = re.search(r"https?://[^/\s]+(/campaigns/lists/\d+/)", request_mail.body).group(1)
+    page = local.get(review).content.decode()
+    assert "Ada" in page and "Bea" not in page  # its own contacts only
+    ben = Contact.objects.get(external_id="W1")
+    local.post(review, {"action": "remove", "contact": [ben.pk], "reason": "Asked not to"})
+
+    # Messages go to a real SMTP server once the list is approved.
+    sink = Sink(pause=0)
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+        with django_capture_on_commit_callbacks(execute=True):
+            local.post(review, {"action": "approve", "comment": "Fine"})
+    finally:
+        controller.stop()
+    delivery = Delivery.objects.get(campaign=child)
+    child.refresh_from_db()
+    assert (delivery.state, child.state) == ("sent", "completed")
+    assert len(sink.received) == 2
+    assert set(delivery.messages.values_list("contact__first_name", flat=True)) == {"Ada", "Cy"}
+    bodies = sink.bodies
+    assert any("Hello Ada" in body and "Winter deals. Team A" in body for body in bodies)

@@ -30,13 +30,16 @@ class Sink:
     def __init__(self, pause: float) -> None:
         self.pause = pause
         self.received: list[str] = []
+        self.bodies: list[str] = []
         self.in_data = threading.Event()
 
     async def handle_DATA(self, server, session, envelope):
         self.in_data.set()
-        await asyncio.sleep(self.pause)  # cancelled if the client dies meanwhile
+        if self.pause:
+            await asyncio.sleep(self.pause)  # cancelled if the client dies meanwhile
         message = message_from_bytes(envelope.original_content)
         self.received.append(message["Message-ID"])
+        self.bodies.append(envelope.original_content.decode(errors="replace"))
         return "250 OK"
 
 
