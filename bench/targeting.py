@@ -77,6 +77,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=2.0)
     parser.add_argument("--only", default="", help="run the operations whose name has this")
+    parser.add_argument("--recipients", type=int, default=100_000, help="messages to prepare")
+    parser.add_argument("--sends", type=int, default=20_000, help="emails to send to the sink")
     args = parser.parse_args()
     ensure_audience(args.contacts)
 
@@ -99,18 +101,23 @@ def main() -> int:
     ]}}  # fmt: skip
     rows: list[dict] = []
 
-    def measure(name: str, product: Callable, baseline: Callable) -> None:
+    def measure(
+        name: str, product: Callable, baseline: Callable, *, per_second: bool = False
+    ) -> None:
         if args.only.lower() not in name.lower():
             return
         product_ms, product_rows = timed(product, args.repeat)
         raw_ms, raw_rows = timed(baseline, args.repeat)
+        rate = f"{product_rows / product_ms * 1000:,.0f}/s" if per_second and product_ms else ""
+        raw_rate = f"{raw_rows / raw_ms * 1000:,.0f}/s" if per_second and raw_ms else ""
         rows.append({
             "operation": name, "product_ms": round(product_ms, 1), "raw_ms": round(raw_ms, 1),
             "ratio": round(product_ms / raw_ms, 2) if raw_ms else None,
-            "rows": product_rows, "raw_rows": raw_rows,
+            "rows": product_rows, "raw_rows": raw_rows, "rate": rate, "raw_rate": raw_rate,
         })  # fmt: skip
         print(
             f"{name:<42} product {product_ms:9.1f} ms   raw {raw_ms:9.1f} ms   rows {product_rows}"
+            f" {rate}"
         )
 
     measure(
@@ -177,13 +184,21 @@ def main() -> int:
 
     measure_workflow(measure, raw, three, segment, born_before, since)
 
+    from bench.deliveries import measure_deliveries
+
+    measure_deliveries(measure, raw, recipients=args.recipients, sends=args.sends)
+
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     meta = {"vendor": connection.vendor, "contacts": args.contacts, "repeat": args.repeat}
     (RESULTS / f"targeting-{stamp}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
-    lines = ["| operation | product (ms) | raw SQL (ms) | ratio | rows |", "|---|---|---|---|---|"]
+    lines = [
+        "| operation | product (ms) | raw (ms) | ratio | rows | product rate | raw rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [
-        f"| {r['operation']} | {r['product_ms']} | {r['raw_ms']} | {r['ratio']} | {r['rows']} |"
+        f"| {r['operation']} | {r['product_ms']} | {r['raw_ms']} | {r['ratio']} | {r['rows']} "
+        f"| {r['rate']} | {r['raw_rate']} |"
         for r in rows
     ]
     (RESULTS / f"targeting-{stamp}.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,226 @@
+"""Delivery benchmarks: message preparation (typology with consent, blocklist and pressure,
+Jinja2 rendering, bulk insert) and email sending to a local SMTP sink, each against the
+equivalent hand-written baseline (raw SQL and a plain Jinja2 loop; smtplib over one
+connection), with duplicates and losses counted at the sink."""
+
+from __future__ import annotations
+
+import multiprocessing
+import smtplib
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns import targeting
+from campaigns.delivery import preparation, rendering, sending
+from campaigns.models import Campaign, Contact, Delivery, Message, Typology, WorkTableRow
+from portal.celery import app as celery_app
+from portal.models import Entity
+
+NAME = "Bench deliveries"
+RULES = [{"rule": "consent"}, {"rule": "blocklist"}, {"rule": "pressure", "max": 3, "days": 7}]
+SUBJECT = "Hello {{ contact.first_name }}, news from {{ entity.name }}"
+TEXT = "Dear {{ contact.first_name }} {{ contact.last_name }}, our offers are in store."
+
+
+def _sink(port: int, path: str) -> None:
+    """A separate process: an SMTP server writing each Message-ID on a line."""
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        def __init__(self) -> None:
+            self.out = Path(path).open("a")  # noqa: SIM115 (closed with the process)
+
+        async def handle_DATA(self, server, session, envelope):
+            for line in envelope.original_content.split(b"\r\n"):
+                if line.lower().startswith(b"message-id:"):
+                    self.out.write(line.split(b":", 1)[1].strip().decode() + "\n")
+                    self.out.flush()
+                    break
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    asyncio.new_event_loop().run_until_complete(asyncio.sleep(10**6))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_port(port: int) -> None:
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("The SMTP sink did not start.")
+
+
+def measure_deliveries(
+    measure: Callable[..., None], raw: Callable[..., int], recipients: int, sends: int
+) -> None:
+    central = Entity.objects.get(kind="central")
+    Campaign.objects.filter(name=NAME).delete()
+    campaign = Campaign.objects.create(name=NAME, kind="parent", entity=central)
+    typology, _ = Typology.objects.get_or_create(
+        name=NAME, defaults={"entity": central, "rules": RULES}
+    )
+    first = list(Contact.objects.order_by("id").values_list("id", flat=True)[:recipients])
+    run_key = "bench-deliveries"
+    WorkTableRow.objects.filter(run_key=run_key).delete()
+    targeting.materialise(
+        Contact.objects.filter(pk__in=first), dimension="contact", run_key=run_key, name="t"
+    )
+    rows = targeting.work_table(run_key, "t")
+    q = connection.ops.quote_name
+    message, contact, wt = (q(Message._meta.db_table), q(Contact._meta.db_table),
+                            q(WorkTableRow._meta.db_table))  # fmt: skip
+
+    def render_all(delivery: Delivery) -> int:
+        renderer = sending.Renderer(delivery)
+        done = 0
+        pending = Message.objects.filter(delivery=delivery, status="pending")
+        last = 0
+        while True:
+            chunk = list(
+                pending.filter(id__gt=last).select_related("contact__entity", "entity")
+                .order_by("id")[:2000]
+            )  # fmt: skip
+            if not chunk:
+                return done
+            for item in chunk:
+                renderer.render(item)
+                done += 1
+            last = chunk[-1].pk
+
+    def product_prepare() -> int:
+        delivery = Delivery.objects.create(
+            campaign=campaign, label="Bench", channel="email", typology=typology,
+            subject=SUBJECT, text_body=TEXT,
+        )  # fmt: skip
+        preparation.prepare(delivery=delivery, rows=rows)
+        rendered = render_all(delivery)
+        delivery.delete()
+        return rendered
+
+    def raw_prepare() -> int:
+        delivery = Delivery.objects.create(campaign=campaign, label="Raw", channel="email")
+        now = timezone.now()
+        with transaction.atomic():
+            raw(
+                f"INSERT INTO {message} (delivery_id, contact_id, secondary_id, entity_id, "
+                "channel, address, status, rule, error, attempts, created_at) SELECT %s, "
+                f"w.contact_id, 0, w.entity_id, 'email', COALESCE(c.email, ''), 'pending', '', "
+                f"'', 0, %s FROM {wt} w JOIN {contact} c ON c.id = w.contact_id "
+                "WHERE w.run_key = %s AND w.name = 't'",
+                [delivery.pk, now, run_key],
+            )
+            raw(
+                f"UPDATE {message} SET status = 'excluded', rule = 'consent' WHERE "
+                f"delivery_id = %s AND status = 'pending' AND contact_id IN (SELECT id FROM "
+                f"{contact} WHERE NOT email_consent)",
+                [delivery.pk],
+            )
+            raw(
+                f"UPDATE {message} SET status = 'excluded', rule = 'blocklist' WHERE "
+                f"delivery_id = %s AND status = 'pending' AND contact_id IN (SELECT id FROM "
+                f"{contact} WHERE blocklisted)",
+                [delivery.pk],
+            )
+            raw(
+                f"UPDATE {message} SET status = 'excluded', rule = 'pressure' WHERE "
+                "delivery_id = %s AND status = 'pending' AND (SELECT COUNT(*) FROM "
+                f"{message} h WHERE h.contact_id = {message}.contact_id AND h.status = 'sent' "
+                "AND h.sent_at >= %s AND h.delivery_id <> %s) >= 3",
+                [delivery.pk, now - timedelta(days=7), delivery.pk],
+            )
+        subject = rendering.TEXT.from_string(SUBJECT)
+        text = rendering.TEXT.from_string(TEXT)
+        rendered = 0
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT c.first_name, c.last_name, e.name FROM {message} m JOIN {contact} c "
+                "ON c.id = m.contact_id JOIN portal_entity e ON e.id = c.entity_id "
+                "WHERE m.delivery_id = %s AND m.status = 'pending'",
+                [delivery.pk],
+            )
+            for first_name, last_name, entity in cursor:
+                context = {"contact": {"first_name": first_name, "last_name": last_name},
+                           "entity": {"name": entity}}  # fmt: skip
+                subject.render(**context)
+                text.render(**context)
+                rendered += 1
+        delivery.delete()
+        return rendered
+
+    measure("message preparation + rendering", product_prepare, raw_prepare, per_second=True)
+
+    port = _free_port()
+    sink_file = Path(settings.VAR_DIR) / f"bench-sink-{port}.txt"
+    sink_file.unlink(missing_ok=True)
+    process = multiprocessing.Process(target=_sink, args=(port, str(sink_file)), daemon=True)
+    process.start()
+    _wait_port(port)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    celery_app.conf.task_always_eager = True
+    few = Contact.objects.filter(pk__in=first[:sends])
+    targeting.materialise(few, dimension="contact", run_key=run_key, name="s")
+    checks: dict[str, int] = {}
+
+    def product_send() -> int:
+        sink_file.write_text("")
+        delivery = Delivery.objects.create(
+            campaign=campaign, label="Bench send", channel="email", subject=SUBJECT,
+            text_body=TEXT,
+        )  # fmt: skip
+        preparation.prepare(delivery=delivery, rows=targeting.work_table(run_key, "s"))
+        Message.objects.filter(delivery=delivery, address="").update(address="x@example.com")
+        started = time.perf_counter()
+        sending.confirm(delivery=delivery, actor=None)  # chunks run in-process (eager)
+        elapsed = time.perf_counter() - started
+        sent = Message.objects.filter(delivery=delivery, status="sent").count()
+        time.sleep(0.5)
+        received = Counter(sink_file.read_text().split())
+        checks["duplicates"] = sum(n - 1 for n in received.values() if n > 1)
+        checks["losses"] = sent - len(received)
+        checks["seconds"] = elapsed
+        delivery.delete()
+        return sent
+
+    def raw_send() -> int:
+        smtp = smtplib.SMTP("127.0.0.1", port)
+        sent = 0
+        for pk, email, first_name in few.values_list("pk", "email", "first_name"):
+            note = EmailMessage()
+            note["From"], note["To"] = "bench@localhost", email or "x@example.com"
+            note["Subject"], note["Message-ID"] = f"Hello {first_name}", f"<raw.{pk}@bench>"
+            note.set_content("Dear customer")
+            smtp.send_message(note)
+            sent += 1
+        smtp.quit()
+        return sent
+
+    measure("email sending to an SMTP sink", product_send, raw_send, per_second=True)
+    print(f"  sending: duplicates {checks['duplicates']}, losses {checks['losses']}")
+    process.terminate()
+    sink_file.unlink(missing_ok=True)
+    WorkTableRow.objects.filter(run_key=run_key).delete()
+    campaign.delete()
+    if checks["duplicates"] or checks["losses"]:
+        raise SystemExit("Sending lost or duplicated messages.")
