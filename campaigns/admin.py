@@ -602,17 +602,72 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         )
 
 
+def _delivery_call(name: str):  # type: ignore[no-untyped-def]
+    def call(obj: Delivery, actor: Any, request: HttpRequest) -> Any:
+        from campaigns.delivery import preparation, sending
+
+        calls = {
+            "prepare": lambda: preparation.prepare_one_off(delivery=obj, actor=actor),
+            "send": lambda: sending.confirm(delivery=obj, actor=actor),
+            "cancel": lambda: sending.cancel(delivery=obj, actor=actor),
+        }
+        return calls[name]()
+
+    return call
+
+
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Deliveries and their figures: targeted, excluded per typology rule, by status."""
+class DeliveryAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
+    """Deliveries: a one-off delivery is written here (content validated on save), prepared
+    from a saved query and sent with the buttons; workflow deliveries are read-only. The
+    figures: targeted, excluded per typology rule, messages by status."""
 
     list_display = ["label", "campaign", "channel", "dimension", "state", "targeted",
                     "prepared_at"]  # fmt: skip
     list_filter = ["state", "channel"]
     search_fields = ["label", "campaign__name"]
     list_select_related = ["campaign"]
-    readonly_fields = [f.name for f in Delivery._meta.fields] + ["by_status"]
+    autocomplete_fields = ["campaign"]
+    fields = ["campaign", "label", "channel", "dimension", "saved_query", "typology",
+              "category", "sender", "reply_to", "subject", "html_body", "text_body",
+              "push_title", "push_data", "columns", "requires_approval", "scheduled_at",
+              "state", "targeted", "exclusions", "by_status", "prepared_at", "sent_at",
+              "export_file", "error", "run", "activity", "created_by"]  # fmt: skip
+    readonly_fields = ["state", "targeted", "exclusions", "by_status", "prepared_at", "sent_at",
+                       "export_file", "error", "run", "activity", "created_by"]  # fmt: skip
     inlines = [AuditLogInline]
+    transition_actions = {
+        "prepare": ("Prepare (target and typology)", _delivery_call("prepare")),
+        "send": ("Send (or ask for approval)", _delivery_call("send")),
+        "cancel": ("Cancel", _delivery_call("cancel")),
+    }
+
+    def available_transition_actions(self, obj: Delivery, request: HttpRequest) -> list[tuple]:
+        actions = super().available_transition_actions(obj, request)
+        if obj.run_id:  # a workflow's delivery is prepared and sent by its run
+            return [(name, label) for name, label in actions if name == "cancel"]
+        if obj.state != "prepared":
+            actions = [(name, label) for name, label in actions if name != "send"]
+        return actions
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and (obj.run_id or obj.state != "draft"):
+            return (
+                False
+                if request.method == "POST" and "_save" in request.POST
+                else (super().has_change_permission(request, obj))
+            )
+        return super().has_change_permission(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is not None and (obj.run_id or obj.state != "draft"):
+            return [field for field in self.fields if field != "by_status"] + ["by_status"]
+        return self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: Delivery, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="messages by status")
     def by_status(self, obj: Delivery) -> str:

@@ -64,3 +64,11 @@ def recover_stalled_sends() -> int:
     from campaigns.delivery import sending
 
     return sending.recover_stalled()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def start_scheduled_deliveries() -> int:
+    """Every minute: ready deliveries whose moment has come start sending."""
+    from campaigns.delivery import sending
+
+    return sending.start_scheduled()

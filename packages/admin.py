@@ -56,7 +56,8 @@ class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     list_filter = ["state", "category", "approval_mode", "reference_campaign__collaborative_type"]
     search_fields = ["label", "description", "category", "reference_campaign__name"]
     autocomplete_fields = ["reference_campaign", "audience"]
-    readonly_fields = ["state", "published_at", "created_by", "created_at", "order_summary"]
+    readonly_fields = ["state", "published_at", "created_by", "created_at", "order_summary",
+                       "delivery_summary"]  # fmt: skip
     inlines = [PackageDocumentInline, AuditLogInline]
     list_select_related = ["reference_campaign"]
     date_hierarchy = "registration_deadline"
@@ -83,7 +84,18 @@ class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
                 ]
             },
         ),
-        ("Orders", {"fields": ["order_summary", "published_at", "created_by", "created_at"]}),
+        (
+            "Orders",
+            {
+                "fields": [
+                    "order_summary",
+                    "delivery_summary",
+                    "published_at",
+                    "created_by",
+                    "created_at",
+                ]
+            },
+        ),
     ]
     transition_actions = {
         "publish": (
@@ -121,6 +133,21 @@ class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
         if not shown:
             return "—"
         return format_html_join(", ", "{} {}", ((count, label) for label, count in shown))
+
+    @admin.display(description="messages of its campaigns")
+    def delivery_summary(self, obj: Package) -> str:
+        """The package's report: deliveries of its reference campaign and of the child
+        campaigns created from its orders, added up."""
+        from campaigns.delivery import reports
+
+        if not obj.pk:
+            return "—"
+        deliveries = reports.package_deliveries(obj)
+        figures = reports.totals(deliveries)
+        return format_html(
+            "{} deliveries · targeted {} · excluded {} · sent {} · failed {}",
+            deliveries.count(), figures.targeted, figures.excluded, figures.sent, figures.failed,
+        )  # fmt: skip
 
     @admin.display(description="orders by state")
     def order_summary(self, obj: Package) -> str:

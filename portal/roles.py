@@ -53,6 +53,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "campaigns.view_importjob",
         "campaigns.add_importjob",
         "campaigns.view_delivery",
+        "campaigns.add_delivery",
+        "campaigns.change_delivery",
         "campaigns.view_message",
     ],
     Role.CENTRAL_APPROVER: [

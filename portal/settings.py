@@ -224,6 +224,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.wake_waiting_activities",
         "schedule": timedelta(minutes=1),
     },
+    "start-scheduled-deliveries": {
+        "task": "campaigns.tasks.start_scheduled_deliveries",
+        "schedule": timedelta(minutes=1),
+    },
     "recover-stalled-sends": {
         "task": "campaigns.tasks.recover_stalled_sends",
         "schedule": timedelta(minutes=1),

@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from campaigns.choices import Channel
 from campaigns.delivery.typology import apply_rules
-from campaigns.models import Delivery, Message, MessageStatus, WorkTableRow
+from campaigns.models import Delivery, Message, MessageStatus
 from campaigns.targeting.worktables import insert_select
 from portal import services as portal_services
+from portal.exceptions import DomainError
 
 ADDRESS = {
     Channel.EMAIL: "contact__email",
@@ -85,5 +86,25 @@ def prepare(*, delivery: Delivery, rows: QuerySet | None = None, actor: Any = No
     return delivery
 
 
-def rows_of(run_key: str, table: str) -> QuerySet:
-    return WorkTableRow.objects.filter(run_key=run_key, name=table)
+def prepare_one_off(*, delivery: Delivery, actor: Any) -> Delivery:
+    """A one-off delivery: its saved query (within its campaign's entity) is its target."""
+    from campaigns import targeting
+    from campaigns.delivery.sending import check_may_send
+
+    check_may_send(delivery, actor)
+    query = delivery.saved_query
+    if query is None:
+        raise DomainError("Choose the saved query this delivery targets first.")
+    if query.dimension != delivery.dimension:
+        raise DomainError(
+            f"The saved query targets {query.get_dimension_display().lower()}; the delivery "
+            f"sends {delivery.get_dimension_display().lower()}."
+        )
+    run_key = f"delivery-{delivery.pk}"
+    with transaction.atomic():
+        targeting.materialise(
+            targeting.target_queryset(query.dimension, query.conditions,
+                                      entity=delivery.campaign.entity),
+            dimension=query.dimension, run_key=run_key, name="target",
+        )  # fmt: skip
+        return prepare(delivery=delivery, rows=targeting.work_table(run_key, "target"), actor=actor)

@@ -86,12 +86,31 @@ def confirm(*, delivery: Delivery, actor: Any) -> Delivery:
 
 
 def _start(delivery: Delivery, actor: Any) -> Delivery:
+    """Ready; sending starts now, or at its scheduled moment (beat starts it then)."""
     portal_services.transition(obj=delivery, name="make_ready", actor=actor, check_permission=False)
+    if delivery.scheduled_at and delivery.scheduled_at > timezone.now():
+        return delivery
     portal_services.transition(
         obj=delivery, name="start_sending", actor=actor, check_permission=False
     )
     transaction.on_commit(partial(enqueue_chunks, delivery.pk))
     return delivery
+
+
+def start_scheduled(*, now: datetime | None = None) -> int:
+    """Beat: ready deliveries whose scheduled moment has come start sending."""
+    now = now or timezone.now()
+    started = 0
+    due = Delivery.objects.filter(state=DeliveryState.READY, scheduled_at__lte=now)
+    for delivery_id in due.values_list("pk", flat=True):
+        with transaction.atomic():
+            delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+            if delivery.state != DeliveryState.READY:
+                continue
+            portal_services.transition(obj=delivery, name="start_sending")
+            transaction.on_commit(partial(enqueue_chunks, delivery.pk))
+            started += 1
+    return started
 
 
 def approval_decided(*, delivery: Delivery, approved: bool, actor: Any, comment: str) -> None:

@@ -105,6 +105,17 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         default=list, blank=True, help_text="Direct mail: the columns of the export file."
     )
     requires_approval = models.BooleanField(default=False)
+    saved_query = models.ForeignKey(
+        "campaigns.SavedQuery",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="A one-off delivery's target (a workflow's delivery gets its population).",
+    )
+    scheduled_at = models.DateTimeField(
+        null=True, blank=True, help_text="Send at this moment (empty: as soon as it is ready)."
+    )
     state = FSMField(
         max_length=20, choices=DeliveryState.choices, default=DeliveryState.DRAFT, protected=True
     )

@@ -262,3 +262,73 @@ def test_reports_match_the_message_rows_and_show_each_entity_its_own(
     assert "Spring" in history.content.decode() and "Sent" in history.content.decode()
     client.force_login(org.operator_b)
     assert client.get(reverse("campaigns:delivery", args=[delivery.pk])).status_code == 404
+
+
+NO_HISTORY = {f"portal-auditlog-content_type-object_id-{name}": "0"
+              for name in ("TOTAL_FORMS", "INITIAL_FORMS")}  # fmt: skip
+
+
+def test_a_one_off_delivery_is_written_prepared_and_sent_from_the_admin(
+    campaign, people, org, client, django_capture_on_commit_callbacks, mailoutbox
+):
+    from campaigns.models import SavedQuery
+
+    query = SavedQuery.objects.create(name="Store A", entity=org.hq, conditions={
+        "field": "entity.code", "op": "eq", "value": "STORE_A"})  # fmt: skip
+    client.force_login(org.marketer)
+    add = reverse("admin:campaigns_delivery_add")
+    bad = client.post(add, {"campaign": campaign.pk, "label": "Flash", "channel": "email",
+                            "dimension": "contact", "saved_query": query.pk,
+                            "subject": "Hi {{ contact.nickname }}", "text_body": "x",
+                            "push_data": "{}", "columns": "[]", **NO_HISTORY})  # fmt: skip
+    assert bad.status_code == 200 and "unknown variable" in bad.content.decode()
+    client.post(add, {"campaign": campaign.pk, "label": "Flash", "channel": "email",
+                      "dimension": "contact", "saved_query": query.pk,
+                      "subject": "Hi {{ contact.first_name }}", "text_body": "Flash sale",
+                      "push_data": "{}", "columns": "[]", **NO_HISTORY})  # fmt: skip
+    delivery = Delivery.objects.get(label="Flash")
+    run = "admin:campaigns_delivery_run"
+    client.post(reverse(run, args=[delivery.pk, "prepare"]))
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.targeted) == ("prepared", 4)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse(run, args=[delivery.pk, "send"]))
+    delivery.refresh_from_db()
+    assert delivery.state == "sent" and len(sent(mailoutbox)) == 0
+    assert sorted(m.subject for m in mailoutbox) == [f"Hi Pat{n}" for n in range(4)]
+
+
+def test_a_scheduled_delivery_waits_for_its_moment(
+    campaign, people, org, django_capture_on_commit_callbacks, mailoutbox
+):
+    later = timezone.now() + timedelta(hours=2)
+    delivery = send(prepared(campaign, scheduled_at=later), org, django_capture_on_commit_callbacks)
+    assert delivery.state == "ready" and not mailoutbox
+    assert sending.start_scheduled() == 0
+    with (
+        time_machine.travel(later + timedelta(minutes=1)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert sending.start_scheduled() == 1
+    delivery.refresh_from_db()
+    assert delivery.state == "sent" and len(mailoutbox) == 6
+
+
+def test_the_package_report_adds_up_its_child_campaigns(
+    people, org, make_package, client, django_capture_on_commit_callbacks
+):
+    package = make_package("by_campaign")
+    from packages import services as package_services
+
+    order = package_services.place_order(
+        package=package, entity=org.store_a, actor=org.operator_a, submit=True
+    ).order
+    package_services.apply_order_decision(order=order, approved=True, actor=org.approver,
+                                          comment="")  # fmt: skip
+    child = package.reference_campaign.children.get()
+    send(prepared(child), org, django_capture_on_commit_callbacks)
+    totals = reports.totals(reports.package_deliveries(package))
+    assert (totals.targeted, totals.sent) == (6, 6)
+    client.force_login(org.marketer)
+    page = client.get(reverse("admin:packages_package_change", args=[package.pk]))
+    assert "1 deliveries · targeted 6 · excluded 0 · sent 6 · failed 0" in page.content.decode()
