@@ -447,7 +447,8 @@ def request_proofs(
     recipients = delivery.messages.exclude(status=MessageStatus.EXCLUDED).order_by("id")
     if contact_ids:
         recipients = recipients.filter(contact_id__in=contact_ids)
-    chosen = list(recipients[: max(1, min(sample if not contact_ids else 20, 20))])
+    limit = 20 if contact_ids else max(1, min(sample, 20))
+    chosen = list(recipients[:limit])
     if not chosen:
         raise DomainError("The delivery has no recipient to build a proof from; prepare it.")
     with transaction.atomic():
@@ -466,6 +467,28 @@ def request_proofs(
         ids = [proof.pk for proof in proofs]
         transaction.on_commit(partial(send_proofs.delay, ids))
     return proofs
+
+
+def preview(*, delivery: Delivery, contact: Any) -> Rendered:
+    """The message as ``contact`` would get it (its first message of the delivery, or one
+    built for it when the delivery is not prepared or does not target it)."""
+    message = (
+        delivery.messages.filter(contact=contact)
+        .select_related("contact__entity", "entity")
+        .order_by("id")
+        .first()
+    )
+    if message is None:
+        message = Message(
+            delivery=delivery,
+            contact=contact,
+            entity=contact.entity,
+            channel=delivery.channel,
+            address=contact.email,
+        )
+    renderer = Renderer(delivery)
+    renderer.load_records([message])
+    return renderer.render(message)
 
 
 def send_proofs(proof_ids: list[int]) -> int:

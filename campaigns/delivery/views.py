@@ -6,12 +6,12 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from campaigns.delivery import reports, sending
+from campaigns.delivery import reports, sending, services
 from campaigns.models import Campaign, Contact, Delivery, DeliveryState
 from portal.models import AuditLog, Entity, is_central_user
 from portal.web import attempt, page_number
@@ -40,6 +40,22 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
         response["Content-Disposition"] = f'attachment; filename="delivery-{delivery.pk}.csv"'
         return response
     may_act = request.user.has_perm("campaigns.change_campaign")
+    preview, preview_error = None, ""
+    wanted = request.GET.get("preview", "").strip()
+    if wanted:
+        contact = (
+            Contact.objects.visible_to(request.user)
+            .filter(Q(external_id=wanted) | Q(email__iexact=wanted))
+            .select_related("entity")
+            .first()
+        )
+        if contact is None:
+            preview_error = f"No contact “{wanted}” among yours."
+        else:
+            try:
+                preview = sending.preview(delivery=delivery, contact=contact)
+            except sending.RENDER_ERRORS as exc:
+                preview_error = f"Cannot render for this contact: {exc}"
     return render(
         request,
         "campaigns/delivery_detail.html",
@@ -55,6 +71,12 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
             in (DeliveryState.PREPARED, DeliveryState.AWAITING_APPROVAL, DeliveryState.READY),
             "may_proof": may_act and delivery.state not in sending.FINISHED,
             "proofs": delivery.proofs.select_related("contact")[:20],
+            "preview": preview,
+            "preview_error": preview_error,
+            "wanted": wanted,
+            "sms_parts": services.sms_segments(delivery.text_body)
+            if delivery.channel == "sms"
+            else None,
             "history": AuditLog.objects.for_object(delivery).select_related("actor"),
         },
     )

@@ -332,3 +332,14 @@ def test_the_package_report_adds_up_its_child_campaigns(
     client.force_login(org.marketer)
     page = client.get(reverse("admin:packages_package_change", args=[package.pk]))
     assert "1 deliveries · targeted 6 · excluded 0 · sent 6 · failed 0" in page.content.decode()
+
+
+def test_the_delivery_page_previews_the_message_for_a_chosen_contact(campaign, people, org, client):
+    delivery = prepared(campaign, html_body="<p>Hi {{ contact.first_name }} <script>x</script></p>")
+    Contact.objects.filter(external_id="P2").update(first_name="<b>Pat</b>")
+    client.force_login(org.marketer)
+    url = reverse("campaigns:delivery", args=[delivery.pk])
+    page = client.get(url, {"preview": "P2"}).content.decode()
+    assert "Hello &lt;b&gt;Pat&lt;/b&gt;" in page  # the subject, escaped on the page
+    assert 'sandbox srcdoc="&lt;p&gt;Hi &amp;lt;b&amp;gt;Pat' in page  # escaped twice in srcdoc
+    assert "No contact “nobody”" in client.get(url, {"preview": "nobody"}).content.decode()
