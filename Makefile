@@ -32,4 +32,5 @@ clean:
 	rm -rf $(VENV) var
 
 bench: install  ## targeting benchmark: product vs raw SQL (set DATABASE_URL to PostgreSQL)
-	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5)
+	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5) \
+	  --recipients $(or $(RECIPIENTS),100000) $(BENCH_ARGS)

@@ -195,61 +195,134 @@ CONTACT_PATHS = {key: spec.path for key, spec in CONTACT_FIELDS.items() if "." n
 RECORD_PATHS = {key: spec.path for key, spec in BOOKING_FIELDS.items() if "." not in key}
 
 
+ENTITY_KEYS = ("code", "name", "contact_email")
+SEPARATOR = "\x1e"  # between the parts of the one template a message is rendered with
+
+
+def contact_keys_used(source: str) -> list[str]:
+    """The contact fields a template reads (``contact.x`` / ``contact["x"]``); every field
+    when it uses ``contact`` in any other way."""
+    from jinja2 import nodes
+
+    tree = rendering.TEXT.parse(source)
+    used: set[str] = set()
+    lookups = 0
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name == "contact":
+            key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+            if key not in CONTACT_PATHS:
+                return list(CONTACT_PATHS)
+            used.add(key)
+            lookups += 1
+    names = sum(1 for n in tree.find_all(nodes.Name) if n.name == "contact")
+    return list(CONTACT_PATHS) if names > lookups else sorted(used)
+
+
 class Renderer:
-    """Compiles a delivery's templates once and renders each message of a chunk."""
+    """Compiles a delivery's templates once and renders each recipient of a chunk.
+
+    Recipients are read as plain rows (no model instances), and each message is one render
+    of a single template holding its parts (subject, text, HTML with autoescape, title)."""
 
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
-        text, html = rendering.TEXT, rendering.HTML
-        self.subject = text.from_string(delivery.subject or "")
-        self.text = text.from_string(delivery.text_body or "")
-        self.html = html.from_string(delivery.html_body) if delivery.html_body else None
-        self.title = text.from_string(delivery.push_title or "")
+        parts = [
+            delivery.subject or "",
+            delivery.text_body or "",
+            "{% autoescape true %}" + (delivery.html_body or "") + "{% endautoescape %}",
+            delivery.push_title or "",
+        ]
+        source = SEPARATOR.join(parts)
+        self.template = rendering.TEXT.from_string(source)
+        self.contact_keys = contact_keys_used(source)
+        self.entities: dict[int, dict[str, Any]] = {}
+        self.has_html = bool(delivery.html_body)
         # An optional personalisation field left empty renders empty.
         self.perso = rendering.Data(delivery.campaign.personalisation_values or {})
         self.campaign = {"name": delivery.campaign.name}
-        domain = urlsplit(settings.SITE_URL).hostname or "localhost"
-        self.domain = domain
+        self.domain = urlsplit(settings.SITE_URL).hostname or "localhost"
         self.records: dict[int, dict[str, Any]] = {}
+        self.push_data = dict(delivery.push_data or {})
 
-    def load_records(self, messages: list[Message]) -> None:
-        ids = [m.secondary_id for m in messages if m.secondary_id]
+    def rows(self, messages: Any) -> list[dict[str, Any]]:
+        """The recipients of a queryset of messages: only the contact fields the templates
+        read, entities from a small cache, the records they are about."""
+        keys = self.contact_keys
+        fields = ["id", "address", "secondary_id", "data", "entity_id", "contact__entity_id",
+                  *[f"contact__{CONTACT_PATHS[key]}" for key in keys]]  # fmt: skip
+        recipients = []
+        for row in messages.values_list(*fields):
+            recipients.append({
+                "id": row[0], "address": row[1], "secondary_id": row[2], "data": row[3],
+                "entity": self.entity(row[4] or row[5]),
+                "contact": dict(zip(keys, row[6:], strict=True)),
+            })  # fmt: skip
+        self.load_records(recipients)
+        return recipients
+
+    def entity(self, pk: int) -> dict[str, Any]:
+        if pk not in self.entities:
+            from portal.models import Entity
+
+            values = Entity.objects.filter(pk=pk).values(*ENTITY_KEYS).first() or {}
+            self.entities[pk] = {key: values.get(key, "") for key in ENTITY_KEYS}
+        return self.entities[pk]
+
+    def recipient_of(self, message: Message) -> dict[str, Any]:
+        """One message instance (saved or not) as a recipient row."""
+        contact = message.contact
+        entity = message.entity or contact.entity
+        recipient = {
+            "id": message.pk or 0, "address": message.address,
+            "secondary_id": message.secondary_id, "data": message.data,
+            "contact": {key: getattr(contact, path) for key, path in CONTACT_PATHS.items()},
+            "entity": {key: getattr(entity, key) for key in ENTITY_KEYS},
+        }  # fmt: skip
+        self.load_records([recipient])
+        return recipient
+
+    def load_records(self, recipients: list[dict[str, Any]]) -> None:
+        ids = [r["secondary_id"] for r in recipients if r["secondary_id"]]
         if ids:
             rows = Booking.objects.filter(pk__in=ids).values("pk", *RECORD_PATHS.values())
             self.records.update(
                 {row["pk"]: {key: row[path] for key, path in RECORD_PATHS.items()} for row in rows}
             )
 
-    def context(self, message: Message) -> dict[str, Any]:
-        contact = message.contact
-        entity = message.entity or contact.entity
+    def render(self, recipient: dict[str, Any], *, address: str | None = None) -> Rendered:
         context = {
-            "contact": {key: getattr(contact, path) for key, path in CONTACT_PATHS.items()},
-            "entity": {"code": entity.code, "name": entity.name,
-                       "contact_email": entity.contact_email},
+            "contact": recipient["contact"],
+            "entity": recipient["entity"],
             "perso": self.perso,
-            "data": rendering.Data(message.data or {}),
+            "data": rendering.Data(recipient["data"] or {}),
             "campaign": self.campaign,
-        }  # fmt: skip
-        if message.secondary_id:
-            context["record"] = self.records.get(message.secondary_id, {})
-        return context
-
-    def render(self, message: Message, *, address: str | None = None) -> Rendered:
-        context = self.context(message)
+        }
+        if recipient["secondary_id"]:
+            context["record"] = self.records.get(recipient["secondary_id"], {})
+        parts = self.template.render(context).split(SEPARATOR)
+        if len(parts) != 4:  # the separator came from the data: render the parts one by one
+            parts = [
+                rendering.render(source, html=index == 2, context=context)
+                for index, source in enumerate(
+                    [self.delivery.subject, self.delivery.text_body, self.delivery.html_body,
+                     self.delivery.push_title]
+                )
+            ]  # fmt: skip
+        subject, text, html, title = parts
         delivery = self.delivery
         return Rendered(
-            message_id=message.pk or 0,
-            address=address or message.address,
-            subject=self.subject.render(**context).strip(),
-            text=self.text.render(**context),
-            html=self.html.render(**context) if self.html else "",
-            title=self.title.render(**context),
-            data=dict(delivery.push_data or {}),
+            message_id=recipient["id"],
+            address=address or recipient["address"],
+            subject=subject.strip(),
+            text=text,
+            html=html if self.has_html else "",
+            title=title,
+            data=self.push_data,
             sender=delivery.sender,
             reply_to=delivery.reply_to,
             headers={
-                "Message-ID": f"<d{delivery.pk}.m{message.pk}@{self.domain}>",
+                "Message-ID": f"<d{delivery.pk}.m{recipient['id']}@{self.domain}>",
                 "X-Portal-Delivery": str(delivery.pk),
             },
         )
@@ -305,9 +378,8 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
         finish_if_done(delivery_id)
         return result
     mine = Message.objects.filter(claim=token, status=MessageStatus.SENDING)
-    messages = list(mine.select_related("contact__entity", "entity").order_by("id"))
     renderer = Renderer(delivery)
-    renderer.load_records(messages)
+    messages = renderer.rows(mine.order_by("id"))
     provider = provider_for(delivery.channel)
     throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
     try:
@@ -321,7 +393,7 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
             try:
                 rendered = renderer.render(message)
             except RENDER_ERRORS as exc:
-                _fail(message, token, f"Cannot render: {exc}")
+                _fail(message["id"], token, f"Cannot render: {exc}")
                 result["failed"] += 1
                 continue
             throttle.wait()
@@ -331,14 +403,14 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
                 result["retry_in"] = _release(mine, str(exc))
                 break
             except PermanentError as exc:
-                _fail(message, token, str(exc))
+                _fail(message["id"], token, str(exc))
                 if exc.bounce:
-                    _quarantine(delivery.channel, message.address, str(exc))
+                    _quarantine(delivery.channel, message["address"], str(exc))
                 result["failed"] += 1
                 continue
             # Marked the moment the provider accepted it: a crash after this line cannot
             # send it again, and a crash before it leaves it claimed, to be sent once more.
-            Message.objects.filter(pk=message.pk, claim=token).update(
+            Message.objects.filter(pk=message["id"], claim=token).update(
                 status=MessageStatus.SENT, sent_at=timezone.now(), error=""
             )
             result["sent"] += 1
@@ -348,8 +420,8 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
     return result
 
 
-def _fail(message: Message, token: uuid.UUID, error: str) -> None:
-    Message.objects.filter(pk=message.pk, claim=token).update(
+def _fail(message_id: int, token: uuid.UUID, error: str) -> None:
+    Message.objects.filter(pk=message_id, claim=token).update(
         status=MessageStatus.FAILED, error=error[:500], attempts=F("attempts") + 1
     )
 
@@ -487,8 +559,7 @@ def preview(*, delivery: Delivery, contact: Any) -> Rendered:
             address=contact.email,
         )
     renderer = Renderer(delivery)
-    renderer.load_records([message])
-    return renderer.render(message)
+    return renderer.render(renderer.recipient_of(message))
 
 
 def send_proofs(proof_ids: list[int]) -> int:
@@ -505,11 +576,10 @@ def send_proofs(proof_ids: list[int]) -> int:
             .first()
         )
         renderer = Renderer(delivery)
-        renderer.load_records([message])
         provider = provider_for(delivery.channel if delivery.channel != Channel.DIRECT_MAIL
                                 else Channel.EMAIL)  # fmt: skip
         try:
-            rendered = renderer.render(message, address=proof.address)
+            rendered = renderer.render(renderer.recipient_of(message), address=proof.address)
             rendered.subject = f"[Proof] {rendered.subject}"
             rendered.headers = {"X-Portal-Proof": str(proof.pk)}
             provider.open()

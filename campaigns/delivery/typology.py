@@ -13,7 +13,7 @@ from django.db.models.functions import Mod
 from django.utils import timezone
 
 from campaigns.choices import Channel
-from campaigns.models import Delivery, Message, MessageStatus, Quarantine
+from campaigns.models import Contact, Delivery, Message, MessageStatus, Quarantine
 
 CONSENT_FIELDS = {
     Channel.EMAIL: "contact__email_consent",
@@ -83,13 +83,21 @@ def apply_rules(delivery: Delivery, rules: list[Mapping[str, Any]]) -> dict[str,
     return counts
 
 
+def _by_contact(pending: QuerySet, **conditions: Any) -> QuerySet:
+    """Pending messages whose contact matches: ``contact_id IN (SELECT …)``, a semi-join the
+    database hashes, rather than a join inside the UPDATE's own subquery."""
+    return pending.filter(contact_id__in=Contact.objects.filter(**conditions).values("pk"))
+
+
 def _consent(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
     field = CONSENT_FIELDS.get(delivery.channel)
-    return _exclude(pending.filter(**{field: False}), "consent") if field else 0
+    if not field:
+        return 0
+    return _exclude(_by_contact(pending, **{field.removeprefix("contact__"): False}), "consent")
 
 
 def _blocklist(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
-    return _exclude(pending.filter(contact__blocklisted=True), "blocklist")
+    return _exclude(_by_contact(pending, blocklisted=True), "blocklist")
 
 
 def _quarantine(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
