@@ -343,3 +343,27 @@ def test_the_delivery_page_previews_the_message_for_a_chosen_contact(campaign, p
     assert "Hello &lt;b&gt;Pat&lt;/b&gt;" in page  # the subject, escaped on the page
     assert 'sandbox srcdoc="&lt;p&gt;Hi &amp;lt;b&amp;gt;Pat' in page  # escaped twice in srcdoc
     assert "No contact “nobody”" in client.get(url, {"preview": "nobody"}).content.decode()
+
+
+def test_a_multi_level_send_writes_one_email_per_booking_with_its_fields(
+    campaign, org, django_capture_on_commit_callbacks, mailoutbox
+):
+    from datetime import date
+
+    from campaigns.models import Booking
+
+    ann = person(org, "ANN", first_name="Ann")
+    for reference, destination in [("R1", "Lisbon"), ("R2", "Oslo")]:
+        Booking.objects.create(reference=reference, contact=ann, product="Cruise",
+                               destination=destination, booking_date=date(2026, 5, 1))  # fmt: skip
+    delivery = Delivery.objects.create(
+        campaign=campaign, label="Trips", channel="email", dimension="booking",
+        subject="{{ contact.first_name }}, your trip to {{ record.destination }}",
+        text_body="Booking {{ record.reference }}",
+    )  # fmt: skip
+    preparation.prepare(delivery=delivery, rows=target(dimension="booking"))
+    send(delivery, org, django_capture_on_commit_callbacks)
+    assert sorted((m.subject, m.body) for m in mailoutbox) == [
+        ("Ann, your trip to Lisbon", "Booking R1"),
+        ("Ann, your trip to Oslo", "Booking R2"),
+    ]
