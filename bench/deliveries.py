@@ -91,18 +91,18 @@ def measure_deliveries(
                             q(WorkTableRow._meta.db_table))  # fmt: skip
 
     def render_all(delivery: Delivery) -> int:
-        """What sending renders, chunk by chunk (as the chunk tasks read their rows)."""
+        """What sending renders, chunk by chunk: the chunks are id ranges of the pending
+        messages (as `enqueue_chunks` cuts them) read as the chunk tasks read them."""
         renderer = sending.Renderer(delivery)
-        pending = Message.objects.filter(delivery=delivery, status="pending").order_by("id")
-        done, last = 0, 0
-        while True:
-            chunk = renderer.rows(pending.filter(id__gt=last)[:2000])
-            if not chunk:
-                return done
-            for recipient in chunk:
+        pending = Message.objects.filter(delivery=delivery, status="pending")
+        ids = list(pending.order_by("id").values_list("id", flat=True))
+        done = 0
+        for start in range(0, len(ids), 2000):
+            chunk = ids[start : start + 2000]
+            for recipient in renderer.rows(pending.filter(id__gte=chunk[0], id__lte=chunk[-1])):
                 renderer.render(recipient)
-            done += len(chunk)
-            last = chunk[-1]["id"]
+                done += 1
+        return done
 
     def product_prepare() -> int:
         delivery = Delivery.objects.create(

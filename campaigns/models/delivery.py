@@ -270,6 +270,13 @@ class Message(models.Model):
         ]
         indexes = [
             models.Index(fields=["contact", "sent_at"], name="message_contact_history"),
+            # What is left to send, per delivery: chunking, and "is it finished?" after each
+            # chunk, without reading the rows already sent.
+            models.Index(
+                fields=["delivery", "id"],
+                condition=Q(status__in=["pending", "sending"]),
+                name="message_unsent",
+            ),
             # Sent messages per channel and day (capacity rules); pending rows skip it.
             models.Index(
                 fields=["channel", "sent_at"],
