@@ -218,8 +218,8 @@ def distribute(
             _wt_cap=cap,
         ).filter(_wt_rank__lte=F("_wt_cap"))
     copy_rows(rows, run_key=run_key, name=target)
-    eligible = _per_entity(eligible_rows)
-    kept = _per_entity(work_table(run_key, target))
+    eligible = per_entity(eligible_rows)
+    kept = per_entity(work_table(run_key, target))
     return DistributionReport(
         shares={
             entity: EntityShare(eligible=total, kept=kept.get(entity, 0))
@@ -229,7 +229,8 @@ def distribute(
     )
 
 
-def _per_entity(rows: QuerySet) -> dict[int, int]:
+def per_entity(rows: QuerySet) -> dict[int, int]:
+    """Rows per entity (one GROUP BY), for work tables and message rows alike."""
     return dict(
         rows.order_by()
         .values_list("entity_id")

@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import CharField, Count, Exists, OuterRef, QuerySet, Subquery
+from django.db.models import CharField, Exists, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Cast
 from django.urls import reverse
 from django.utils import timezone
@@ -33,6 +33,7 @@ from campaigns.models import (
     TargetRemoval,
     WorkTableRow,
 )
+from campaigns.targeting.worktables import per_entity
 from campaigns.workflow.activities import Context, Distribution, output_table
 from portal import services as portal_services
 from portal.choices import Role
@@ -106,26 +107,13 @@ def close_lists(ctx: Context) -> int:
 def send_reports(ctx: Context) -> int:
     """Report mode: each entity with rows is told how many messages each delivery of the
     run sent to its contacts, with a link to its list."""
-    per_entity = dict(
-        ctx.inputs[0]
-        .filter(entity__isnull=False)
-        .order_by()
-        .values_list("entity_id")
-        .annotate(total=Count("id"))
-        .values_list("entity_id", "total")
-    )
+    counts = per_entity(ctx.inputs[0].filter(entity__isnull=False))
     deliveries = []
     for delivery in Delivery.objects.filter(run_id=ctx.execution.run_id).order_by("id"):
-        sent = dict(
-            delivery.messages.filter(status=MessageStatus.SENT)
-            .order_by()
-            .values_list("entity_id")
-            .annotate(total=Count("id"))
-            .values_list("entity_id", "total")
-        )
+        sent = per_entity(delivery.messages.filter(status=MessageStatus.SENT))
         deliveries.append((delivery, sent))
-    entities = Entity.objects.in_bulk(list(per_entity))
-    for entity_id, rows in sorted(per_entity.items()):
+    entities = Entity.objects.in_bulk(list(counts))
+    for entity_id, rows in sorted(counts.items()):
         entity = entities[entity_id]
         approval = LocalApproval.objects.create(
             execution=ctx.execution, entity=entity, rows=rows, mode=LocalApprovalMode.REPORT
@@ -146,7 +134,7 @@ def send_reports(ctx: Context) -> int:
             related=approval,
             entity=entity,
         )
-    return len(per_entity)
+    return len(counts)
 
 
 # --------------------------------------------------------------------------------------------
