@@ -121,6 +121,14 @@ class ServiceTransitionAdminMixin:
         obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
         if obj is None or action not in self.transition_actions:
             raise Http404
+        if action not in dict(self.available_transition_actions(obj, request)):
+            # Only what the object's buttons offer: a forged POST runs nothing else.
+            self.message_user(  # type: ignore[attr-defined]
+                request, f"“{self.transition_actions[action][0]}” is not available now.",
+                messages.ERROR,
+            )  # fmt: skip
+            meta = self.model._meta  # type: ignore[attr-defined]
+            return redirect(f"admin:{meta.app_label}_{meta.model_name}_change", obj.pk)
         if not self.has_change_permission(request, obj):  # type: ignore[attr-defined]
             raise PermissionDenied
         label, call = self.transition_actions[action]

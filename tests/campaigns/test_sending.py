@@ -367,3 +367,15 @@ def test_a_multi_level_send_writes_one_email_per_booking_with_its_fields(
         ("Ann, your trip to Lisbon", "Booking R1"),
         ("Ann, your trip to Oslo", "Booking R2"),
     ]
+
+
+def test_the_admin_runs_only_the_actions_its_buttons_offer(campaign, people, org, client):
+    delivery = prepared(campaign)
+    client.force_login(org.marketer)
+    run = "admin:campaigns_delivery_run"
+    client.post(reverse(run, args=[delivery.pk, "cancel"]))
+    delivery.refresh_from_db()
+    response = client.post(reverse(run, args=[delivery.pk, "send"]), follow=True)
+    assert "is not available now" in response.content.decode()
+    delivery.refresh_from_db()
+    assert delivery.state == "cancelled"
