@@ -185,16 +185,29 @@ def _locked_editable_child(campaign: Campaign) -> Campaign:
 def child_may_edit(activity: Activity) -> frozenset[str]:
     """The settings a local entity may change on an activity of its child campaign: those
     its type allows, when the parent's activity (same key) lets local entities edit it."""
+    return editable_steps(activity.campaign, [activity]).get(activity.pk, frozenset())
+
+
+def editable_steps(
+    campaign: Campaign, activities: list[Activity] | None = None
+) -> dict[int, frozenset[str]]:
+    """For a child campaign's activities (all by default): the settings its local entity
+    may change on each, read from the parent in one query."""
     from campaigns.workflow.activities import TYPES
 
-    campaign = activity.campaign
     if campaign.kind != CampaignKind.CHILD or campaign.parent_id is None:
-        return frozenset()
-    allowed = Activity.objects.filter(
-        campaign_id=campaign.parent_id, key=activity.key, type=activity.type, local_edit=True
-    ).exists()
-    kind = TYPES.get(activity.type)
-    return kind.local_keys if allowed and kind else frozenset()
+        return {}
+    allowed = set(
+        Activity.objects.filter(campaign_id=campaign.parent_id, local_edit=True).values_list(
+            "key", "type"
+        )
+    )
+    editable = {}
+    for activity in campaign.activities.all() if activities is None else activities:
+        kind = TYPES.get(activity.type)
+        if kind and kind.local_keys and (activity.key, activity.type) in allowed:
+            editable[activity.pk] = kind.local_keys
+    return editable
 
 
 def update_child_activity(

@@ -81,11 +81,9 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "diagram": diagram.render(campaign, campaign.runs.first())
             if campaign.activities.exists()
             else None,
-            "editable_steps": [
-                activity
-                for activity in campaign.activities.all()
-                if services.child_may_edit(activity)
-            ]
+            "editable_steps": campaign.activities.filter(
+                pk__in=list(services.editable_steps(campaign))
+            )
             if may_change and campaign.state in services.EDITABLE_CHILD_STATES
             else [],
             "deliveries": reports.campaign_deliveries(campaign)
