@@ -15,6 +15,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from functools import partial
+from itertools import groupby
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -563,36 +564,49 @@ def preview(*, delivery: Delivery, contact: Any) -> Rendered:
 
 
 def send_proofs(proof_ids: list[int]) -> int:
-    """Send the proofs not sent yet (idempotent), subject marked [Proof]."""
+    """Send the proofs not sent yet (idempotent), subject marked [Proof]: one renderer and
+    one provider connection per delivery."""
     proofs = list(
-        Proof.objects.filter(pk__in=proof_ids, sent_at=None).select_related("delivery__campaign")
+        Proof.objects.filter(pk__in=proof_ids, sent_at=None)
+        .select_related("delivery__campaign")
+        .order_by("delivery_id", "id")
     )
     sent = 0
-    for proof in proofs:
-        delivery = proof.delivery
-        message = (
-            delivery.messages.filter(contact_id=proof.contact_id, secondary_id=proof.secondary_id)
-            .select_related("contact__entity", "entity")
-            .first()
-        )
+    for _delivery_id, group in groupby(proofs, key=lambda proof: proof.delivery_id):
+        group = list(group)
+        delivery = group[0].delivery
         renderer = Renderer(delivery)
-        provider = provider_for(delivery.channel if delivery.channel != Channel.DIRECT_MAIL
-                                else Channel.EMAIL)  # fmt: skip
+        channel = Channel.EMAIL if delivery.channel == Channel.DIRECT_MAIL else delivery.channel
+        provider = provider_for(channel)
         try:
-            rendered = renderer.render(renderer.recipient_of(message), address=proof.address)
-            rendered.subject = f"[Proof] {rendered.subject}"
-            rendered.headers = {"X-Portal-Proof": str(proof.pk)}
             provider.open()
-            try:
-                provider.send(rendered)
-            finally:
-                provider.close()
-        except (*RENDER_ERRORS, TemporaryError, PermanentError) as exc:
-            Proof.objects.filter(pk=proof.pk).update(error=str(exc)[:500])
+        except TemporaryError as exc:
+            Proof.objects.filter(pk__in=[p.pk for p in group]).update(error=str(exc)[:500])
             continue
-        Proof.objects.filter(pk=proof.pk).update(sent_at=timezone.now(), error="")
-        sent += 1
+        try:
+            for proof in group:
+                sent += _send_proof(proof, delivery, renderer, provider)
+        finally:
+            provider.close()
     return sent
+
+
+def _send_proof(proof: Proof, delivery: Delivery, renderer: Renderer, provider: Any) -> int:
+    message = (
+        delivery.messages.filter(contact_id=proof.contact_id, secondary_id=proof.secondary_id)
+        .select_related("contact__entity", "entity")
+        .first()
+    )
+    try:
+        rendered = renderer.render(renderer.recipient_of(message), address=proof.address)
+        rendered.subject = f"[Proof] {rendered.subject}"
+        rendered.headers = {"X-Portal-Proof": str(proof.pk)}
+        provider.send(rendered)
+    except (*RENDER_ERRORS, TemporaryError, PermanentError) as exc:
+        Proof.objects.filter(pk=proof.pk).update(error=str(exc)[:500])
+        return 0
+    Proof.objects.filter(pk=proof.pk).update(sent_at=timezone.now(), error="")
+    return 1
 
 
 class DeliveryApprovalHandler:
