@@ -12,6 +12,9 @@ def test_the_count_button_counts_without_reloading(org, log_in, live_server):
     Contact.objects.create(external_id="B0", entity=org.store_b, email_consent=True)
     page = log_in(org.operator_a)
     page.get_by_role("link", name="Audience").click()
+    # The builder (a deferred script) must have drawn the default tree before the JSON is
+    # typed, or its first drawing can land in the middle of the typing.
+    expect(page.get_by_label("Field").first).to_be_visible()
     page.get_by_label("Conditions (JSON)").fill(
         '{"field": "email_consent", "op": "eq", "value": true}'
     )
