@@ -26,6 +26,7 @@ from portal.celery import app as celery_app
 from portal.models import Entity
 
 NAME = "Bench deliveries"
+HISTORY = "Bench history"
 RULES = [{"rule": "consent"}, {"rule": "blocklist"}, {"rule": "pressure", "max": 3, "days": 7}]
 SUBJECT = "Hello {{ contact.first_name }}, news from {{ entity.name }}"
 TEXT = "Dear {{ contact.first_name }} {{ contact.last_name }}, our offers are in store."
@@ -70,6 +71,30 @@ def _wait_port(port: int) -> None:
     raise RuntimeError("The SMTP sink did not start.")
 
 
+def ensure_history(central: Entity, *, last_recipient: int, raw: Callable[..., int]) -> None:
+    """What the pressure rule reads, made once per database: one email sent two days ago to
+    every contact, and two more to every fourth recipient, who thereby reaches the limit."""
+    if Campaign.objects.filter(name=HISTORY).exists():
+        return
+    started = time.perf_counter()
+    campaign = Campaign.objects.create(name=HISTORY, kind="parent", entity=central)
+    sent_at = timezone.now() - timedelta(days=2)
+    q = connection.ops.quote_name
+    message, contact = q(Message._meta.db_table), q(Contact._meta.db_table)
+    everyone, every_fourth = "", "WHERE c.id <= %s AND c.id %% 4 = 0"
+    for index, where in enumerate([everyone, every_fourth, every_fourth]):
+        delivery = Delivery.objects.create(campaign=campaign, label=f"History {index}")
+        raw(
+            f"INSERT INTO {message} (delivery_id, contact_id, secondary_id, entity_id, channel, "
+            "address, status, rule, error, attempts, sent_at, created_at) SELECT %s, c.id, 0, "
+            f"c.entity_id, 'email', COALESCE(c.email, ''), 'sent', '', '', 1, %s, %s "
+            f"FROM {contact} c {where}",
+            [delivery.pk, sent_at, sent_at] + ([last_recipient] if where else []),
+        )
+    total = Message.objects.filter(delivery__campaign=campaign).count()
+    print(f"Made a history of {total} sent messages in {time.perf_counter() - started:.1f} s")
+
+
 def measure_deliveries(
     measure: Callable[..., None], raw: Callable[..., int], recipients: int, sends: int
 ) -> None:
@@ -87,6 +112,7 @@ def measure_deliveries(
     )
     rows = targeting.work_table(run_key, "t")
     q = connection.ops.quote_name
+    ensure_history(central, last_recipient=first[-1] if first else 0, raw=raw)
     if connection.vendor == "postgresql":  # dead rows of earlier runs would slow every insert
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM ANALYZE {q(Message._meta.db_table)}")
