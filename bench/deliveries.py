@@ -110,7 +110,6 @@ def measure_deliveries(
     targeting.materialise(
         Contact.objects.filter(pk__in=first), dimension="contact", run_key=run_key, name="t"
     )
-    rows = targeting.work_table(run_key, "t")
     q = connection.ops.quote_name
     ensure_history(central, last_recipient=first[-1] if first else 0, raw=raw)
     if connection.vendor == "postgresql":  # dead rows of earlier runs would slow every insert
@@ -138,7 +137,7 @@ def measure_deliveries(
             campaign=campaign, label="Bench", channel="email", typology=typology,
             subject=SUBJECT, text_body=TEXT,
         )  # fmt: skip
-        preparation.prepare(delivery=delivery, rows=rows)
+        preparation.prepare(delivery=delivery, run_key=run_key, table="t")
         rendered = render_all(delivery)
         made.append(delivery.pk)
         return rendered
@@ -218,7 +217,7 @@ def measure_deliveries(
             campaign=campaign, label="Bench send", channel="email", subject=SUBJECT,
             text_body=TEXT,
         )  # fmt: skip
-        preparation.prepare(delivery=delivery, rows=targeting.work_table(run_key, "s"))
+        preparation.prepare(delivery=delivery, run_key=run_key, table="s")
         Message.objects.filter(delivery=delivery, address="").update(address="x@example.com")
         started = time.perf_counter()
         sending.confirm(delivery=delivery, actor=None)  # chunks run in-process (eager)

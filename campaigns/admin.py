@@ -607,7 +607,7 @@ def _delivery_call(name: str):  # type: ignore[no-untyped-def]
         from campaigns.delivery import preparation, sending
 
         calls = {
-            "prepare": lambda: preparation.prepare_one_off(delivery=obj, actor=actor),
+            "start_preparation": lambda: preparation.prepare_one_off(delivery=obj, actor=actor),
             "send": lambda: sending.confirm(delivery=obj, actor=actor),
             "cancel": lambda: sending.cancel(delivery=obj, actor=actor),
         }
@@ -631,13 +631,14 @@ class DeliveryAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
     fields = ["campaign", "label", "channel", "dimension", "saved_query", "typology",
               "category", "sender", "reply_to", "subject", "html_body", "text_body",
               "push_title", "push_data", "columns", "requires_approval", "scheduled_at",
-              "state", "targeted", "exclusions", "by_status", "prepared_at", "sent_at",
-              "export_file", "error", "run", "activity", "created_by"]  # fmt: skip
-    readonly_fields = ["state", "targeted", "exclusions", "by_status", "prepared_at", "sent_at",
-                       "export_file", "error", "run", "activity", "created_by"]  # fmt: skip
+              "state", "preparation", "targeted", "exclusions", "by_status", "prepared_at",
+              "sent_at", "export_file", "error", "run", "activity", "created_by"]  # fmt: skip
+    readonly_fields = ["state", "preparation", "targeted", "exclusions", "by_status",
+                       "prepared_at", "sent_at", "export_file", "error", "run", "activity",
+                       "created_by"]  # fmt: skip
     inlines = [AuditLogInline]
     transition_actions = {
-        "prepare": ("Prepare (target and typology)", _delivery_call("prepare")),
+        "start_preparation": ("Prepare (target and typology)", _delivery_call("start_preparation")),
         "send": ("Send (or ask for approval)", _delivery_call("send")),
         "cancel": ("Cancel", _delivery_call("cancel")),
     }
@@ -661,13 +662,26 @@ class DeliveryAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is not None and (obj.run_id or obj.state != "draft"):
-            return [field for field in self.fields if field != "by_status"] + ["by_status"]
+            return self.fields
         return self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: Delivery, form: Any, change: bool) -> None:
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+    @admin.display(description="preparation")
+    def preparation(self, obj: Delivery) -> str:
+        from campaigns.delivery.preparation import progress
+
+        done = progress(obj) if obj.pk else None
+        if not done or not done.chunks:
+            return "—"
+        return format_html(
+            '<progress max="100" value="{}"></progress> {}% · {} of {} chunks, {} of {} rows',
+            done.percent, done.percent, done.chunks_done, done.chunks,
+            f"{done.rows_done:,}", f"{done.rows:,}",
+        )  # fmt: skip
 
     @admin.display(description="messages by status")
     def by_status(self, obj: Delivery) -> str:

@@ -34,6 +34,14 @@ def wake_waiting_activities() -> int:
 
 
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=1800, time_limit=1900)
+def prepare_chunk(chunk_id: int) -> int:
+    """Turn one chunk of a delivery's target into messages; safe to run twice."""
+    from campaigns.delivery import preparation
+
+    return preparation.run_chunk(chunk_id)
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=1800, time_limit=1900)
 def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict:
     """Send one chunk of a delivery; safe to run twice or after a killed worker."""
     from campaigns.delivery import sending
@@ -60,10 +68,11 @@ def send_proofs(proof_ids: list[int]) -> int:
 
 @shared_task(acks_late=True, ignore_result=True)
 def recover_stalled_sends() -> int:
-    """Every minute: chunks claimed by a worker that died are sent again (once)."""
-    from campaigns.delivery import sending
+    """Every minute: chunks claimed by a worker that died are sent again (once), and lost
+    preparation chunks are enqueued again."""
+    from campaigns.delivery import preparation, sending
 
-    return sending.recover_stalled()
+    return sending.recover_stalled() + preparation.recover_stalled()
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -159,6 +159,8 @@ APPROVAL_REMINDER_HOURS = env_int(ENV, "APPROVAL_REMINDER_HOURS", 24, minimum=1)
 
 # Deliveries: chunked sending by Celery workers.
 DELIVERY_CHUNK_SIZE = env_int(ENV, "DELIVERY_CHUNK_SIZE", 500, minimum=1)
+# Target rows per preparation task (one INSERT … SELECT each); progress moves chunk by chunk.
+DELIVERY_PREPARE_CHUNK_SIZE = env_int(ENV, "DELIVERY_PREPARE_CHUNK_SIZE", 20000, minimum=1)
 DELIVERY_CLAIM_LEASE_SECONDS = env_int(ENV, "DELIVERY_CLAIM_LEASE_SECONDS", 300, minimum=1)
 DELIVERY_MAX_ATTEMPTS = env_int(ENV, "DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
 DELIVERY_RETRY_BASE_SECONDS = env_int(ENV, "DELIVERY_RETRY_BASE_SECONDS", 60, minimum=1)

@@ -1,22 +1,29 @@
-"""Preparation: the target becomes one message row per recipient (one INSERT … SELECT that
-skips rows already there, so preparing twice never duplicates), then the typology's rules
-mark what they exclude, each with its count."""
+"""Preparation: the target becomes one message row per recipient, chunk by chunk (each an
+INSERT … SELECT that skips rows already there, so preparing twice never duplicates), then
+the typology's rules mark what they exclude, each with its count."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import CharField, DateTimeField, F, QuerySet, Value
+from django.db.models import CharField, Count, DateTimeField, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from campaigns.choices import Channel
 from campaigns.delivery.typology import apply_rules
-from campaigns.models import Delivery, Message, MessageStatus
-from campaigns.targeting.worktables import insert_select
+from campaigns.models import Delivery, DeliveryState, Message, MessageStatus, PreparationChunk
+from campaigns.targeting.worktables import id_ranges, insert_select, work_table
 from portal import services as portal_services
 from portal.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
 
 ADDRESS = {
     Channel.EMAIL: "contact__email",
@@ -60,30 +67,175 @@ def insert_messages(delivery: Delivery, rows: QuerySet) -> int:
     return insert_select(Message, COLUMNS, select, ignore_conflicts=True)
 
 
-def prepare(*, delivery: Delivery, rows: QuerySet | None = None, actor: Any = None) -> Delivery:
-    """Prepare (or prepare again) a delivery from its target rows: insert the missing
-    messages, put back the rows earlier rules excluded, apply the typology, record counts."""
+def prepare(
+    *,
+    delivery: Delivery,
+    run_key: str,
+    table: str,
+    actor: Any = None,
+    background: bool = False,
+) -> Delivery:
+    """Prepare (or prepare again) a delivery from the work table (run_key, table).
+
+    The table is cut into id ranges, one ``PreparationChunk`` each; every chunk inserts its
+    missing messages, and the last one done applies the typology and records the counts.
+    In the ``background`` the chunks are Celery tasks enqueued when the transaction commits
+    (the delivery shows its progress meanwhile); otherwise they run now, in order."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
-        if rows is not None:
-            insert_messages(delivery, rows)
+        ranges = id_ranges(work_table(run_key, table), settings.DELIVERY_PREPARE_CHUNK_SIZE)
+        portal_services.transition(
+            obj=delivery,
+            name="start_preparation",
+            actor=actor,
+            check_permission=False,
+            extra={"chunks": len(ranges), "rows": sum(rows for _, _, rows in ranges)},
+            chunks=len(ranges),
+            rows=sum(rows for _, _, rows in ranges),
+        )
+        delivery.preparation_chunks.all().delete()
+        chunks = PreparationChunk.objects.bulk_create(
+            PreparationChunk(delivery=delivery, run_key=run_key, table=table, first_id=first,
+                             last_id=last, rows=rows)
+            for first, last, rows in ranges
+        )  # fmt: skip
+        # Prepared again: the rows earlier rules excluded are judged afresh.
         Message.objects.filter(delivery=delivery, status=MessageStatus.EXCLUDED).update(
             status=MessageStatus.PENDING, rule=""
         )
+        ids = [chunk.pk for chunk in chunks]
+        if background:
+            transaction.on_commit(partial(enqueue_preparation, delivery.pk, ids))
+            return delivery
+        for chunk_id in ids:
+            prepare_chunk(chunk_id)
+        return finish_preparation(delivery.pk)
+
+
+def enqueue_preparation(delivery_id: int, chunk_ids: list[int]) -> None:
+    from campaigns.tasks import prepare_chunk as task
+
+    for chunk_id in chunk_ids:
+        task.delay(chunk_id)
+    if not chunk_ids:
+        finish_preparation(delivery_id)
+
+
+def run_chunk(chunk_id: int) -> int:
+    """The chunk task's body: the chunk, then the end of the preparation if it was the last.
+    An error fails the delivery with its message rather than leaving it preparing."""
+    delivery_id = (
+        PreparationChunk.objects.filter(pk=chunk_id).values_list("delivery_id", flat=True).first()
+    )
+    if delivery_id is None:
+        return 0
+    try:
+        inserted = prepare_chunk(chunk_id)
+        finish_preparation(delivery_id)
+    except Exception as exc:
+        logger.exception("Preparing delivery %s failed", delivery_id)
+        fail_preparation(delivery_id, f"Preparation failed: {type(exc).__name__}: {exc}")
+        return 0
+    return inserted
+
+
+def fail_preparation(delivery_id: int, error: str) -> None:
+    from campaigns.delivery.sending import wake_workflow
+
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.state == DeliveryState.PREPARING:
+            portal_services.transition(obj=delivery, name="fail", error=error[:2000])
+            wake_workflow(delivery)
+
+
+def prepare_chunk(chunk_id: int) -> int:
+    """Insert one chunk's messages; returns how many it added. Runs once per chunk: a task
+    delivered twice (or re-run after its worker died) finds the chunk done."""
+    with transaction.atomic():
+        chunk = (
+            PreparationChunk.objects.select_for_update()
+            .select_related("delivery")
+            .filter(pk=chunk_id, done=False)
+            .first()
+        )
+        if chunk is None or chunk.delivery.state != DeliveryState.PREPARING:
+            return 0
+        rows = work_table(chunk.run_key, chunk.table).filter(
+            id__gte=chunk.first_id, id__lte=chunk.last_id
+        )
+        chunk.inserted = insert_messages(chunk.delivery, rows)
+        chunk.done = True
+        chunk.save(update_fields=["inserted", "done"])
+    return chunk.inserted
+
+
+def finish_preparation(delivery_id: int) -> Delivery:
+    """Once every chunk is done: apply the typology, record the counts, and (for a
+    workflow's delivery) send it. Before that, or when already finished, nothing."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if (
+            delivery.state != DeliveryState.PREPARING
+            or delivery.preparation_chunks.filter(done=False).exists()
+        ):
+            return delivery
         rules = delivery.typology.rules if delivery.typology_id else []
         exclusions = apply_rules(delivery, rules)
         targeted = Message.objects.filter(delivery=delivery).count()
         portal_services.transition(
             obj=delivery,
             name="prepare",
-            actor=actor,
-            check_permission=False,
             extra={"targeted": targeted, "exclusions": exclusions},
             targeted=targeted,
             exclusions=exclusions,
             at=timezone.now(),
         )
+        if delivery.run_id and delivery.activity_id:
+            from campaigns.delivery import sending
+
+            delivery = sending.confirm(delivery=delivery, actor=None)
     return delivery
+
+
+def recover_stalled(*, now: Any = None) -> int:
+    """Beat: chunks still undone longer than the lease after they were cut (their task was
+    lost) are enqueued again; a chunk done meanwhile is skipped by its task."""
+    from campaigns.tasks import prepare_chunk as task
+
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
+    chunk_ids = PreparationChunk.objects.filter(
+        done=False, created_at__lt=stale, delivery__state=DeliveryState.PREPARING
+    ).values_list("pk", flat=True)
+    count = 0
+    for chunk_id in chunk_ids:
+        task.delay(chunk_id)
+        count += 1
+    return count
+
+
+def progress(delivery: Delivery) -> Progress:
+    """How far the preparation is: chunks and rows done out of all."""
+    totals = delivery.preparation_chunks.aggregate(
+        n_chunks=Count("id"),
+        n_chunks_done=Count("id", filter=Q(done=True)),
+        n_rows=Coalesce(Sum("rows"), 0),
+        n_rows_done=Coalesce(Sum("rows", filter=Q(done=True)), 0),
+    )
+    return Progress(**{key.removeprefix("n_"): value for key, value in totals.items()})
+
+
+@dataclass(frozen=True)
+class Progress:
+    chunks: int
+    chunks_done: int
+    rows: int
+    rows_done: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.rows_done / self.rows) if self.rows else 100
 
 
 def prepare_one_off(*, delivery: Delivery, actor: Any) -> Delivery:
@@ -107,4 +259,6 @@ def prepare_one_off(*, delivery: Delivery, actor: Any) -> Delivery:
                                       entity=delivery.campaign.entity),
             dimension=query.dimension, run_key=run_key, name="target",
         )  # fmt: skip
-        return prepare(delivery=delivery, rows=targeting.work_table(run_key, "target"), actor=actor)
+        return prepare(
+            delivery=delivery, run_key=run_key, table="target", actor=actor, background=True
+        )

@@ -43,6 +43,7 @@ from campaigns.models import (
     Quarantine,
 )
 from campaigns.targeting.registry import BOOKING_FIELDS, CONTACT_FIELDS
+from campaigns.targeting.worktables import id_ranges
 from portal import services as portal_services
 from portal.choices import Role
 from portal.exceptions import DomainError
@@ -126,7 +127,7 @@ def approval_decided(*, delivery: Delivery, approved: bool, actor: Any, comment:
         portal_services.transition(
             obj=delivery, name="cancel", actor=actor, comment=comment, check_permission=False
         )
-        _wake_workflow(delivery)
+        wake_workflow(delivery)
 
 
 def cancel(*, delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
@@ -135,7 +136,7 @@ def cancel(*, delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
         portal_services.transition(obj=delivery, name="cancel", actor=actor, comment=reason)
         approvals.cancel_requests_for(obj=delivery, actor=actor, reason=reason or "Cancelled.")
-        _wake_workflow(delivery)
+        wake_workflow(delivery)
     return delivery
 
 
@@ -147,14 +148,9 @@ def enqueue_chunks(delivery_id: int) -> int:
     if delivery.channel == Channel.DIRECT_MAIL:
         export_direct_mail.delay(delivery_id)
         return 1
-    ids = list(
-        Message.objects.filter(delivery_id=delivery_id, status=MessageStatus.PENDING)
-        .order_by("id")
-        .values_list("id", flat=True)
-    )
-    size = settings.DELIVERY_CHUNK_SIZE
-    chunks = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
-    for first, last in chunks:
+    pending = Message.objects.filter(delivery_id=delivery_id, status=MessageStatus.PENDING)
+    chunks = id_ranges(pending, settings.DELIVERY_CHUNK_SIZE)
+    for first, last, _rows in chunks:
         send_chunk.delay(delivery_id, first, last)
     if not chunks:
         finish_if_done(delivery_id)
@@ -173,11 +169,11 @@ def finish_if_done(delivery_id: int) -> bool:
         if busy:
             return False
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
-        _wake_workflow(delivery)
+        wake_workflow(delivery)
     return True
 
 
-def _wake_workflow(delivery: Delivery) -> None:
+def wake_workflow(delivery: Delivery) -> None:
     if delivery.run_id and delivery.activity_id:
         from campaigns.workflow import engine
 
@@ -503,7 +499,7 @@ def export_direct_mail(delivery_id: int) -> str:
         delivery.save(update_fields=["export_file"])
         pending.update(status=MessageStatus.SENT, sent_at=timezone.now())
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
-        _wake_workflow(delivery)
+        wake_workflow(delivery)
     return delivery.export_file.name
 
 

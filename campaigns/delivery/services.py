@@ -88,20 +88,20 @@ def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) ->
 
 def delivery_for_activity(ctx: Any, now: datetime) -> datetime | None:
     """The workflow's delivery activity, in a real run: its delivery (created once per run
-    and activity) is prepared from the activity's input and sent (after its approval when it
-    needs one); the activity waits until it is sent or cancelled."""
+    and activity) is prepared from the activity's input by background tasks, then sent
+    (after its approval when it needs one); the activity waits until it is sent, cancelled
+    or failed."""
     from campaigns.delivery import sending
 
     delivery = prepare_for_activity(ctx)
-    if delivery.state == DeliveryState.PREPARED:
-        delivery = sending.confirm(delivery=delivery, actor=None)
     if delivery.state in sending.FINISHED:
         return None
     return now + WAIT_FOR_SENDING
 
 
 def prepare_for_activity(ctx: Any) -> Delivery:
-    """The activity's delivery, created once per run, prepared from the activity's input."""
+    """The activity's delivery, created once per run; its preparation starts from the
+    activity's input (when the run's transaction commits)."""
     settings = ctx.activity.settings
     run = ctx.execution.run
     delivery = Delivery.objects.filter(run=run, activity=ctx.activity).first()
@@ -124,4 +124,12 @@ def prepare_for_activity(ctx: Any) -> Delivery:
                 )
         except IntegrityError:
             delivery = Delivery.objects.get(run=run, activity=ctx.activity)
-    return preparation.prepare(delivery=delivery, rows=ctx.inputs[0], actor=run.started_by)
+    if delivery.state != DeliveryState.DRAFT:
+        return delivery
+    return preparation.prepare(
+        delivery=delivery,
+        run_key=ctx.run_key,
+        table=ctx.input_names[0],
+        actor=run.started_by,
+        background=True,
+    )

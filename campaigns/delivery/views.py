@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from campaigns.delivery import reports, sending, services
+from campaigns.delivery import preparation, reports, sending, services
 from campaigns.models import Campaign, Contact, Delivery, DeliveryState
 from portal.models import AuditLog, Entity, is_central_user
 from portal.web import attempt, page_number
@@ -68,7 +68,15 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "may_send": may_act and delivery.state == DeliveryState.PREPARED,
             "may_cancel": may_act
             and delivery.state
-            in (DeliveryState.PREPARED, DeliveryState.AWAITING_APPROVAL, DeliveryState.READY),
+            in (
+                DeliveryState.PREPARING,
+                DeliveryState.PREPARED,
+                DeliveryState.AWAITING_APPROVAL,
+                DeliveryState.READY,
+            ),
+            "progress": preparation.progress(delivery)
+            if delivery.state == DeliveryState.PREPARING
+            else None,
             "may_proof": may_act and delivery.state not in sending.FINISHED,
             "proofs": delivery.proofs.select_related("contact")[:20],
             "preview": preview,

@@ -21,6 +21,7 @@ from campaigns.models.delivery import (
     DeliveryState,
     Message,
     MessageStatus,
+    PreparationChunk,
     Proof,
     Typology,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Message",
     "MessageStatus",
     "PersonalisationField",
+    "PreparationChunk",
     "Proof",
     "Quarantine",
     "SavedQuery",

@@ -61,6 +61,7 @@ class Typology(models.Model):
 
 class DeliveryState(models.TextChoices):
     DRAFT = "draft", "Draft"
+    PREPARING = "preparing", "Preparing"
     PREPARED = "prepared", "Prepared"
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     READY = "ready", "Ready to send"
@@ -168,8 +169,12 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
     @transition(
         field=state,
         source=[DeliveryState.DRAFT, DeliveryState.PREPARED, DeliveryState.READY],
-        target=DeliveryState.PREPARED,
+        target=DeliveryState.PREPARING,
     )
+    def start_preparation(self, *, chunks: int, rows: int) -> None:
+        """Preparation tasks turn the target into messages, chunk by chunk."""
+
+    @transition(field=state, source=DeliveryState.PREPARING, target=DeliveryState.PREPARED)
     def prepare(self, *, targeted: int, exclusions: dict[str, int], at: Any) -> None:
         self.targeted = targeted
         self.exclusions = exclusions
@@ -199,6 +204,7 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         field=state,
         source=[
             DeliveryState.DRAFT,
+            DeliveryState.PREPARING,
             DeliveryState.PREPARED,
             DeliveryState.AWAITING_APPROVAL,
             DeliveryState.READY,
@@ -210,11 +216,42 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
 
     @transition(
         field=state,
-        source=[DeliveryState.PREPARED, DeliveryState.READY, DeliveryState.SENDING],
+        source=[
+            DeliveryState.PREPARING,
+            DeliveryState.PREPARED,
+            DeliveryState.READY,
+            DeliveryState.SENDING,
+        ],
         target=DeliveryState.FAILED,
     )
     def fail(self, *, error: str) -> None:
         self.error = error
+
+
+class PreparationChunk(models.Model):
+    """One slice (an id range) of the work table a delivery is prepared from: one task turns
+    it into messages; the delivery's progress is the share of its chunks done."""
+
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="preparation_chunks"
+    )
+    run_key = models.CharField(max_length=64)
+    table = models.CharField(max_length=64)
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    rows = models.PositiveIntegerField(help_text="Work-table rows in the range.")
+    done = models.BooleanField(default=False)
+    inserted = models.PositiveIntegerField(default=0, help_text="Messages it added.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["first_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "first_id"], name="chunk_once_per_range")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}: {self.first_id}-{self.last_id}"
 
 
 class MessageStatus(models.TextChoices):

@@ -105,6 +105,16 @@ def work_table(run_key: str, name: str) -> QuerySet:
     return WorkTableRow.objects.filter(run_key=run_key, name=name)
 
 
+def id_ranges(rows: QuerySet, size: int) -> list[tuple[int, int, int]]:
+    """Cut ``rows`` into consecutive id ranges of at most ``size`` rows: (first, last, rows)
+    each. Only the ids are read, in order."""
+    ids = list(rows.order_by("id").values_list("id", flat=True))
+    return [
+        (ids[start], ids[min(start + size, len(ids)) - 1], len(ids[start : start + size]))
+        for start in range(0, len(ids), size)
+    ]
+
+
 def copy_rows(rows: QuerySet, *, run_key: str, name: str, data: Any = None) -> int:
     """Write work-table rows selected by ``rows`` (any filter over WorkTableRow, or a union
     grouped by contact) as the table (run_key, name), replacing it. One INSERT … SELECT.

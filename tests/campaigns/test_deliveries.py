@@ -41,9 +41,10 @@ def crowd(org):
 
 
 def target(run_key="t", dimension="contact", conditions=None):
+    """Materialise a target; returns the work table's name, as ``prepare`` takes it."""
     queryset = targeting.target_queryset(dimension, conditions or {})
     targeting.materialise(queryset, dimension=dimension, run_key=run_key, name="target")
-    return targeting.work_table(run_key, "target")
+    return {"run_key": run_key, "table": "target"}
 
 
 def sent_before(campaign, contact, times, days_ago=1):
@@ -73,7 +74,7 @@ def test_each_typology_rule_excludes_exactly_its_recipients(campaign, crowd, org
     delivery = Delivery.objects.create(
         campaign=campaign, label="Spring", channel="email", typology=typology
     )
-    delivery = preparation.prepare(delivery=delivery, rows=target())
+    delivery = preparation.prepare(delivery=delivery, **target())
     assert delivery.state == "prepared" and delivery.targeted == 10
     assert delivery.exclusions == {
         "consent": 1, "blocklist": 1, "quarantine": 1, "missing_address": 1, "duplicates": 1,
@@ -105,7 +106,7 @@ def test_capacity_keeps_the_first_and_a_control_group_is_held_out_stably(campaig
     delivery = Delivery.objects.create(
         campaign=campaign, label="Capped", channel="email", typology=typology
     )
-    delivery = preparation.prepare(delivery=delivery, rows=target())
+    delivery = preparation.prepare(delivery=delivery, **target())
     held = set(
         Message.objects.filter(delivery=delivery, rule="control_group").values_list(
             "contact_id", flat=True
@@ -123,7 +124,7 @@ def test_capacity_keeps_the_first_and_a_control_group_is_held_out_stably(campaig
     assert delivery.exclusions["capacity"] == 10 - len(held) - len(pending)
     capped = Message.objects.filter(delivery=delivery, rule="capacity").values_list("id", flat=True)
     assert not capped or min(capped) > max(pending)  # the first ones are kept
-    again = preparation.prepare(delivery=delivery, rows=target("t2"))  # prepared again
+    again = preparation.prepare(delivery=delivery, **target("t2"))  # prepared again
     assert again.exclusions == delivery.exclusions
     assert Message.objects.filter(delivery=delivery).count() == 10  # never duplicated
 
@@ -136,12 +137,12 @@ def test_pressure_by_category_counts_only_that_category(campaign, crowd, org):
     news = Delivery.objects.create(
         campaign=campaign, label="News", channel="email", typology=typology, category="news"
     )
-    assert preparation.prepare(delivery=news, rows=target()).exclusions == {"pressure": 0}
+    assert preparation.prepare(delivery=news, **target()).exclusions == {"pressure": 0}
     Delivery.objects.filter(label="Earlier").update(category="promo")
     promo = Delivery.objects.create(
         campaign=campaign, label="Promo", channel="email", typology=typology, category="promo"
     )
-    assert preparation.prepare(delivery=promo, rows=target("t2")).exclusions == {"pressure": 1}
+    assert preparation.prepare(delivery=promo, **target("t2")).exclusions == {"pressure": 1}
 
 
 def test_a_multi_level_target_gives_one_message_per_booking(campaign, org):
@@ -154,7 +155,7 @@ def test_a_multi_level_target_gives_one_message_per_booking(campaign, org):
     delivery = Delivery.objects.create(
         campaign=campaign, label="Per booking", channel="email", dimension="booking"
     )
-    preparation.prepare(delivery=delivery, rows=target(dimension="booking"))
+    preparation.prepare(delivery=delivery, **target(dimension="booking"))
     rows = Message.objects.filter(delivery=delivery).values_list(
         "contact__external_id", "secondary_id"
     )
@@ -257,10 +258,10 @@ def test_a_real_run_sends_its_delivery_once_and_waits_for_it(
         "Hello PRESSED"
     ]
     # The output carries the whole population; a sent delivery cannot be prepared again.
-    rows = targeting.work_table(run.run_key, output_table(send, "out"))
-    assert rows.count() == 10
+    out = output_table(send, "out")
+    assert targeting.work_table(run.run_key, out).count() == 10
     with pytest.raises(DomainError, match="while it is sent"):
-        preparation.prepare(delivery=delivery, rows=rows)
+        preparation.prepare(delivery=delivery, run_key=run.run_key, table=out)
     assert Message.objects.filter(delivery=delivery).count() == 10
     bad = act(campaign, "bad", "delivery", channel="email", subject="{{ oops }}", text_body="x")
     link(campaign, send, bad)
@@ -274,7 +275,7 @@ def test_the_admin_shows_figures_and_messages_of_visible_deliveries(campaign, cr
     delivery = Delivery.objects.create(
         campaign=campaign, label="Spring", channel="email", typology=typology
     )
-    preparation.prepare(delivery=delivery, rows=target())
+    preparation.prepare(delivery=delivery, **target())
     client.force_login(org.marketer)
     page = client.get(reverse("admin:campaigns_delivery_change", args=[delivery.pk]))
     assert page.status_code == 200

@@ -33,7 +33,7 @@ def prepared(campaign, **fields):
                 "html_body": "<p>Dear {{ contact.first_name }} from {{ entity.code }}</p>",
                 "text_body": "Dear {{ contact.first_name }}"}  # fmt: skip
     delivery = Delivery.objects.create(campaign=campaign, **{**defaults, **fields})
-    return preparation.prepare(delivery=delivery, rows=target())
+    return preparation.prepare(delivery=delivery, **target())
 
 
 def sent(outbox):
@@ -288,9 +288,18 @@ def test_a_one_off_delivery_is_written_prepared_and_sent_from_the_admin(
                       "push_data": "{}", "columns": "[]", **NO_HISTORY})  # fmt: skip
     delivery = Delivery.objects.get(label="Flash")
     run = "admin:campaigns_delivery_run"
-    client.post(reverse(run, args=[delivery.pk, "prepare"]))
+    with django_capture_on_commit_callbacks() as preparation_tasks:
+        client.post(reverse(run, args=[delivery.pk, "start_preparation"]))
+    delivery.refresh_from_db()
+    assert delivery.state == "preparing"  # in the background, with its progress shown
+    page = client.get(reverse("admin:campaigns_delivery_change", args=[delivery.pk]))
+    assert "0% · 0 of 1 chunks, 0 of 4 rows" in page.content.decode()
+    for task in preparation_tasks:
+        task()
     delivery.refresh_from_db()
     assert (delivery.state, delivery.targeted) == ("prepared", 4)
+    page = client.get(reverse("admin:campaigns_delivery_change", args=[delivery.pk]))
+    assert "100% · 1 of 1 chunks, 4 of 4 rows" in page.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse(run, args=[delivery.pk, "send"]))
     delivery.refresh_from_db()
@@ -361,7 +370,7 @@ def test_a_multi_level_send_writes_one_email_per_booking_with_its_fields(
         subject="{{ contact.first_name }}, your trip to {{ record.destination }}",
         text_body="Booking {{ record.reference }}",
     )  # fmt: skip
-    preparation.prepare(delivery=delivery, rows=target(dimension="booking"))
+    preparation.prepare(delivery=delivery, **target(dimension="booking"))
     send(delivery, org, django_capture_on_commit_callbacks)
     assert sorted((m.subject, m.body) for m in mailoutbox) == [
         ("Ann, your trip to Lisbon", "Booking R1"),

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from campaigns.delivery import preparation, sending
 from campaigns.models import Contact, Delivery, Message
-from campaigns.targeting import materialise, target_queryset, work_table
+from campaigns.targeting import materialise, target_queryset
 from tests.factories import CampaignFactory
 from tests.integration.conftest import wait_for
 
@@ -82,7 +82,7 @@ def test_a_worker_killed_mid_send_never_sends_twice_and_never_loses_one(
         campaign=campaign, label="Fault", channel="email",
         subject="Hello {{ contact.first_name }}", text_body="Hi",
     )  # fmt: skip
-    preparation.prepare(delivery=delivery, rows=work_table("f", "t"))
+    preparation.prepare(delivery=delivery, run_key="f", table="t")
 
     first = start_worker(**env)
     with transaction.atomic():
