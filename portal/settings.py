@@ -174,6 +174,14 @@ DELIVERY_PROVIDERS = {
     "sms": env_str(ENV, "DELIVERY_SMS_PROVIDER", "campaigns.delivery.providers.FileProvider"),
     "push": env_str(ENV, "DELIVERY_PUSH_PROVIDER", "campaigns.delivery.providers.FileProvider"),
 }
+# The HTTP gateway provider (campaigns.delivery.providers.HttpProvider) posts to these.
+DELIVERY_HTTP_GATEWAYS = {
+    channel: {
+        "url": env_str(ENV, f"DELIVERY_{channel.upper()}_URL", ""),
+        "token": env_str(ENV, f"DELIVERY_{channel.upper()}_TOKEN", ""),
+    }
+    for channel in ("sms", "push")
+}
 DELIVERY_OUTBOX_DIR = VAR_DIR / "outbox"
 DELIVERY_SENDER = env_str(ENV, "DELIVERY_SENDER", "Marketing <marketing@localhost>")
 

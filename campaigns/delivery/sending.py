@@ -370,6 +370,7 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
     delivery = Delivery.objects.select_related("campaign").get(pk=delivery_id)
     if delivery.state != DeliveryState.SENDING:
         return result
+    provider = provider_for(delivery.channel)  # a configuration error claims nothing
     token = claim(delivery_id, first_id, last_id)
     if token is None:
         finish_if_done(delivery_id)
@@ -377,7 +378,6 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
     mine = Message.objects.filter(claim=token, status=MessageStatus.SENDING)
     renderer = Renderer(delivery)
     messages = renderer.rows(mine.order_by("id"))
-    provider = provider_for(delivery.channel)
     throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
     try:
         provider.open()
