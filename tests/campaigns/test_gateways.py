@@ -12,9 +12,10 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from campaigns.models import Contact, Message, Quarantine
-from tests.campaigns.test_sending import people, prepared, send  # noqa: F401 (fixture)
+from tests.campaigns.test_sending import people, prepared, send  # noqa: F401 (a fixture)
 
 HTTP = "campaigns.delivery.providers.HttpProvider"
+pytestmark = pytest.mark.usefixtures("people")
 
 
 class Gateway(ThreadingHTTPServer):
@@ -71,7 +72,7 @@ def gateway(settings):
 
 
 def test_sms_go_to_the_gateway_once_each_with_retries_and_bounces(
-    campaign, people, org, gateway, django_capture_on_commit_callbacks, monkeypatch
+    campaign, org, gateway, django_capture_on_commit_callbacks, monkeypatch
 ):
     for n, contact in enumerate(Contact.objects.order_by("external_id")):
         contact.phone, contact.sms_consent = f"+336000000{n:02d}", True
@@ -102,9 +103,7 @@ def test_sms_go_to_the_gateway_once_each_with_retries_and_bounces(
     assert gone.error.startswith("Gateway answered 410")
 
 
-def test_push_carries_title_and_data(
-    campaign, people, org, gateway, django_capture_on_commit_callbacks
-):
+def test_push_carries_title_and_data(campaign, org, gateway, django_capture_on_commit_callbacks):
     Contact.objects.update(push_token="tok-9", push_consent=True)
     delivery = prepared(campaign, channel="push", push_title="Sale for {{ contact.first_name }}",
                         text_body="Open the app", push_data={"screen": "offers"})  # fmt: skip
