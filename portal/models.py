@@ -273,6 +273,11 @@ class AuditLog(models.Model):
     def actor_display(self) -> str:
         return self.actor_repr or "system"
 
+    @property
+    def action_display(self) -> str:
+        """The transition's name as words: ``start_preparation`` → "start preparation"."""
+        return self.action.replace("_", " ")
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ValidationError("Audit log entries are append-only.")
