@@ -52,35 +52,55 @@ def raw(sql: str, params: list | tuple = ()) -> int:
         return cursor.rowcount
 
 
-def ensure_audience(contacts: int) -> None:
+def ensure_entities(count: int) -> list[Entity]:
+    """At least ``count`` local entities (the demo's, then bench stores under its regions)."""
+    from portal import services
+    from portal.choices import EntityKind
+
+    if not Entity.objects.filter(kind="local").exists():
+        from django.core.management import call_command
+
+        call_command("seed_demo", "--quiet-logins", "--audience-size", "1")
+    regions = list(Entity.objects.filter(kind="region").order_by("pk"))
+    local = Entity.objects.filter(kind="local", active=True).order_by("pk")
+    for number in range(local.count(), count):
+        services.save_entity(
+            code=f"{PREFIX}-L{number:03d}",
+            name=f"Bench store {number}",
+            kind=EntityKind.LOCAL,
+            parent=regions[number % len(regions)],
+        )
+    return list(local[:count])
+
+
+def ensure_audience(contacts: int, entities: int) -> None:
     existing = Contact.objects.filter(external_id__startswith=f"{PREFIX}-").count()
     if existing >= contacts:
         print(f"Using the existing synthetic audience ({existing} contacts).")
         return
     if existing:
         sys.exit(f"A smaller {PREFIX} audience exists ({existing}); use a fresh database.")
-    if not Entity.objects.filter(kind="local").exists():
-        from django.core.management import call_command
-
-        call_command("seed_demo", "--quiet-logins", "--audience-size", "1")
+    spread = ensure_entities(entities)
     started = time.perf_counter()
-    made = synthetic.generate(contacts=contacts, prefix=PREFIX, seed=42)
+    made = synthetic.generate(contacts=contacts, prefix=PREFIX, seed=42, entities=spread)
     print(
         f"Generated {made.contacts} contacts, {made.bookings} bookings, "
-        f"{made.subscriptions} subscriptions in {time.perf_counter() - started:.1f} s"
+        f"{made.subscriptions} subscriptions over {len(spread)} local entities in "
+        f"{time.perf_counter() - started:.1f} s"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--entities", type=int, default=60, help="local entities (stores)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=2.0)
     parser.add_argument("--only", default="", help="run the operations whose name has this")
     parser.add_argument("--recipients", type=int, default=100_000, help="messages to prepare")
     parser.add_argument("--sends", type=int, default=20_000, help="emails to send to the sink")
     args = parser.parse_args()
-    ensure_audience(args.contacts)
+    ensure_audience(args.contacts, args.entities)
 
     q = connection.ops.quote_name
     contact, booking, wt = (

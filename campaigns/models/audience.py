@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
@@ -57,6 +58,9 @@ class Contact(models.Model):
             models.Index(fields=["entity", "blocklisted"]),
             models.Index(fields=["last_name", "first_name"]),
             models.Index(fields=["email_consent"], name="contact_email_consent_idx"),
+            # Text conditions compare case-insensitively (UPPER(x) = UPPER(value)): these
+            # give the planner an index and statistics for them.
+            models.Index(Upper("email"), name="contact_email_ci"),
         ]
 
     def __str__(self) -> str:
@@ -133,6 +137,8 @@ class Booking(models.Model):
         indexes = [
             models.Index(fields=["contact", "booking_date"]),
             models.Index(fields=["status", "booking_date"]),
+            models.Index(Upper("product"), name="booking_product_ci"),
+            models.Index(Upper("destination"), name="booking_destination_ci"),
         ]
 
     def __str__(self) -> str:

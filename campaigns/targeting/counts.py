@@ -32,7 +32,10 @@ def target_queryset(
     if user is not None and not is_central_user(user):
         queryset = queryset.filter(**{f"{spec.entity_path}__in": Entity.objects.visible_to(user)})
     if entity is not None:
-        queryset = queryset.filter(**{f"{spec.entity_path}__in": entity.descendants()})
+        # The subtree's ids as values, not as a subquery: the planner then knows how many
+        # rows they select (all of them, for the central entity) and scans accordingly.
+        subtree = list(entity.descendants().values_list("pk", flat=True))
+        queryset = queryset.filter(**{f"{spec.entity_path}__in": subtree})
     return queryset
 
 

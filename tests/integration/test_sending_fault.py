@@ -1,5 +1,6 @@
-"""The fault test: a real Celery worker is killed (SIGKILL) in the middle of a send, a new one
-starts, and every message reaches the SMTP sink exactly once."""
+"""The fault test: a real Celery worker prepares a delivery (in chunk tasks) and is killed
+(SIGKILL) in the middle of its send, a new one starts, and every message reaches the SMTP
+sink exactly once."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def test_a_worker_killed_mid_send_never_sends_twice_and_never_loses_one(
     env = {
         "EMAIL_URL": f"smtp://127.0.0.1:{port}?timeout=10",
         "DELIVERY_CHUNK_SIZE": "25",
+        "DELIVERY_PREPARE_CHUNK_SIZE": "20",
         "DELIVERY_CLAIM_LEASE_SECONDS": "2",
     }
     store = org.store_a
@@ -82,9 +84,14 @@ def test_a_worker_killed_mid_send_never_sends_twice_and_never_loses_one(
         campaign=campaign, label="Fault", channel="email",
         subject="Hello {{ contact.first_name }}", text_body="Hi",
     )  # fmt: skip
-    preparation.prepare(delivery=delivery, run_key="f", table="t")
-
     first = start_worker(**env)
+    # The worker prepares it too, in three chunk tasks.
+    with transaction.atomic():
+        preparation.prepare(delivery=delivery, run_key="f", table="t", background=True)
+    assert wait_for(lambda: Delivery.objects.get(pk=delivery.pk).state == "prepared", 60), "".join(
+        first.lines
+    )
+    assert delivery.preparation_chunks.filter(done=True).count() == 3
     with transaction.atomic():
         sending.confirm(delivery=delivery, actor=None)
     # Let it send a good part, then kill it while the sink holds a message unanswered.
