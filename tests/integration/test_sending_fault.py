@@ -64,10 +64,10 @@ def test_a_worker_killed_mid_send_never_sends_twice_and_never_loses_one(
 ):
     handler, port = sink
     settings.DELIVERY_CLAIM_LEASE_SECONDS = 2  # here (beat's recovery) as in the workers
+    settings.DELIVERY_PREPARE_CHUNK_SIZE = 20  # the chunks are cut here, prepared there
     env = {
         "EMAIL_URL": f"smtp://127.0.0.1:{port}?timeout=10",
         "DELIVERY_CHUNK_SIZE": "25",
-        "DELIVERY_PREPARE_CHUNK_SIZE": "20",
         "DELIVERY_CLAIM_LEASE_SECONDS": "2",
     }
     store = org.store_a
