@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 from jinja2 import TemplateError
@@ -364,6 +364,32 @@ class Throttle:
             self.next = max(now, self.next) + self.interval
 
 
+class SentMark:
+    """Marks one claimed message sent: one UPDATE (committed at once) by id and claim token.
+
+    It runs once per message sent, so its statement is composed once per chunk (table and
+    column names from the model's metadata, values as parameters) instead of by a queryset
+    each time: the ORM's own work was a quarter of the time a chunk spent per message."""
+
+    def __init__(self, token: uuid.UUID) -> None:
+        meta = Message._meta
+        quote = connection.ops.quote_name
+        column = {name: quote(meta.get_field(name).column) for name in
+                  ("id", "status", "sent_at", "error", "claim")}  # fmt: skip
+        self.sql = (
+            f"UPDATE {quote(meta.db_table)} SET {column['status']} = %s, "
+            f"{column['sent_at']} = %s, {column['error']} = %s "
+            f"WHERE {column['id']} = %s AND {column['claim']} = %s"
+        )
+        self.sent_at = meta.get_field("sent_at")
+        self.claim = meta.get_field("claim").get_db_prep_value(token, connection)
+
+    def __call__(self, message_id: int) -> None:
+        now = self.sent_at.get_db_prep_value(timezone.now(), connection)
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, [MessageStatus.SENT.value, now, "", message_id, self.claim])
+
+
 def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
     """Send one chunk; returns counts and, after a temporary error, when to retry."""
     result: dict[str, Any] = {"sent": 0, "failed": 0, "retry_in": None}
@@ -379,6 +405,7 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
     renderer = Renderer(delivery)
     messages = renderer.rows(mine.order_by("id"))
     throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
+    mark_sent = SentMark(token)
     try:
         provider.open()
     except TemporaryError as exc:
@@ -407,9 +434,7 @@ def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
                 continue
             # Marked the moment the provider accepted it: a crash after this line cannot
             # send it again, and a crash before it leaves it claimed, to be sent once more.
-            Message.objects.filter(pk=message["id"], claim=token).update(
-                status=MessageStatus.SENT, sent_at=timezone.now(), error=""
-            )
+            mark_sent(message["id"])
             result["sent"] += 1
     finally:
         provider.close()
