@@ -154,7 +154,7 @@ def prepare_chunk(chunk_id: int) -> int:
     delivered twice (or re-run after its worker died) finds the chunk done."""
     with transaction.atomic():
         chunk = (
-            PreparationChunk.objects.select_for_update()
+            PreparationChunk.objects.select_for_update(of=("self",))  # chunks run side by side
             .select_related("delivery")
             .filter(pk=chunk_id, done=False)
             .first()
