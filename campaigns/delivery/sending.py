@@ -502,8 +502,8 @@ def recover_stalled(*, now: datetime | None = None) -> int:
 
 
 def export_direct_mail(delivery_id: int) -> str:
-    """Direct mail: one CSV with the chosen columns for every pending recipient, attached to
-    the delivery; the recipients count as sent."""
+    """Direct mail: one file (CSV or XLSX) with the chosen columns for every pending
+    recipient, attached to the delivery; the recipients count as sent."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.state != DeliveryState.SENDING:
@@ -511,21 +511,40 @@ def export_direct_mail(delivery_id: int) -> str:
         pending = delivery.messages.filter(status=MessageStatus.PENDING)
         columns = [c for c in (delivery.columns or ["first_name", "last_name"])
                    if c in CONTACT_PATHS]  # fmt: skip
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["message", *columns])
-        for row in pending.order_by("id").values_list(
+        rows = pending.order_by("id").values_list(
             "id", *[f"contact__{CONTACT_PATHS[c]}" for c in columns]
-        ):
-            writer.writerow(row)
-        delivery.export_file.save(
-            f"direct-mail-{delivery.pk}.csv", ContentFile(out.getvalue().encode()), save=False
         )
+        header = ["message", *columns]
+        if delivery.export_format == "xlsx":
+            content = _xlsx(header, rows.iterator(chunk_size=5000))
+        else:
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(header)
+            writer.writerows(rows.iterator(chunk_size=5000))
+            content = out.getvalue().encode()
+        name = f"direct-mail-{delivery.pk}.{delivery.export_format or 'csv'}"
+        delivery.export_file.save(name, ContentFile(content), save=False)
         delivery.save(update_fields=["export_file"])
         pending.update(status=MessageStatus.SENT, sent_at=timezone.now())
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
         wake_workflow(delivery)
     return delivery.export_file.name
+
+
+def _xlsx(header: list[str], rows: Any) -> bytes:
+    """A one-sheet workbook, written row by row (openpyxl's write-only mode)."""
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Direct mail")
+    sheet.append(header)
+    for row in rows:
+        sheet.append([value.isoformat() if hasattr(value, "isoformat") else value
+                      for value in row])  # fmt: skip
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
 
 
 def request_proofs(

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from campaigns.choices import Channel
 from campaigns.delivery import preparation, rendering
 from campaigns.models import Campaign, Delivery, DeliveryState, Typology
+from campaigns.targeting.registry import CONTACT_FIELDS
 
 TEMPLATE_FIELDS = {
     Channel.EMAIL: {"subject": False, "html_body": True, "text_body": False},
@@ -52,6 +53,30 @@ def content_problems(
             problems.setdefault("text_body", []).append("An email needs a body.")
     if channel in (Channel.SMS, Channel.PUSH) and not (fields.get("text_body") or "").strip():
         problems.setdefault("text_body", []).append("The message needs a text.")
+    if channel == Channel.DIRECT_MAIL:
+        problems.update(export_problems(fields.get("columns"), fields.get("export_format")))
+    return problems
+
+
+EXPORT_COLUMNS = [key for key in CONTACT_FIELDS if "." not in key]
+EXPORT_FORMATS = ("csv", "xlsx")
+
+
+def export_problems(columns: Any, export_format: Any) -> dict[str, list[str]]:
+    """Direct mail: the columns are contact fields (empty: first and last name), the format
+    CSV or XLSX."""
+    problems: dict[str, list[str]] = {}
+    if columns in (None, ""):
+        columns = []
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        problems["columns"] = ['Give a list of contact fields, e.g. ["first_name", "email"].']
+    elif unknown := [c for c in columns if c not in EXPORT_COLUMNS]:
+        problems["columns"] = [
+            f"Unknown column{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}. "
+            f"Choose among {', '.join(EXPORT_COLUMNS)}."
+        ]
+    if (export_format or "csv") not in EXPORT_FORMATS:
+        problems["export_format"] = [f"The format must be one of {', '.join(EXPORT_FORMATS)}."]
     return problems
 
 
@@ -75,14 +100,13 @@ def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) ->
     typology = settings.get("typology")
     if typology is not None and not Typology.objects.filter(pk=typology).exists():
         problems.append("typology must be the id of a typology")
-    if channel != Channel.DIRECT_MAIL:
-        found = content_problems(
-            channel=channel,
-            fields=settings,
-            multi_level=settings.get("dimension") == "booking",
-            perso=perso_of(campaign),
-        )
-        problems += [f"{name}: {message}" for name, items in found.items() for message in items]
+    found = content_problems(
+        channel=channel,
+        fields=settings,
+        multi_level=settings.get("dimension") == "booking",
+        perso=perso_of(campaign),
+    )
+    problems += [f"{name}: {message}" for name, items in found.items() for message in items]
     return problems
 
 
@@ -116,6 +140,8 @@ def prepare_for_activity(ctx: Any) -> Delivery:
                     dimension=settings.get("dimension", "contact"),
                     typology_id=settings.get("typology"),
                     requires_approval=bool(settings.get("requires_approval")),
+                    columns=settings.get("columns") or [],
+                    export_format=settings.get("export_format") or "csv",
                     created_by=run.started_by,
                     **{
                         key: settings.get(key) or (str(ctx.activity) if key == "label" else "")

@@ -103,7 +103,16 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
     push_title = models.CharField(max_length=255, blank=True)
     push_data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     columns = models.JSONField(
-        default=list, blank=True, help_text="Direct mail: the columns of the export file."
+        default=list,
+        blank=True,
+        help_text='Direct mail: the contact fields of the export file, e.g. ["first_name", '
+        '"last_name", "email"].',
+    )
+    export_format = models.CharField(
+        max_length=8,
+        choices=[("csv", "CSV"), ("xlsx", "Excel (XLSX)")],
+        default="csv",
+        help_text="Direct mail: the export file's format.",
     )
     requires_approval = models.BooleanField(default=False)
     saved_query = models.ForeignKey(
@@ -159,7 +168,8 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         problems = content_problems(
             channel=self.channel,
             fields={field: getattr(self, field) for field in
-                    ("subject", "html_body", "text_body", "push_title")},
+                    ("subject", "html_body", "text_body", "push_title", "columns",
+                     "export_format")},
             multi_level=self.dimension == Dimension.BOOKING,
             perso=perso_of(self.campaign),
         )  # fmt: skip

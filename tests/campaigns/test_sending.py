@@ -280,12 +280,14 @@ def test_a_one_off_delivery_is_written_prepared_and_sent_from_the_admin(
     bad = client.post(add, {"campaign": campaign.pk, "label": "Flash", "channel": "email",
                             "dimension": "contact", "saved_query": query.pk,
                             "subject": "Hi {{ contact.nickname }}", "text_body": "x",
-                            "push_data": "{}", "columns": "[]", **NO_HISTORY})  # fmt: skip
+                            "push_data": "{}", "columns": "[]", "export_format": "csv",
+                            **NO_HISTORY})  # fmt: skip
     assert bad.status_code == 200 and "unknown variable" in bad.content.decode()
     client.post(add, {"campaign": campaign.pk, "label": "Flash", "channel": "email",
                       "dimension": "contact", "saved_query": query.pk,
                       "subject": "Hi {{ contact.first_name }}", "text_body": "Flash sale",
-                      "push_data": "{}", "columns": "[]", **NO_HISTORY})  # fmt: skip
+                      "push_data": "{}", "columns": "[]", "export_format": "csv",
+                      **NO_HISTORY})  # fmt: skip
     delivery = Delivery.objects.get(label="Flash")
     run = "admin:campaigns_delivery_run"
     with django_capture_on_commit_callbacks() as preparation_tasks:
@@ -388,3 +390,33 @@ def test_the_admin_runs_only_the_actions_its_buttons_offer(campaign, people, org
     assert "is not available now" in response.content.decode()
     delivery.refresh_from_db()
     assert delivery.state == "cancelled"
+
+
+def test_direct_mail_exports_the_chosen_columns_as_xlsx_and_refuses_unknown_ones(
+    campaign, people, org, django_capture_on_commit_callbacks
+):
+    from io import BytesIO
+
+    from django.core.exceptions import ValidationError
+    from openpyxl import load_workbook
+
+    bad = Delivery(campaign=campaign, label="Paper", channel="direct_mail",
+                   columns=["first_name", "shoe_size"], export_format="pdf")  # fmt: skip
+    with pytest.raises(ValidationError) as problems:
+        bad.clean()
+    assert problems.value.message_dict["columns"][0].startswith("Unknown column: shoe_size.")
+    assert "export_format" in problems.value.message_dict
+    from campaigns.delivery.services import activity_problems
+
+    found = activity_problems({"channel": "direct_mail", "columns": ["nope"]}, None)
+    assert len(found) == 1 and found[0].startswith("columns: Unknown column: nope.")
+
+    paper = prepared(campaign, channel="direct_mail", columns=["last_name", "email"],
+                     export_format="xlsx")  # fmt: skip
+    paper = send(paper, org, django_capture_on_commit_callbacks)
+    assert paper.state == "sent" and paper.export_file.name.endswith(".xlsx")
+    sheet = load_workbook(BytesIO(paper.export_file.read())).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == ("message", "last_name", "email")
+    assert sorted(row[2] for row in rows[1:]) == [f"p{n}@example.com" for n in range(6)]
+    assert Message.objects.filter(delivery=paper, status="sent").count() == 6
