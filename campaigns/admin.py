@@ -643,6 +643,10 @@ class DeliveryAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
         "send": ("Send (or ask for approval)", _delivery_call("send")),
         "cancel": ("Cancel", _delivery_call("cancel")),
     }
+    transition_done_messages = {
+        "start_preparation": "Preparation started: the workers prepare it chunk by chunk; "
+        "its progress shows below.",
+    }
 
     def available_transition_actions(self, obj: Delivery, request: HttpRequest) -> list[tuple]:
         actions = super().available_transition_actions(obj, request)

@@ -74,6 +74,8 @@ class ServiceTransitionAdminMixin:
 
     change_form_template = "admin/portal/transition_change_form.html"
     transition_actions: dict[str, tuple[str, ServiceAction]] = {}
+    # What the page says after an action succeeded (default: "<label>: done.").
+    transition_done_messages: dict[str, str] = {}
 
     def available_transition_actions(self, obj: Any, request: HttpRequest) -> list[tuple]:
         """Buttons whose FSM transition of the same name can proceed from the object's state
@@ -141,7 +143,8 @@ class ServiceTransitionAdminMixin:
             text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             self.message_user(request, text or "You may not do that.", messages.ERROR)  # type: ignore[attr-defined]
         else:
-            self.message_user(request, f"{label}: done.", messages.SUCCESS)  # type: ignore[attr-defined]
+            done = self.transition_done_messages.get(action, f"{label}: done.")
+            self.message_user(request, done, messages.SUCCESS)  # type: ignore[attr-defined]
         meta = self.model._meta  # type: ignore[attr-defined]
         return redirect(f"admin:{meta.app_label}_{meta.model_name}_change", obj.pk)
 

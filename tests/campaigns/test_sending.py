@@ -291,7 +291,8 @@ def test_a_one_off_delivery_is_written_prepared_and_sent_from_the_admin(
     delivery = Delivery.objects.get(label="Flash")
     run = "admin:campaigns_delivery_run"
     with django_capture_on_commit_callbacks() as preparation_tasks:
-        client.post(reverse(run, args=[delivery.pk, "start_preparation"]))
+        started = client.post(reverse(run, args=[delivery.pk, "start_preparation"]), follow=True)
+    assert "Preparation started" in started.content.decode()
     delivery.refresh_from_db()
     assert delivery.state == "preparing"  # in the background, with its progress shown
     page = client.get(reverse("admin:campaigns_delivery_change", args=[delivery.pk]))
