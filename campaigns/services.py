@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from campaigns.choices import CampaignKind, CampaignState, CollaborativeType, RunState
 from campaigns.models import Activity, Campaign, ScheduledRun
@@ -263,3 +264,14 @@ def run_campaign_transition(*, campaign: Campaign, name: str, actor: Any) -> Cam
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         portal_services.transition(obj=campaign, name=name, actor=actor)
     return campaign
+
+
+def contact_search(text: str, *, path: str = "") -> Q:
+    """What a contact search box matches: part of a first or last name or of an email, or
+    the exact customer id. ``path`` reaches the contact from another model ("contact__")."""
+    return (
+        Q(**{f"{path}last_name__icontains": text})
+        | Q(**{f"{path}first_name__icontains": text})
+        | Q(**{f"{path}email__icontains": text})
+        | Q(**{f"{path}external_id__iexact": text})
+    )

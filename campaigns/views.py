@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -235,11 +234,7 @@ def audience(request: HttpRequest) -> HttpResponse:
     )
     search = request.GET.get("q", "").strip()
     if search:
-        contacts = contacts.filter(
-            Q(last_name__icontains=search)
-            | Q(email__icontains=search)
-            | Q(external_id__iexact=search)
-        )
+        contacts = contacts.filter(services.contact_search(search))
     page = Paginator(contacts, 50).get_page(page_number(request))
     return render(
         request,

@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
@@ -94,12 +93,7 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
     rows = local_approval.list_rows(approval)
     search = request.GET.get("q", "").strip()
     if search:
-        rows = rows.filter(
-            Q(contact__last_name__icontains=search)
-            | Q(contact__first_name__icontains=search)
-            | Q(contact__email__icontains=search)
-            | Q(contact__external_id__iexact=search)
-        )
+        rows = rows.filter(services.contact_search(search, path="contact__"))
     sort = request.GET.get("sort", "name")
     rows = rows.order_by(*SORTS.get(sort, SORTS["name"]))
     page = Paginator(rows, 50).get_page(page_number(request))

@@ -12,7 +12,7 @@ def contacts(org):
     Contact.objects.create(
         external_id="A1", last_name="Alpha", email="a@x.com", entity=org.store_a, email_consent=True
     )
-    Contact.objects.create(external_id="A2", last_name="Beta", entity=org.store_a)
+    Contact.objects.create(external_id="A2", first_name="Bea", last_name="Beta", entity=org.store_a)
     Contact.objects.create(
         external_id="B1", last_name="Gamma", entity=org.store_b, email_consent=True
     )
@@ -85,6 +85,9 @@ def test_the_audience_page_lists_only_my_contacts(contacts, org, client):
     assert "Alpha" in body and "Beta" in body and "Gamma" not in body
     body = client.get(reverse("campaigns:audience") + "?q=gamma").content.decode()
     assert "Gamma" not in body
+    # The search box matches first names too, as the review page's does (one rule).
+    body = client.get(reverse("campaigns:audience") + "?q=bea").content.decode()
+    assert "Beta" in body and "Alpha" not in body
 
 
 def test_a_staff_local_user_cannot_list_other_contacts_in_the_admin(contacts, org, client):
