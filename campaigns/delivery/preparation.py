@@ -84,14 +84,14 @@ def prepare(
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
         ranges = id_ranges(work_table(run_key, table), settings.DELIVERY_PREPARE_CHUNK_SIZE)
+        size = {"chunks": len(ranges), "rows": sum(rows for _, _, rows in ranges)}
         portal_services.transition(
             obj=delivery,
             name="start_preparation",
             actor=actor,
             check_permission=False,
-            extra={"chunks": len(ranges), "rows": sum(rows for _, _, rows in ranges)},
-            chunks=len(ranges),
-            rows=sum(rows for _, _, rows in ranges),
+            extra=size,
+            **size,
         )
         delivery.preparation_chunks.all().delete()
         chunks = PreparationChunk.objects.bulk_create(
