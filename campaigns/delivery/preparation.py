@@ -12,7 +12,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import CharField, Count, DateTimeField, F, Q, QuerySet, Sum, Value
+from django.db.models import (
+    CharField,
+    Count,
+    DateTimeField,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -200,7 +211,9 @@ def finish_preparation(delivery_id: int) -> Delivery:
 
 def recover_stalled(*, now: Any = None) -> int:
     """Beat: chunks still undone longer than the lease after they were cut (their task was
-    lost) are enqueued again; a chunk done meanwhile is skipped by its task."""
+    lost) are enqueued again, a chunk done meanwhile being skipped by its task; and a
+    delivery whose chunks are all done but which is still preparing (its worker died
+    between its last chunk and the end) is finished. Returns how many of both."""
     from campaigns.tasks import prepare_chunk as task
 
     now = now or timezone.now()
@@ -211,6 +224,11 @@ def recover_stalled(*, now: Any = None) -> int:
     count = 0
     for chunk_id in chunk_ids:
         task.delay(chunk_id)
+        count += 1
+    undone = PreparationChunk.objects.filter(delivery=OuterRef("pk"), done=False)
+    finished = Delivery.objects.filter(state=DeliveryState.PREPARING).exclude(Exists(undone))
+    for delivery_id in finished.values_list("pk", flat=True):
+        finish_preparation(delivery_id)
         count += 1
     return count
 

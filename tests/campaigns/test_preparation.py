@@ -114,3 +114,19 @@ def test_lost_chunk_tasks_are_enqueued_again_after_the_lease(
     delivery.refresh_from_db()
     assert (delivery.state, delivery.targeted) == ("prepared", 11)
     assert preparation.recover_stalled(now=later) == 0
+
+
+def test_a_preparation_whose_worker_died_after_its_last_chunk_is_finished_by_beat(
+    campaign, eleven, org, django_capture_on_commit_callbacks
+):
+    delivery, _ = started(campaign, org, django_capture_on_commit_callbacks)
+    for chunk_id in chunk_ids(delivery):
+        preparation.prepare_chunk(chunk_id)  # the chunks, but not the end (the worker died)
+    delivery.refresh_from_db()
+    assert delivery.state == "preparing"
+    assert preparation.recover_stalled() == 1
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.targeted, delivery.exclusions) == (
+        "prepared", 11, {"consent": 2}
+    )  # fmt: skip
+    assert preparation.recover_stalled() == 0
