@@ -199,18 +199,27 @@ def provider_for(channel: str) -> Provider:
 def check_providers(**kwargs: Any) -> list[Any]:
     """System check: every channel's provider can be built from the settings (a wrong dotted
     path or a gateway without its URL is reported at start, not at the first send)."""
-    from django.core.checks import Error
+    from django.core import checks
 
     problems = []
     for channel in settings.DELIVERY_PROVIDERS:
         try:
-            provider_for(channel)
+            provider = provider_for(channel)
         except (ImportError, LookupError, TypeError) as exc:
             problems.append(
-                Error(
+                checks.Error(
                     f"The {channel} provider cannot be used: {exc}",
                     hint=f"Check DELIVERY_{channel.upper()}_PROVIDER and its settings.",
                     id="campaigns.E001",
+                )
+            )
+            continue
+        if isinstance(provider, HttpProvider) and provider.token and provider.url.scheme != "https":
+            problems.append(
+                checks.Warning(
+                    f"The {channel} gateway's token travels over plain HTTP.",
+                    hint=f"Use an https:// URL in DELIVERY_{channel.upper()}_URL.",
+                    id="campaigns.W001",
                 )
             )
     return problems

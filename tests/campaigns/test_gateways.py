@@ -124,3 +124,13 @@ def test_a_provider_without_its_gateway_url_fails_the_system_check(settings):
     text = str(problem.value)
     assert "The sms provider cannot be used: Set DELIVERY_SMS_URL" in text
     assert "The push provider cannot be used" in text
+
+
+def test_a_token_sent_over_plain_http_is_warned_about(settings):
+    from campaigns.delivery.providers import check_providers
+
+    settings.DELIVERY_PROVIDERS = {"sms": HTTP}
+    settings.DELIVERY_HTTP_GATEWAYS = {"sms": {"url": "http://sms.example/send", "token": "t"}}
+    assert [problem.id for problem in check_providers()] == ["campaigns.W001"]
+    settings.DELIVERY_HTTP_GATEWAYS = {"sms": {"url": "https://sms.example/send", "token": "t"}}
+    assert check_providers() == []
