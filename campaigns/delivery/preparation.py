@@ -29,7 +29,14 @@ from django.utils import timezone
 
 from campaigns.choices import Channel
 from campaigns.delivery.typology import apply_rules
-from campaigns.models import Delivery, DeliveryState, Message, MessageStatus, PreparationChunk
+from campaigns.models import (
+    Delivery,
+    DeliveryState,
+    Message,
+    MessageStatus,
+    PreparationChunk,
+    WorkflowRunState,
+)
 from campaigns.targeting.worktables import id_ranges, insert_select, work_table
 from portal import services as portal_services
 from portal.exceptions import DomainError
@@ -205,7 +212,15 @@ def finish_preparation(delivery_id: int) -> Delivery:
         if delivery.run_id and delivery.activity_id:
             from campaigns.delivery import sending
 
-            delivery = sending.confirm(delivery=delivery, actor=None)
+            run_state = delivery.run.state
+            if run_state in (WorkflowRunState.STOPPED, WorkflowRunState.FAILED):
+                # The run ended while its delivery was being prepared: nothing is sent.
+                portal_services.transition(
+                    obj=delivery, name="cancel",
+                    comment=f"The workflow run is {run_state}: nothing is sent.",
+                )  # fmt: skip
+            else:
+                delivery = sending.confirm(delivery=delivery, actor=None)
     return delivery
 
 

@@ -130,3 +130,32 @@ def test_a_preparation_whose_worker_died_after_its_last_chunk_is_finished_by_bea
         "prepared", 11, {"consent": 2}
     )  # fmt: skip
     assert preparation.recover_stalled() == 0
+
+
+def test_a_run_stopped_while_its_delivery_is_prepared_sends_nothing(
+    campaign, eleven, org, django_capture_on_commit_callbacks, mailoutbox, monkeypatch
+):
+    from campaigns.workflow import engine
+    from portal import services as portal_services
+    from tests.campaigns.workflow import act, link
+
+    query = act(campaign, "q", "query", conditions={})
+    send = act(campaign, "send", "delivery", channel="email",
+               subject="Hi {{ contact.first_name }}", text_body="x")  # fmt: skip
+    link(campaign, query, send)
+    link(campaign, send, act(campaign, "end", "end"))
+    portal_services.transition(obj=campaign, name="mark_ready")
+    held = []  # the chunk tasks, held back until the run is stopped
+    monkeypatch.setattr(preparation, "enqueue_preparation", lambda *args: held.append(args))
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.start_run(campaign=campaign, actor=org.marketer)
+    delivery = Delivery.objects.get(run=run, activity=send)
+    assert delivery.state == "preparing" and len(held) == 1
+
+    engine.stop_run(run=run, actor=org.marketer)
+    monkeypatch.undo()
+    with django_capture_on_commit_callbacks(execute=True):
+        preparation.enqueue_preparation(*held[0])
+    delivery.refresh_from_db()
+    assert delivery.state == "cancelled" and delivery.targeted == 11
+    assert mailoutbox == [] and not delivery.messages.filter(status="sent").exists()
