@@ -583,7 +583,7 @@ class TypologyAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MessageAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Message rows of the deliveries the user may see: status, excluding rule, errors."""
 
     list_display = ["contact", "delivery", "channel", "address", "status", "rule", "sent_at"]
@@ -592,14 +592,6 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["contact", "delivery"]
     raw_id_fields = ["contact", "delivery", "entity"]
     show_full_result_count = False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = super().get_queryset(request)
-        if is_central_user(request.user):
-            return queryset
-        return queryset.filter(
-            delivery__campaign__entity__in=Entity.objects.visible_to(request.user)
-        )
 
 
 def _delivery_call(name: str):  # type: ignore[no-untyped-def]
@@ -617,7 +609,7 @@ def _delivery_call(name: str):  # type: ignore[no-untyped-def]
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.ModelAdmin):
     """Deliveries: a one-off delivery is written here (content validated on save), prepared
     from a saved query and sent with the buttons; workflow deliveries are read-only. The
     figures: targeted, excluded per typology rule, messages by status."""
@@ -703,9 +695,3 @@ class DeliveryAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
             )
             or "—"
         )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = super().get_queryset(request)
-        if is_central_user(request.user):
-            return queryset
-        return queryset.filter(campaign__entity__in=Entity.objects.visible_to(request.user))

@@ -86,7 +86,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             if may_change and campaign.state in services.EDITABLE_CHILD_STATES
             else [],
             "deliveries": reports.campaign_deliveries(campaign)
-            .filter(campaign__in=Campaign.objects.visible_to(request.user))
+            .visible_to(request.user)
             .select_related("campaign")[:50],
             "lists": LocalApproval.objects.visible_to(request.user)
             .filter(execution__run__campaign=campaign)

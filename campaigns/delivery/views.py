@@ -6,19 +6,15 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from campaigns.delivery import preparation, reports, sending, services
-from campaigns.models import Campaign, Contact, Delivery, DeliveryState
+from campaigns.models import Contact, Delivery, DeliveryState
 from portal.models import AuditLog, Entity, is_central_user
 from portal.web import attempt, page_number
-
-
-def visible_deliveries(user) -> QuerySet:  # type: ignore[no-untyped-def]
-    return Delivery.objects.filter(campaign__in=Campaign.objects.visible_to(user))
 
 
 def _scoped_messages(delivery: Delivery, user):  # type: ignore[no-untyped-def]
@@ -32,7 +28,7 @@ def _scoped_messages(delivery: Delivery, user):  # type: ignore[no-untyped-def]
 @login_required
 def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
     delivery = get_object_or_404(
-        visible_deliveries(request.user).select_related("campaign", "typology"), pk=pk
+        Delivery.objects.visible_to(request.user).select_related("campaign", "typology"), pk=pk
     )
     scoped = _scoped_messages(delivery, request.user)
     if request.GET.get("export") == "csv":
@@ -93,7 +89,7 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    delivery = get_object_or_404(visible_deliveries(request.user), pk=pk)
+    delivery = get_object_or_404(Delivery.objects.visible_to(request.user), pk=pk)
     calls = {
         "send": lambda: sending.confirm(delivery=delivery, actor=request.user),
         "cancel": lambda: sending.cancel(

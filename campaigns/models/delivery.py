@@ -71,6 +71,18 @@ class DeliveryState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class DeliveryQuerySet(EntityOwnedQuerySet):
+    """A delivery belongs to its campaign's entity."""
+
+    entity_path = "campaign__entity"
+
+
+class MessageQuerySet(EntityOwnedQuerySet):
+    """A message row is seen with its delivery (its campaign's entity)."""
+
+    entity_path = "delivery__campaign__entity"
+
+
 class Delivery(ConcurrentTransitionMixin, models.Model):
     """One send on one channel: content, target dimension, typology, and its figures."""
 
@@ -141,6 +153,8 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
     export_file = models.FileField(
         upload_to="deliveries/", blank=True, help_text="Direct mail: the file for the printer."
     )
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -307,6 +321,8 @@ class Message(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
