@@ -35,7 +35,6 @@ from campaigns.models import (
     Message,
     MessageStatus,
     PreparationChunk,
-    WorkflowRunState,
 )
 from campaigns.targeting.worktables import id_ranges, insert_select, work_table
 from portal import services as portal_services
@@ -190,7 +189,8 @@ def prepare_chunk(chunk_id: int) -> int:
 
 def finish_preparation(delivery_id: int) -> Delivery:
     """Once every chunk is done: apply the typology, record the counts, and (for a
-    workflow's delivery) send it. Before that, or when already finished, nothing."""
+    workflow's delivery) send it, as ``sending.confirm`` decides. Before that, or when
+    already finished, nothing."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if (
@@ -212,15 +212,7 @@ def finish_preparation(delivery_id: int) -> Delivery:
         if delivery.run_id and delivery.activity_id:
             from campaigns.delivery import sending
 
-            run_state = delivery.run.state
-            if run_state in (WorkflowRunState.STOPPED, WorkflowRunState.FAILED):
-                # The run ended while its delivery was being prepared: nothing is sent.
-                portal_services.transition(
-                    obj=delivery, name="cancel",
-                    comment=f"The workflow run is {run_state}: nothing is sent.",
-                )  # fmt: skip
-            else:
-                delivery = sending.confirm(delivery=delivery, actor=None)
+            delivery = sending.confirm(delivery=delivery, actor=None)
     return delivery
 
 

@@ -41,6 +41,7 @@ from campaigns.models import (
     MessageStatus,
     Proof,
     Quarantine,
+    WorkflowRunState,
 )
 from campaigns.targeting.registry import BOOKING_FIELDS, CONTACT_FIELDS
 from campaigns.targeting.worktables import id_ranges
@@ -76,6 +77,8 @@ def confirm(*, delivery: Delivery, actor: Any) -> Delivery:
                 f"Only a prepared delivery can be sent; this one is "
                 f"{delivery.get_state_display().lower()}."
             )
+        if cancelled_with_its_run(delivery, actor):
+            return delivery
         if delivery.requires_approval:
             portal_services.transition(
                 obj=delivery, name="ask_approval", actor=actor, check_permission=False
@@ -85,6 +88,19 @@ def confirm(*, delivery: Delivery, actor: Any) -> Delivery:
             )
             return delivery
         return _start(delivery, actor)
+
+
+def cancelled_with_its_run(delivery: Delivery, actor: Any) -> bool:
+    """A workflow's delivery whose run was stopped or failed before it could start sending
+    (while it was prepared, approved or scheduled) is cancelled instead: nothing is sent."""
+    run = delivery.run if delivery.run_id else None
+    if run is None or run.state not in (WorkflowRunState.STOPPED, WorkflowRunState.FAILED):
+        return False
+    portal_services.transition(
+        obj=delivery, name="cancel", actor=actor, check_permission=False,
+        comment=f"The workflow run is {run.get_state_display().lower()}: nothing is sent.",
+    )  # fmt: skip
+    return True
 
 
 def _start(delivery: Delivery, actor: Any) -> Delivery:
@@ -107,7 +123,7 @@ def start_scheduled(*, now: datetime | None = None) -> int:
     for delivery_id in due.values_list("pk", flat=True):
         with transaction.atomic():
             delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
-            if delivery.state != DeliveryState.READY:
+            if delivery.state != DeliveryState.READY or cancelled_with_its_run(delivery, None):
                 continue
             portal_services.transition(obj=delivery, name="start_sending")
             transaction.on_commit(partial(enqueue_chunks, delivery.pk))
@@ -122,7 +138,8 @@ def approval_decided(*, delivery: Delivery, approved: bool, actor: Any, comment:
     if delivery.state != DeliveryState.AWAITING_APPROVAL:
         return
     if approved:
-        _start(delivery, actor)
+        if not cancelled_with_its_run(delivery, actor):
+            _start(delivery, actor)
     else:
         portal_services.transition(
             obj=delivery, name="cancel", actor=actor, comment=comment, check_permission=False

@@ -132,19 +132,25 @@ def test_a_preparation_whose_worker_died_after_its_last_chunk_is_finished_by_bea
     assert preparation.recover_stalled() == 0
 
 
-def test_a_run_stopped_while_its_delivery_is_prepared_sends_nothing(
-    campaign, eleven, org, django_capture_on_commit_callbacks, mailoutbox, monkeypatch
-):
-    from campaigns.workflow import engine
+def workflow_with_delivery(campaign, **settings):
     from portal import services as portal_services
     from tests.campaigns.workflow import act, link
 
     query = act(campaign, "q", "query", conditions={})
     send = act(campaign, "send", "delivery", channel="email",
-               subject="Hi {{ contact.first_name }}", text_body="x")  # fmt: skip
+               subject="Hi {{ contact.first_name }}", text_body="x", **settings)  # fmt: skip
     link(campaign, query, send)
     link(campaign, send, act(campaign, "end", "end"))
     portal_services.transition(obj=campaign, name="mark_ready")
+    return send
+
+
+def test_a_run_stopped_while_its_delivery_is_prepared_sends_nothing(
+    campaign, eleven, org, django_capture_on_commit_callbacks, mailoutbox, monkeypatch
+):
+    from campaigns.workflow import engine
+
+    send = workflow_with_delivery(campaign)
     held = []  # the chunk tasks, held back until the run is stopped
     monkeypatch.setattr(preparation, "enqueue_preparation", lambda *args: held.append(args))
     with django_capture_on_commit_callbacks(execute=True):
@@ -159,3 +165,25 @@ def test_a_run_stopped_while_its_delivery_is_prepared_sends_nothing(
     delivery.refresh_from_db()
     assert delivery.state == "cancelled" and delivery.targeted == 11
     assert mailoutbox == [] and not delivery.messages.filter(status="sent").exists()
+
+
+def test_a_delivery_approved_after_its_run_stopped_sends_nothing(
+    campaign, eleven, org, django_capture_on_commit_callbacks, mailoutbox
+):
+    from approvals import services as approvals
+    from approvals.models import ApprovalRequest
+    from campaigns.workflow import engine
+
+    send = workflow_with_delivery(campaign, requires_approval=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.start_run(campaign=campaign, actor=org.marketer)
+    delivery = Delivery.objects.get(run=run, activity=send)
+    assert delivery.state == "awaiting_approval"
+    engine.stop_run(run=run, actor=org.marketer)
+    request = ApprovalRequest.objects.for_object(delivery).get()
+    with django_capture_on_commit_callbacks(execute=True):
+        approvals.decide(request=request, actor=org.approver, approve=True)
+    delivery.refresh_from_db()
+    assert delivery.state == "cancelled"
+    assert not delivery.messages.filter(status="sent").exists()
+    assert not [m for m in mailoutbox if m.subject.startswith("Hi ")]
