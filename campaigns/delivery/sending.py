@@ -261,27 +261,30 @@ class Renderer:
 
     def rows(self, messages: Any) -> list[dict[str, Any]]:
         """The recipients of a queryset of messages: only the contact fields the templates
-        read, entities from a small cache, the records they are about."""
+        read, their entities and the records they are about (one query each per chunk)."""
         keys = self.contact_keys
         fields = ["id", "address", "secondary_id", "data", "entity_id", "contact__entity_id",
                   *[f"contact__{CONTACT_PATHS[key]}" for key in keys]]  # fmt: skip
-        recipients = []
-        for row in messages.values_list(*fields):
-            recipients.append({
-                "id": row[0], "address": row[1], "secondary_id": row[2], "data": row[3],
-                "entity": self.entity(row[4] or row[5]),
-                "contact": dict(zip(keys, row[6:], strict=True)),
-            })  # fmt: skip
+        rows = list(messages.values_list(*fields))
+        self.load_entities({row[4] or row[5] for row in rows})
+        recipients = [
+            {"id": row[0], "address": row[1], "secondary_id": row[2], "data": row[3],
+             "entity": self.entities[row[4] or row[5]],
+             "contact": dict(zip(keys, row[6:], strict=True))}
+            for row in rows
+        ]  # fmt: skip
         self.load_records(recipients)
         return recipients
 
-    def entity(self, pk: int) -> dict[str, Any]:
-        if pk not in self.entities:
-            from portal.models import Entity
+    def load_entities(self, ids: set[int]) -> None:
+        from portal.models import Entity
 
-            values = Entity.objects.filter(pk=pk).values(*ENTITY_KEYS).first() or {}
+        missing = ids - self.entities.keys()
+        found = {row["pk"]: row for row in
+                 Entity.objects.filter(pk__in=missing).values("pk", *ENTITY_KEYS)}  # fmt: skip
+        for pk in missing:
+            values = found.get(pk, {})
             self.entities[pk] = {key: values.get(key, "") for key in ENTITY_KEYS}
-        return self.entities[pk]
 
     def recipient_of(self, message: Message) -> dict[str, Any]:
         """One message instance (saved or not) as a recipient row."""

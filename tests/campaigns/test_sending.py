@@ -421,3 +421,13 @@ def test_direct_mail_exports_the_chosen_columns_as_xlsx_and_refuses_unknown_ones
     assert rows[0] == ("message", "last_name", "email")
     assert sorted(row[2] for row in rows[1:]) == [f"p{n}@example.com" for n in range(6)]
     assert Message.objects.filter(delivery=paper, status="sent").count() == 6
+
+
+def test_a_chunk_reads_its_recipients_and_their_entities_in_two_queries(
+    campaign, people, org, django_assert_num_queries
+):
+    delivery = prepared(campaign)
+    renderer = sending.Renderer(delivery)
+    with django_assert_num_queries(2):  # the rows, then every entity they need at once
+        recipients = renderer.rows(Message.objects.filter(delivery=delivery).order_by("id"))
+    assert {r["entity"]["code"] for r in recipients} == {"STORE_A", "STORE_B"}
