@@ -624,8 +624,8 @@ def preview(*, delivery: Delivery, contact: Any) -> Rendered:
 
 
 def send_proofs(proof_ids: list[int]) -> int:
-    """Send the proofs not sent yet (idempotent), subject marked [Proof]: one renderer and
-    one provider connection per delivery."""
+    """Send the proofs not sent yet (idempotent), subject marked [Proof]: one renderer, one
+    provider connection and one read of the sampled messages per delivery."""
     proofs = list(
         Proof.objects.filter(pk__in=proof_ids, sent_at=None)
         .select_related("delivery__campaign")
@@ -643,20 +643,22 @@ def send_proofs(proof_ids: list[int]) -> int:
         except TemporaryError as exc:
             Proof.objects.filter(pk__in=[p.pk for p in group]).update(error=str(exc)[:500])
             continue
+        messages = {
+            (message.contact_id, message.secondary_id): message
+            for message in delivery.messages.filter(
+                contact_id__in={proof.contact_id for proof in group}
+            ).select_related("contact__entity", "entity")
+        }
         try:
             for proof in group:
-                sent += _send_proof(proof, delivery, renderer, provider)
+                message = messages[proof.contact_id, proof.secondary_id]
+                sent += _send_proof(proof, message, renderer, provider)
         finally:
             provider.close()
     return sent
 
 
-def _send_proof(proof: Proof, delivery: Delivery, renderer: Renderer, provider: Any) -> int:
-    message = (
-        delivery.messages.filter(contact_id=proof.contact_id, secondary_id=proof.secondary_id)
-        .select_related("contact__entity", "entity")
-        .first()
-    )
+def _send_proof(proof: Proof, message: Message, renderer: Renderer, provider: Any) -> int:
     try:
         rendered = renderer.render(renderer.recipient_of(message), address=proof.address)
         rendered.subject = f"[Proof] {rendered.subject}"
