@@ -30,12 +30,6 @@ class Figures:
         """Messages left to send after the typology (the rest were excluded)."""
         return self.targeted - self.excluded
 
-    def add(self, other: Figures) -> None:
-        for name in ("targeted", "excluded", "pending", "sending", "sent", "failed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for rule, count in other.by_rule.items():
-            self.by_rule[rule] = self.by_rule.get(rule, 0) + count
-
 
 def _counts() -> dict[str, Any]:
     return {
@@ -79,10 +73,8 @@ def campaign_deliveries(campaign: Campaign) -> QuerySet:
 
 
 def totals(deliveries: QuerySet) -> Figures:
-    total = Figures()
-    row = Message.objects.filter(delivery__in=deliveries).aggregate(**_counts())
-    total.add(_figures(row))
-    return total
+    """The messages of several deliveries added up (one aggregate query)."""
+    return _figures(Message.objects.filter(delivery__in=deliveries).aggregate(**_counts()))
 
 
 def package_deliveries(package: Any) -> QuerySet:

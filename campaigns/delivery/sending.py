@@ -697,10 +697,7 @@ class DeliveryApprovalHandler:
         ]
 
     def documents(self, obj: Delivery) -> list[tuple[str, str]]:
-        from django.urls import reverse
-
-        return [("See the delivery", portal_services.absolute_url(
-            reverse("campaigns:delivery", args=[obj.pk])))]  # fmt: skip
+        return [("See the delivery", portal_services.absolute_url(self.detail_url(obj)))]
 
     def detail_url(self, obj: Delivery) -> str:
         from django.urls import reverse
