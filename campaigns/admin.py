@@ -17,6 +17,7 @@ from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns import imports, services
+from campaigns.delivery import preparation, sending
 from campaigns.models import (
     Activity,
     ActivityExecution,
@@ -594,20 +595,6 @@ class MessageAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin)
     show_full_result_count = False
 
 
-def _delivery_call(name: str):  # type: ignore[no-untyped-def]
-    def call(obj: Delivery, actor: Any, request: HttpRequest) -> Any:
-        from campaigns.delivery import preparation, sending
-
-        calls = {
-            "start_preparation": lambda: preparation.prepare_one_off(delivery=obj, actor=actor),
-            "send": lambda: sending.confirm(delivery=obj, actor=actor),
-            "cancel": lambda: sending.cancel(delivery=obj, actor=actor),
-        }
-        return calls[name]()
-
-    return call
-
-
 @admin.register(Delivery)
 class DeliveryAdmin(EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.ModelAdmin):
     """Deliveries: a one-off delivery is written here (content validated on save), prepared
@@ -631,9 +618,15 @@ class DeliveryAdmin(EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.M
                        "created_by"]  # fmt: skip
     inlines = [AuditLogInline]
     transition_actions = {
-        "start_preparation": ("Prepare (target and typology)", _delivery_call("start_preparation")),
-        "send": ("Send (or ask for approval)", _delivery_call("send")),
-        "cancel": ("Cancel", _delivery_call("cancel")),
+        "start_preparation": (
+            "Prepare (target and typology)",
+            lambda obj, actor, request: preparation.prepare_one_off(delivery=obj, actor=actor),
+        ),
+        "send": (
+            "Send (or ask for approval)",
+            lambda obj, actor, request: sending.confirm(delivery=obj, actor=actor),
+        ),
+        "cancel": ("Cancel", lambda obj, actor, request: sending.cancel(delivery=obj, actor=actor)),
     }
     transition_done_messages = {
         "start_preparation": "Preparation started: the workers prepare it chunk by chunk; "
@@ -669,9 +662,7 @@ class DeliveryAdmin(EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.M
 
     @admin.display(description="preparation")
     def preparation(self, obj: Delivery) -> str:
-        from campaigns.delivery.preparation import progress
-
-        done = progress(obj) if obj.pk else None
+        done = preparation.progress(obj) if obj.pk else None
         if not done or not done.chunks:
             return "—"
         return format_html(

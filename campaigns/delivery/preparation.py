@@ -243,12 +243,17 @@ def recover_stalled(*, now: Any = None) -> int:
 def progress(delivery: Delivery) -> Progress:
     """How far the preparation is: chunks and rows done out of all."""
     totals = delivery.preparation_chunks.aggregate(
-        n_chunks=Count("id"),
-        n_chunks_done=Count("id", filter=Q(done=True)),
-        n_rows=Coalesce(Sum("rows"), 0),
-        n_rows_done=Coalesce(Sum("rows", filter=Q(done=True)), 0),
+        all_chunks=Count("id"),
+        done_chunks=Count("id", filter=Q(done=True)),
+        all_rows=Coalesce(Sum("rows"), 0),
+        done_rows=Coalesce(Sum("rows", filter=Q(done=True)), 0),
     )
-    return Progress(**{key.removeprefix("n_"): value for key, value in totals.items()})
+    return Progress(
+        chunks=totals["all_chunks"],
+        chunks_done=totals["done_chunks"],
+        rows=totals["all_rows"],
+        rows_done=totals["done_rows"],
+    )
 
 
 @dataclass(frozen=True)
