@@ -11,8 +11,8 @@ from django.db import IntegrityError, transaction
 
 from campaigns.choices import Channel
 from campaigns.delivery import preparation, rendering
+from campaigns.delivery.sending import CONTACT_PATHS
 from campaigns.models import Campaign, Delivery, DeliveryState, Typology
-from campaigns.targeting.registry import CONTACT_FIELDS
 
 TEMPLATE_FIELDS = {
     Channel.EMAIL: {"subject": False, "html_body": True, "text_body": False},
@@ -58,7 +58,7 @@ def content_problems(
     return problems
 
 
-EXPORT_COLUMNS = [key for key in CONTACT_FIELDS if "." not in key]
+EXPORT_COLUMNS = list(CONTACT_PATHS)  # the contact's own fields, as rendering reads them
 EXPORT_FORMATS = ("csv", "xlsx")
 
 
