@@ -99,9 +99,7 @@ def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             delivery=delivery,
             addresses=request.POST.get("addresses", "").replace(",", "\n").splitlines(),
             actor=request.user,
-            sample=int(request.POST.get("sample") or 1)
-            if str(request.POST.get("sample") or "1").isdigit()
-            else 1,
+            sample=int(sample) if (sample := request.POST.get("sample", "")).isdigit() else 1,
         ),
     }
     if action not in calls:
