@@ -108,7 +108,6 @@ def prepare(
             actor=actor,
             check_permission=False,
             extra=size,
-            **size,
         )
         delivery.preparation_chunks.all().delete()
         chunks = PreparationChunk.objects.bulk_create(

@@ -195,8 +195,9 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         source=[DeliveryState.DRAFT, DeliveryState.PREPARED, DeliveryState.READY],
         target=DeliveryState.PREPARING,
     )
-    def start_preparation(self, *, chunks: int, rows: int) -> None:
-        """Preparation tasks turn the target into messages, chunk by chunk."""
+    def start_preparation(self) -> None:
+        """Preparation tasks turn the target into messages, chunk by chunk (the audit entry
+        records how many chunks and rows)."""
 
     @transition(field=state, source=DeliveryState.PREPARING, target=DeliveryState.PREPARED)
     def prepare(self, *, targeted: int, exclusions: dict[str, int], at: Any) -> None:
