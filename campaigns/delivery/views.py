@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django_fsm import can_proceed
 
 from campaigns.delivery import preparation, reports, sending, services
 from campaigns.models import Contact, Delivery, DeliveryState
@@ -62,14 +63,7 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
             else None,
             "entities": reports.by_entity(scoped),
             "may_send": may_act and delivery.state == DeliveryState.PREPARED,
-            "may_cancel": may_act
-            and delivery.state
-            in (
-                DeliveryState.PREPARING,
-                DeliveryState.PREPARED,
-                DeliveryState.AWAITING_APPROVAL,
-                DeliveryState.READY,
-            ),
+            "may_cancel": may_act and can_proceed(delivery.cancel),
             "progress": preparation.progress(delivery)
             if delivery.state == DeliveryState.PREPARING
             else None,
