@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
+# Links in emails follow the address the demo listens on, unless SITE_URL is set.
+export SITE_URL ?= http://$(ADDR)
 
 .PHONY: install run test lint bench clean
 
