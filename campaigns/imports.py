@@ -621,12 +621,18 @@ def _record_chunk(
 
 
 def _save(pending: list[tuple[int, Model, bool]], lines: list[int]) -> list[Problem]:
-    """Save checked rows (inside the chunk's transaction). A row that a concurrent change made
+    """Save checked rows (inside the chunk's transaction, kept short: new rows in bulk; these
+    models have no save() logic nor signals to skip). A row that a concurrent change made
     impossible since the check is refused alone, not with its whole chunk."""
+    if not pending:
+        return []
+    model = type(pending[0][1])
     try:
         with transaction.atomic():
-            for _, instance, _ in pending:
-                instance.save()
+            model.objects.bulk_create([instance for _, instance, new in pending if new])
+            for _, instance, new in pending:
+                if not new:
+                    instance.save()
         return []
     except IntegrityError:
         pass
