@@ -50,6 +50,7 @@ from portal.models import Entity
 
 CHECK_CHUNK = 2000  # rows checked per batch (reads only; the job's progress moves per batch)
 MAX_COLUMNS = 200  # an XLSX row is never read wider than this
+MAX_LINE = 1024 * 1024  # characters in one CSV line
 XLSX_MAX_MEMBERS = 1000
 XLSX_RATIO_FROM_BYTES = 1024 * 1024  # smaller members cannot hurt, whatever their ratio
 CHANGED_MESSAGE = (
@@ -350,10 +351,19 @@ def check_xlsx_archive(handle: IO[bytes]) -> None:
         )
 
 
+def _lines(text: IO[str]) -> Iterator[str]:
+    """The file's lines, none read longer than MAX_LINE characters (a huge line of tiny
+    fields would otherwise become millions of objects)."""
+    while line := text.readline(MAX_LINE + 1):
+        if len(line) > MAX_LINE:
+            raise ImportFileError(f"A line of the file is longer than {MAX_LINE:,} characters.")
+        yield line
+
+
 def _csv_records(handle: IO[bytes]) -> Iterator[list[str]]:
     text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
     try:
-        yield from csv.reader(text)
+        yield from csv.reader(_lines(text))
     finally:
         with contextlib.suppress(ValueError):
             text.detach()  # the caller closes its own file

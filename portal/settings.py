@@ -199,7 +199,7 @@ IMPORT_MAX_ROWS = env_int(ENV, "IMPORT_MAX_ROWS", 1_000_000, minimum=1)
 # An XLSX is a zip: refuse it before parsing when it declares more XML than this, or when a
 # member expands more than this many times (a zip bomb).
 IMPORT_MAX_XLSX_UNPACKED_BYTES = env_int(
-    ENV, "IMPORT_MAX_XLSX_UNPACKED_BYTES", 500 * 1024 * 1024, minimum=1
+    ENV, "IMPORT_MAX_XLSX_UNPACKED_BYTES", 300 * 1024 * 1024, minimum=1
 )
 IMPORT_MAX_XLSX_RATIO = env_int(ENV, "IMPORT_MAX_XLSX_RATIO", 100, minimum=1)
 # Rows written per transaction: each commit is short, so other users never wait long.

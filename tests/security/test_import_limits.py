@@ -297,3 +297,10 @@ def test_a_write_interrupted_midway_resumes_at_its_checkpoint(org, settings, mon
         "K3",
         "K4",
     ]
+
+
+def test_a_csv_line_longer_than_the_limit_is_refused_without_being_split(org, monkeypatch):
+    monkeypatch.setattr(imports, "MAX_LINE", 1000)
+    job = run((HEADER + "K1,Ann,STORE_A\n" + "x," * 600 + "\n").encode(), dry_run=False)
+    assert job.state == "failed" and "longer than 1,000 characters" in job.message
+    assert not Contact.objects.exists()
