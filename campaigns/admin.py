@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.files import File
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
@@ -377,17 +378,11 @@ class ImportJobForm(forms.ModelForm):
         if "entity" in self.fields and user is not None:
             self.fields["entity"].queryset = Entity.objects.visible_to(user)
             self.fields["entity"].required = not is_central_user(user)
+        if "file" in self.fields:
+            self.fields["file"].help_text = imports.upload_help()
 
     def clean_file(self):  # type: ignore[no-untyped-def]
-        upload = self.cleaned_data["file"]
-        from campaigns.imports import ImportFileError, load_dataset
-
-        try:
-            load_dataset(upload.name, upload.read())
-        except ImportFileError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        upload.seek(0)
-        return upload
+        return imports.validate_upload(self.cleaned_data["file"])
 
 
 @admin.register(ImportJob)
@@ -426,15 +421,20 @@ class ImportJobAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
             return ["kind", "file", "entity", "dry_run", "import_valid_rows"]
         return ["kind", "file", "entity", "dry_run", "import_valid_rows", "state",
                 "progress_display", "total_rows", "new_rows", "updated_rows", "skipped_rows",
-                "error_rows", "message", "report_link", "created_by", "created_at",
-                "finished_at"]  # fmt: skip
+                "error_rows", "written_rows", "rows_to_write", "message", "report_link",
+                "created_by", "created_at", "finished_at"]  # fmt: skip
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
     @admin.display(description="progress")
     def progress_display(self, obj: ImportJob) -> str:
-        return f"{obj.processed_rows}/{obj.total_rows} ({obj.progress}%)"
+        if obj.checked_at is None and obj.total_rows == 0:
+            return f"{obj.processed_rows} rows checked"
+        shown = f"{obj.processed_rows}/{obj.total_rows} ({obj.progress}%)"
+        if obj.rows_to_write:
+            shown += f"; written {obj.written_rows}/{obj.rows_to_write} ({obj.write_progress}%)"
+        return shown
 
     @admin.display(description="error report")
     def report_link(self, obj: ImportJob) -> str:
@@ -448,7 +448,7 @@ class ImportJobAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
         job = imports.create_job(
             kind=obj.kind,
             filename=upload.name,
-            content=upload.read(),
+            content=upload,
             actor=request.user,
             entity=obj.entity,
             dry_run=obj.dry_run,
@@ -458,18 +458,24 @@ class ImportJobAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
         obj._state.adding = False
 
     def _rerun(self, request: HttpRequest, queryset: QuerySet, *, valid_only: bool) -> None:
+        queued = 0
         for job in queryset:
             with job.file.open("rb") as handle:
-                imports.create_job(
-                    kind=job.kind,
-                    filename=PurePath(job.file.name).name,
-                    content=handle.read(),
-                    actor=request.user,
-                    entity=job.entity,
-                    dry_run=False,
-                    import_valid_rows=valid_only,
-                )
-        self.message_user(request, f"{queryset.count()} import(s) queued.", messages.SUCCESS)
+                try:
+                    imports.create_job(
+                        kind=job.kind,
+                        filename=PurePath(job.file.name).name,
+                        content=File(handle),
+                        actor=request.user,
+                        entity=job.entity,
+                        dry_run=False,
+                        import_valid_rows=valid_only,
+                    )
+                except imports.ImportFileError as exc:
+                    self.message_user(request, f"{job}: {exc}", messages.ERROR)
+                    continue
+            queued += 1
+        self.message_user(request, f"{queued} import(s) queued.", messages.SUCCESS)
 
     @admin.action(description="Import the file of the selected checks (all rows must be valid)")
     def import_all(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -1,71 +1,197 @@
 """Imports of contacts and secondary data (django-import-export resources), run as jobs.
 
-A job first checks every row (in chunks, with visible progress) without writing anything,
-then writes in one transaction: everything when the file is clean, only the valid rows when
-the user chose so, nothing otherwise. Every refused row is listed in a downloadable CSV report
-with its line number, field and message.
+The web request only stores the file (within ``IMPORT_MAX_UPLOAD_BYTES``) and queues a job; a
+worker reads it as a stream, never whole: the row limit (``IMPORT_MAX_ROWS``) is enforced while
+reading, and an XLSX is refused before it is parsed when its zip declares too much XML or too
+high a compression ratio (a zip bomb).
+
+A job first checks every row without writing anything and without opening a transaction (on
+SQLite every transaction takes the database's write lock, so a check holding one made other
+users' logins wait or fail). Then it writes: everything when the file is clean, only the valid
+rows when the user chose so, nothing otherwise. The write is done in short transactions of
+``IMPORT_WRITE_CHUNK_ROWS`` rows, each committing its own checkpoint with its rows, so other
+users wait for one chunk at most, and a worker that stops midway is resumed at its checkpoint:
+the rows the check accepted all get written, never only some of them. Every refused row is
+listed in a downloadable CSV report with its line number, field and message.
+
+Local operators import for their entity. Every kind checks, in ``ScopedResource``, both the row
+that exists under the key and the row the file would make, and looks every reference (entity,
+contact, store) up among the entity's own rows only. A reference outside the entity gets the
+very answer an unknown one gets, and a key that belongs to another entity is refused with that
+same message, never reported as "updated": an import tells nothing about other entities' rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
+import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import PurePath
-from typing import Any
+from typing import IO, Any
 
 import tablib
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile
-from django.db import transaction
+from django.core.files.base import ContentFile, File
+from django.db import IntegrityError, transaction
+from django.db.models import Model
+from django.utils import timezone
 from import_export import fields, resources, widgets
-from import_export.instance_loaders import CachedInstanceLoader
+from import_export.instance_loaders import CachedInstanceLoader, ModelInstanceLoader
+from import_export.results import RowResult
 
 from campaigns.choices import ImportKind, ImportState
 from campaigns.models import Booking, Contact, ImportJob, Store, Subscription
 from portal import services as portal_services
 from portal.models import Entity
 
-CHUNK = 2000
-MAX_ROWS = 2_000_000
+CHECK_CHUNK = 2000  # rows checked per batch (reads only; the job's progress moves per batch)
+MAX_COLUMNS = 200  # an XLSX row is never read wider than this
+MAX_LINE = 1024 * 1024  # characters in one CSV line
+XLSX_MAX_MEMBERS = 1000
+XLSX_RATIO_FROM_BYTES = 1024 * 1024  # smaller members cannot hurt, whatever their ratio
+CHANGED_MESSAGE = (
+    "Not imported: the data changed between the check and the import. Import this line again."
+)
+
+
+def not_found_message(value: Any, plural: str) -> str:
+    """The one answer for a key or reference that is unknown or outside the importer's entity:
+    the two cases must not be told apart."""
+    return f"“{value}” is not found among your {plural}."
+
+
+class ScopedForeignKeyWidget(widgets.ForeignKeyWidget):
+    """A reference looked up among the importing entity's own rows only."""
+
+    def __init__(self, model: type[Model], field: str, *, scope_path: str, plural: str) -> None:
+        super().__init__(model, field=field)
+        self.scope_path = scope_path
+        self.plural = plural
+        self.resource: ScopedResource | None = None  # bound by the resource using it
+        self._found: dict[str, Any] = {}
+
+    def get_queryset(self, value: Any, row: Any, *args: Any, **kwargs: Any) -> Any:
+        queryset = self.model.objects.all()
+        allowed = self.resource.allowed_entities() if self.resource is not None else None
+        if allowed is not None:
+            queryset = queryset.filter(**{f"{self.scope_path}__in": allowed})
+        return queryset
+
+    def clean(self, value: Any, row: Any = None, **kwargs: Any) -> Any:
+        if value is None or not str(value).strip():
+            return None
+        key = str(value).strip()
+        if key not in self._found:  # a resource checks one chunk: the cache stays small
+            try:
+                self._found[key] = super().clean(key, row, **kwargs)
+            except self.model.DoesNotExist:
+                raise ValueError(not_found_message(key, self.plural)) from None
+        return self._found[key]
+
+
+class KeyLoader(ModelInstanceLoader):
+    """Finds the row under a key made of several columns; a reference in the key that is not
+    found means no row, and the field itself then reports it."""
+
+    def get_instance(self, row: Any) -> Any:
+        try:
+            return super().get_instance(row)
+        except ValueError:
+            return None
 
 
 class ScopedResource(resources.ModelResource):
-    """A resource that may be limited to one entity (a local operator's import)."""
+    """A resource limited to one entity's rows when imported for an entity.
+
+    The one place where every import kind checks its scope: the row found under the key
+    (``after_init_instance``) and the row about to be saved (``save_instance``) must both belong
+    to the entity, and references are looked up among its rows (``ScopedForeignKeyWidget``).
+    Rows are never saved here: they are kept in ``pending`` for the job, which drops them when
+    only checking and writes them in short transactions otherwise.
+    """
+
+    scope_path = "entity"  # from the model to the entity owning a row
+    plural = "rows"
+    entity_column: str | None = None  # a column a local operator's file may leave out
 
     def __init__(self, *, entity: Entity | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.entity = entity
+        self.scope_entity = entity
         self._allowed: set[int] | None = None
+        self.pending: list[tuple[int, Model, bool]] = []
+        for field in self.fields.values():  # each resource has its own copy of its fields
+            if isinstance(field.widget, ScopedForeignKeyWidget):
+                field.widget.resource = self
 
-    entity_column: str | None = None
-
-    def entity_of(self, instance: Any) -> int | None:  # pragma: no cover - overridden
-        """The id of the entity owning the row."""
-        return None
-
-    @classmethod
-    def complete(cls, dataset: tablib.Dataset, entity: Entity | None) -> None:
-        """A local operator's file may leave out the entity column: it is theirs."""
-        if entity is not None and cls.entity_column and cls.entity_column not in dataset.headers:
-            dataset.append_col([entity.code] * len(dataset), header=cls.entity_column)
-
-    def before_save_instance(self, instance: Any, row: Any, **kwargs: Any) -> None:
-        self.check_scope(instance)
-
-    def check_scope(self, instance: Any) -> None:
-        if self.entity is None:
-            return
+    def allowed_entities(self) -> set[int] | None:
+        """The ids of the entities rows may belong to; None: any."""
+        if self.scope_entity is None:
+            return None
         if self._allowed is None:  # once per resource, not once per row
-            self._allowed = set(self.entity.descendants().values_list("pk", flat=True))
-        if self.entity_of(instance) not in self._allowed:
-            raise ValidationError("This row belongs to another entity; you may not import it.")
+            self._allowed = set(self.scope_entity.descendants().values_list("pk", flat=True))
+        return self._allowed
+
+    def get_queryset(self) -> Any:
+        related = "__".join(self.scope_path.split("__")[:-1])
+        queryset = super().get_queryset()
+        return queryset.select_related(related) if related else queryset
+
+    def entity_of(self, instance: Model) -> int | None:
+        *path, last = self.scope_path.split("__")
+        owner: Any = instance
+        for name in path:
+            owner = getattr(owner, name, None)
+            if owner is None:
+                return None
+        return getattr(owner, f"{last}_id", None)
+
+    def in_scope(self, instance: Model) -> bool:
+        allowed = self.allowed_entities()
+        return allowed is None or self.entity_of(instance) in allowed
+
+    def refusal(self, row: Any) -> ValidationError:
+        names = list(self.get_import_id_fields())
+        key = "/".join(str(row.get(self.fields[name].column_name) or "").strip() for name in names)
+        return ValidationError({names[0]: not_found_message(key, self.plural)})
+
+    def after_init_instance(self, instance: Model, new: bool, row: Any, **kwargs: Any) -> None:
+        if not new and not self.in_scope(instance):
+            raise self.refusal(row)  # exactly as for a key this entity may not use
+
+    def save_instance(self, instance: Model, is_create: bool, row: Any, **kwargs: Any) -> None:
+        self.before_save_instance(instance, row, **kwargs)
+        if not self.in_scope(instance):
+            raise self.refusal(row)
+        self.pending.append((kwargs["row_number"], instance, is_create))
+        self.after_save_instance(instance, row, **kwargs)
+
+
+def _entity_field() -> fields.Field:
+    return fields.Field(
+        attribute="entity",
+        column_name="entity",
+        widget=ScopedForeignKeyWidget(Entity, "code", scope_path="pk", plural="entities"),
+    )
+
+
+def _contact_field() -> fields.Field:
+    return fields.Field(
+        attribute="contact",
+        column_name="contact",
+        widget=ScopedForeignKeyWidget(
+            Contact, "external_id", scope_path="entity", plural="contacts"
+        ),
+    )
 
 
 class ContactResource(ScopedResource):
+    plural = "contacts"
     entity_column = "entity"
-    entity = fields.Field(
-        attribute="entity", column_name="entity", widget=widgets.ForeignKeyWidget(Entity, "code")
-    )
+    entity = _entity_field()
 
     class Meta:
         model = Contact
@@ -83,23 +209,14 @@ class ContactResource(ScopedResource):
         report_skipped = True
 
     def before_import_row(self, row: Any, **kwargs: Any) -> None:
-        if self.entity is not None and not row.get("entity"):
-            row["entity"] = self.entity.code
-
-    def import_instance(self, instance: Contact, row: Any, **kwargs: Any) -> None:
-        if instance.pk:  # an existing contact: it must already be ours before we change it
-            self.check_scope(instance)
-        super().import_instance(instance, row, **kwargs)
-
-    def entity_of(self, instance: Contact) -> int | None:
-        return instance.entity_id
+        if self.scope_entity is not None and not row.get("entity"):
+            row["entity"] = self.scope_entity.code
 
 
 class StoreResource(ScopedResource):
+    plural = "stores"
     entity_column = "entity"
-    entity = fields.Field(
-        attribute="entity", column_name="entity", widget=widgets.ForeignKeyWidget(Entity, "code")
-    )
+    entity = _entity_field()
 
     class Meta:
         model = Store
@@ -110,18 +227,19 @@ class StoreResource(ScopedResource):
         skip_unchanged = True
         report_skipped = True
 
-    def entity_of(self, instance: Store) -> int | None:
-        return instance.entity_id
+    def before_import_row(self, row: Any, **kwargs: Any) -> None:
+        if self.scope_entity is not None and not row.get("entity"):
+            row["entity"] = self.scope_entity.code
 
 
 class BookingResource(ScopedResource):
-    contact = fields.Field(
-        attribute="contact",
-        column_name="contact",
-        widget=widgets.ForeignKeyWidget(Contact, "external_id"),
-    )
+    scope_path = "contact__entity"
+    plural = "bookings"
+    contact = _contact_field()
     store = fields.Field(
-        attribute="store", column_name="store", widget=widgets.ForeignKeyWidget(Store, "code")
+        attribute="store",
+        column_name="store",
+        widget=ScopedForeignKeyWidget(Store, "code", scope_path="entity", plural="stores"),
     )
 
     class Meta:
@@ -136,27 +254,20 @@ class BookingResource(ScopedResource):
         skip_unchanged = True
         report_skipped = True
 
-    def entity_of(self, instance: Booking) -> int | None:
-        return instance.contact.entity_id if instance.contact_id else None
-
 
 class SubscriptionResource(ScopedResource):
-    contact = fields.Field(
-        attribute="contact",
-        column_name="contact",
-        widget=widgets.ForeignKeyWidget(Contact, "external_id"),
-    )
+    scope_path = "contact__entity"
+    plural = "subscriptions"
+    contact = _contact_field()
 
     class Meta:
         model = Subscription
         import_id_fields = ["contact", "product", "start_date"]
+        instance_loader_class = KeyLoader
         fields = ["contact", "product", "start_date", "end_date", "status"]
         clean_model_instances = True
         skip_unchanged = True
         report_skipped = True
-
-    def entity_of(self, instance: Subscription) -> int | None:
-        return instance.contact.entity_id if instance.contact_id else None
 
 
 RESOURCES: dict[str, type[ScopedResource]] = {
@@ -167,170 +278,505 @@ RESOURCES: dict[str, type[ScopedResource]] = {
 }
 
 
+# Reading files ----------------------------------------------------------------------------
+
+
 class ImportFileError(ValueError):
-    """The file cannot be read as a table."""
+    """The file cannot be read as a table, or goes beyond a limit."""
 
 
-def load_dataset(name: str, content: bytes) -> tablib.Dataset:
-    """Read a CSV (UTF-8, with a header line) or XLSX file."""
-    suffix = PurePath(name).suffix.lower()
+SUFFIXES = (".csv", ".txt", ".xlsx")
+
+
+def _size(number: int) -> str:
+    return f"{number / (1024 * 1024):.1f} MB" if number >= 1024 * 1024 else f"{number:,} bytes"
+
+
+def check_upload(*, name: str, size: int) -> None:
+    """Refuse, before it is stored, a file of another kind or larger than the upload limit."""
+    if PurePath(name).suffix.lower() not in SUFFIXES:
+        raise ImportFileError("Upload a .csv or .xlsx file.")
+    limit = settings.IMPORT_MAX_UPLOAD_BYTES
+    if size > limit:
+        raise ImportFileError(
+            f"The file is {_size(size)}; files up to {_size(limit)} are accepted. "
+            "Split it into smaller files."
+        )
+
+
+def validate_upload(upload: File) -> File:
+    """A form's check of an uploaded file: its kind and size only; the rows are read by the
+    worker, never in the web request."""
     try:
-        if suffix == ".xlsx":
-            dataset = tablib.Dataset().load(io.BytesIO(content), format="xlsx")
-        elif suffix in (".csv", ".txt"):
-            text = content.decode("utf-8-sig")
-            dataset = tablib.Dataset().load(text, format="csv")
-        else:
-            raise ImportFileError("Upload a .csv or .xlsx file.")
-    except UnicodeDecodeError:
-        raise ImportFileError("The CSV file is not UTF-8 text.") from None
+        check_upload(name=upload.name or "", size=upload.size)
+    except ImportFileError as exc:
+        raise ValidationError(str(exc)) from None
+    return upload
+
+
+def upload_help() -> str:
+    return (
+        f"CSV (UTF-8, header line) or XLSX, up to {_size(settings.IMPORT_MAX_UPLOAD_BYTES)} "
+        f"and {settings.IMPORT_MAX_ROWS:,} rows."
+    )
+
+
+def check_xlsx_archive(handle: IO[bytes]) -> None:
+    """Refuse an XLSX (a zip) whose members would unpack to too much, from the sizes its
+    directory declares, before anything is decompressed. Python's zipfile never returns more
+    than a member's declared size, so these checks bound what openpyxl can be made to read."""
+    try:
+        members = zipfile.ZipFile(handle).infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ImportFileError("The file is not a readable XLSX workbook.") from None
+    if len(members) > XLSX_MAX_MEMBERS:
+        raise ImportFileError("The XLSX file holds too many parts to be a worksheet.")
+    ratio_limit = settings.IMPORT_MAX_XLSX_RATIO
+    total = 0
+    for member in members:
+        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ImportFileError("The XLSX file uses an unusual compression; save it again.")
+        total += member.file_size
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > XLSX_RATIO_FROM_BYTES and ratio > ratio_limit:
+            raise ImportFileError(
+                f"The XLSX file expands {ratio:.0f} times when unpacked (at most {ratio_limit} "
+                "is accepted), which only a zip bomb does. Save the sheet as CSV and import that."
+            )
+    limit = settings.IMPORT_MAX_XLSX_UNPACKED_BYTES
+    if total > limit:
+        raise ImportFileError(
+            f"The XLSX file unpacks to {_size(total)}; at most {_size(limit)} is accepted. "
+            "Split it, or save it as CSV."
+        )
+
+
+def _lines(text: IO[str]) -> Iterator[str]:
+    """The file's lines, none read longer than MAX_LINE characters (a huge line of tiny
+    fields would otherwise become millions of objects)."""
+    while line := text.readline(MAX_LINE + 1):
+        if len(line) > MAX_LINE:
+            raise ImportFileError(f"A line of the file is longer than {MAX_LINE:,} characters.")
+        yield line
+
+
+def _csv_records(handle: IO[bytes]) -> Iterator[list[str]]:
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+    try:
+        yield from csv.reader(_lines(text))
+    finally:
+        with contextlib.suppress(ValueError):
+            text.detach()  # the caller closes its own file
+
+
+def _xlsx_records(handle: IO[bytes]) -> Iterator[tuple[Any, ...]]:
+    from openpyxl import load_workbook
+
+    check_xlsx_archive(handle)
+    handle.seek(0)
+    book = load_workbook(handle, read_only=True, data_only=True)
+    try:
+        sheet = book.active
+        sheet.reset_dimensions()  # never trust (nor pad rows to) the size the sheet declares
+        yield from sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS)
+    finally:
+        book.close()
+
+
+def _guarded(records: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from records
     except ImportFileError:
         raise
-    except Exception as exc:  # tablib raises many kinds of parse errors
+    except UnicodeDecodeError:
+        raise ImportFileError("The CSV file is not UTF-8 text.") from None
+    except Exception as exc:  # csv and openpyxl raise many kinds of parse errors
         raise ImportFileError(f"The file cannot be read: {exc}") from None
-    if not dataset.headers:
+
+
+def _blank(values: Iterable[Any]) -> bool:
+    return all(value is None or (isinstance(value, str) and not value.strip()) for value in values)
+
+
+def _limited(records: Iterator[Any], max_rows: int) -> Iterator[tuple[int, list[Any]]]:
+    """(line, values) for each row that is not blank; the header is line 1. Reading stops at
+    the first line past the limit (blank lines count: they cost reading too)."""
+    for count, values in enumerate(records, start=1):
+        if count > max_rows:
+            raise ImportFileError(
+                f"The file has more than {max_rows:,} rows; split it into smaller files."
+            )
+        if not _blank(values):
+            yield count + 1, list(values)
+
+
+def _open_records(handle: IO[bytes], name: str) -> Iterator[Any]:
+    suffix = PurePath(name).suffix.lower()
+    if suffix == ".xlsx":
+        return _guarded(_xlsx_records(handle))
+    if suffix in SUFFIXES:
+        return _guarded(_csv_records(handle))
+    raise ImportFileError("Upload a .csv or .xlsx file.")
+
+
+def _header(records: Iterator[Any]) -> list[str]:
+    header = next(records, None) or []
+    headers = ["" if value is None else str(value).strip() for value in header]
+    while headers and not headers[-1]:
+        headers.pop()
+    if not headers:
         raise ImportFileError("The file has no header line.")
-    if len(dataset) > MAX_ROWS:
-        raise ImportFileError(f"The file has more than {MAX_ROWS} rows; split it.")
-    return dataset
+    return headers
 
 
-def _rows(dataset: tablib.Dataset, indexes: list[int]) -> tablib.Dataset:
-    part = tablib.Dataset(headers=dataset.headers)
-    for index in indexes:
-        part.append(dataset[index])
-    return part
+def read_table(
+    handle: IO[bytes], name: str, *, max_rows: int | None = None
+) -> tuple[list[str], Iterator[tuple[int, list[Any]]]]:
+    """The header of a CSV (UTF-8) or XLSX file, and an iterator over its rows, read only as
+    they are consumed."""
+    records = _open_records(handle, name)
+    limit = settings.IMPORT_MAX_ROWS if max_rows is None else max_rows
+    return _header(records), _limited(records, limit)
 
 
-def _duplicate_keys(
-    dataset: tablib.Dataset, keys: list[str]
-) -> tuple[list[tuple[int, str, str]], set[int]]:
-    """Rows whose key appears more than once in the file: all of them are refused, since the
-    file does not say which one is right."""
-    if not keys:
-        return [], set()
-    seen: dict[tuple, list[int]] = {}
-    columns = [dataset.headers.index(key) for key in keys]
-    for index, row in enumerate(dataset):
-        key = tuple(str(row[column]).strip() for column in columns)
-        seen.setdefault(key, []).append(index)
-    problems, bad = [], set()
-    for key, indexes in seen.items():
-        if len(indexes) > 1:
-            lines = ", ".join(str(i + 2) for i in indexes)
-            for index in indexes:
-                bad.add(index)
-                problems.append(
-                    (index + 2, keys[0], f"“{'/'.join(key)}” appears on several lines ({lines}).")
-                )
-    return problems, bad
+class _Table:
+    """A job's file opened for one pass: its completed header and its rows, each of the
+    header's width (a local operator's file may leave out the entity column)."""
+
+    def __init__(self, job: ImportJob, resource_class: type[ScopedResource]) -> None:
+        self.job = job
+        self.resource_class = resource_class
+
+    def __enter__(self) -> _Table:
+        self.handle = self.job.file.open("rb")
+        try:
+            self._records = _open_records(self.handle, self.job.file.name)
+            headers = _header(self._records)
+        except BaseException:
+            self.__exit__()
+            raise
+        self._rows = _limited(self._records, settings.IMPORT_MAX_ROWS)
+        column = self.resource_class.entity_column
+        self.extra: list[Any] = []
+        if self.job.entity is not None and column and column not in headers:
+            headers.append(column)
+            self.extra = [self.job.entity.code]
+        self.headers = headers
+        self.width = len(headers) - len(self.extra)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for generator in (getattr(self, "_rows", None), getattr(self, "_records", None)):
+            if generator is not None:
+                generator.close()  # before the file it reads is closed
+        self.handle.close()
+
+    def rows(self) -> Iterator[tuple[int, list[Any], str]]:
+        """(line, values, problem): a line with more values than the header is refused."""
+        for line, values in self._rows:
+            problem = ""
+            if len(values) > self.width and not _blank(values[self.width :]):
+                problem = f"This line has {len(values)} values; the header has {self.width}."
+            values = values[: self.width] + [""] * (self.width - len(values))
+            yield line, values + self.extra, problem
 
 
-def _row_problems(result: Any, indexes: list[int]) -> tuple[list[tuple[int, str, str]], set[int]]:
-    """(line, field, message) for each refused row; lines count the header as line 1."""
-    problems: list[tuple[int, str, str]] = []
+# Checking and writing -----------------------------------------------------------------------
+
+Problem = tuple[int, str, str]  # (line, field, message)
+CODES = {
+    RowResult.IMPORT_TYPE_NEW: ord("n"),
+    RowResult.IMPORT_TYPE_UPDATE: ord("u"),
+    RowResult.IMPORT_TYPE_SKIP: ord("s"),
+}
+ERROR = ord("e")
+
+
+def _import_rows(
+    job: ImportJob,
+    resource_class: type[ScopedResource],
+    headers: list[str],
+    rows: list[tuple[int, list[Any]]],
+) -> tuple[ScopedResource, Any]:
+    """Run rows through the resource outside any transaction; nothing is saved."""
+    dataset = tablib.Dataset(headers=headers)
+    for _, values in rows:
+        dataset.append(values)
+    resource = resource_class(entity=job.entity)
+    result = resource.import_data(
+        dataset, dry_run=False, raise_errors=False, use_transactions=False
+    )
+    return resource, result
+
+
+def _row_problems(result: Any, lines: list[int]) -> tuple[list[Problem], set[int]]:
+    """(line, field, message) for each refused row, and their lines."""
+    problems: list[Problem] = []
     bad: set[int] = set()
     for invalid in result.invalid_rows:
-        index = indexes[invalid.number - 1]
-        bad.add(index)
+        line = lines[invalid.number - 1]
+        bad.add(line)
         for field_name, messages in invalid.error_dict.items():
             for message in messages:
-                problems.append((index + 2, str(field_name), str(message)))
+                problems.append((line, str(field_name), str(message)))
     for number, errors in result.row_errors():
-        index = indexes[number - 1]
-        bad.add(index)
+        line = lines[number - 1]
+        bad.add(line)
         for error in errors:
             message = (
                 "; ".join(error.error.messages)
                 if isinstance(error.error, ValidationError)
                 else str(error.error)
             )
-            problems.append((index + 2, "", message))
+            problems.append((line, "", message))
     return problems, bad
 
 
-def run_import(*, job_id: int) -> ImportJob:
-    """Check then (unless a dry run) write an import job's file. Idempotent: a job that is not
-    queued is left alone."""
-    with transaction.atomic():
-        job = ImportJob.objects.select_for_update().get(pk=job_id)
-        if job.state != ImportState.QUEUED:
-            return job
-        portal_services.transition(obj=job, name="start")
-    try:
-        with job.file.open("rb") as handle:
-            dataset = load_dataset(job.file.name, handle.read())
-    except (ImportFileError, OSError) as exc:
-        return _fail(job, str(exc))
-    resource_class = RESOURCES[job.kind]
-    resource_class.complete(dataset, job.entity)
-    keys = list(resource_class._meta.import_id_fields or [])
-    missing = [key for key in keys if key not in dataset.headers]
-    if missing:
-        return _fail(job, f"The file has no “{'”, “'.join(missing)}” column (required).")
-    total = len(dataset)
-    ImportJob.objects.filter(pk=job.pk).update(total_rows=total, processed_rows=0)
-    problems, bad_rows = _duplicate_keys(dataset, keys)
-    checked = [index for index in range(total) if index not in bad_rows]
-    counts = {"new": 0, "update": 0, "skip": 0}
-    for start in range(0, len(checked), CHUNK):
-        indexes = checked[start : start + CHUNK]
-        part = _rows(dataset, indexes)
-        result = resource_class(entity=job.entity).import_data(
-            part, dry_run=True, raise_errors=False, use_transactions=True
-        )
-        for key in counts:
-            counts[key] += result.totals.get(key, 0)
-        found, bad = _row_problems(result, indexes)
+def _check_chunk(
+    job: ImportJob, resource_class: type[ScopedResource], headers: list[str], chunk: list
+) -> tuple[list[Problem], dict[int, int]]:
+    """Problems and a status code per line for one batch of rows."""
+    problems = [(line, "", problem) for line, _, problem in chunk if problem]
+    rows = [(line, values) for line, values, problem in chunk if not problem]
+    status = {line: ERROR for line, _, problem in chunk if problem}
+    if rows:
+        lines = [line for line, _ in rows]
+        _, result = _import_rows(job, resource_class, headers, rows)
+        found, bad = _row_problems(result, lines)
         problems += found
-        bad_rows |= bad
-        ImportJob.objects.filter(pk=job.pk).update(processed_rows=min(total, start + CHUNK))
-    ImportJob.objects.filter(pk=job.pk).update(processed_rows=total)
-    message = _summary(counts, len(bad_rows), job.dry_run)
-    write = not job.dry_run and (not bad_rows or job.import_valid_rows)
-    if not job.dry_run and bad_rows and not job.import_valid_rows:
-        message = (
-            f"Nothing was imported: {len(bad_rows)} row(s) have errors. Fix them, or run the "
-            "import again choosing to import the valid rows only."
-        )
-    if write:
-        valid = [index for index in range(total) if index not in bad_rows]
-        with transaction.atomic():
-            for start in range(0, len(valid), CHUNK):
-                resource_class(entity=job.entity).import_data(
-                    _rows(dataset, valid[start : start + CHUNK]),
-                    dry_run=False,
-                    raise_errors=True,
-                    use_transactions=False,
-                )
+        for line, row_result in zip(lines, result.rows, strict=True):
+            status[line] = ERROR if line in bad else CODES.get(row_result.import_type, ERROR)
+    return problems, status
+
+
+def _check(job: ImportJob) -> ImportJob | None:
+    """Check every row, reading the file once, writing nothing but the job's progress; record
+    the outcome. None: another delivery of the task recorded it first."""
+    resource_class = RESOURCES[job.kind]
+    keys = list(resource_class._meta.import_id_fields or [])
+    problems: list[Problem] = []
+    status = bytearray()  # one code per line (line 2 is index 0); 0 for blank lines
+    first_line: dict[str, int] = {}
+    repeated: dict[str, list[int]] = {}
+    ImportJob.objects.filter(pk=job.pk).update(total_rows=0, processed_rows=0)
+    with _Table(job, resource_class) as table:
+        missing = [key for key in keys if key not in table.headers]
+        if missing:
+            raise ImportFileError(f"The file has no “{'”, “'.join(missing)}” column (required).")
+        key_columns = [table.headers.index(key) for key in keys]
+        chunk: list[tuple[int, list[Any], str]] = []
+        checked = 0
+        for line, values, problem in table.rows():
+            key = "\x1f".join(str(values[c] if values[c] is not None else "").strip()
+                              for c in key_columns)  # fmt: skip
+            if key in first_line:
+                repeated.setdefault(key, [first_line[key]]).append(line)
+            else:
+                first_line[key] = line
+            status.extend(b"\0" * (line - 1 - len(status)))
+            chunk.append((line, values, problem))
+            if len(chunk) == CHECK_CHUNK:
+                checked += _record_chunk(job, resource_class, table, chunk, problems, status)
+                ImportJob.objects.filter(pk=job.pk).update(processed_rows=checked)
+                chunk = []
+        checked += _record_chunk(job, resource_class, table, chunk, problems, status)
+    del first_line
+    for key, lines in repeated.items():
+        shown = ", ".join(str(line) for line in lines[:10]) + (", …" if len(lines) > 10 else "")
+        for line in lines:
+            status[line - 2] = ERROR
+            shown_key = key.replace("\x1f", "/")
+            problems.append((line, keys[0], f"“{shown_key}” appears on several lines ({shown})."))
+    counts = {code: status.count(code) for code in (*CODES.values(), ERROR)}
+    valid = checked - counts[ERROR]
+    write = not job.dry_run and (not counts[ERROR] or job.import_valid_rows)
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().get(pk=job.pk)
-        job.new_rows, job.updated_rows, job.skipped_rows = (
-            counts["new"],
-            counts["update"],
-            counts["skip"],
-        )
-        job.error_rows = len(bad_rows)
-        job.message = message
+        if job.state != ImportState.RUNNING or job.checked_at is not None:
+            return None
+        job.total_rows = job.processed_rows = checked
+        job.new_rows = counts[CODES[RowResult.IMPORT_TYPE_NEW]]
+        job.updated_rows = counts[CODES[RowResult.IMPORT_TYPE_UPDATE]]
+        job.skipped_rows = counts[CODES[RowResult.IMPORT_TYPE_SKIP]]
+        job.error_rows = counts[ERROR]
+        job.rows_to_write = valid if write else 0
+        job.written_rows = 0
+        job.checked_at = timezone.now()
         if problems:
             job.error_report.save(f"import-{job.pk}-errors.csv", _report(problems), save=False)
+        job.save(
+            update_fields=[
+                "total_rows", "processed_rows", "new_rows", "updated_rows", "skipped_rows",
+                "error_rows", "rows_to_write", "written_rows", "checked_at", "error_report",
+            ]
+        )  # fmt: skip
+    return job
+
+
+def _record_chunk(
+    job: ImportJob,
+    resource_class: type[ScopedResource],
+    table: _Table,
+    chunk: list,
+    problems: list[Problem],
+    status: bytearray,
+) -> int:
+    if not chunk:
+        return 0
+    found, codes = _check_chunk(job, resource_class, table.headers, chunk)
+    problems += found
+    for line, code in codes.items():
+        status[line - 2] = code
+    return len(chunk)
+
+
+def _save(pending: list[tuple[int, Model, bool]], lines: list[int]) -> list[Problem]:
+    """Save checked rows (inside the chunk's transaction, kept short: new rows in bulk; these
+    models have no save() logic nor signals to skip). A row that a concurrent change made
+    impossible since the check is refused alone, not with its whole chunk."""
+    if not pending:
+        return []
+    model = type(pending[0][1])
+    try:
+        with transaction.atomic():
+            model.objects.bulk_create([instance for _, instance, new in pending if new])
+            for _, instance, new in pending:
+                if not new:
+                    instance.save()
+        return []
+    except IntegrityError:
+        pass
+    problems = []
+    for number, instance, is_create in pending:
+        if is_create:  # the failed attempt gave it a key that was rolled back
+            instance.pk = None
+            instance._state.adding = True
+        try:
+            with transaction.atomic():
+                instance.save()
+        except IntegrityError:
+            problems.append((lines[number - 1], "", CHANGED_MESSAGE))
+    return problems
+
+
+def _write(job: ImportJob) -> list[Problem] | None:
+    """Write the rows the check accepted, in short transactions, from the job's checkpoint
+    on. Returns the rows refused at write time; None if another worker is writing."""
+    resource_class = RESOURCES[job.kind]
+    bad = {line for line, _, _ in _read_report(job)}
+    size = settings.IMPORT_WRITE_CHUNK_ROWS
+    done = job.written_rows
+    late: list[Problem] = []
+    with _Table(job, resource_class) as table:
+        valid = ((line, values) for line, values, _ in table.rows() if line not in bad)
+        remaining = itertools.islice(valid, done, None)
+        while chunk := list(itertools.islice(remaining, size)):
+            lines = [line for line, _ in chunk]
+            # Checked again just before writing, outside the transaction: only saves wait.
+            resource, result = _import_rows(job, resource_class, table.headers, chunk)
+            found, _ = _row_problems(result, lines)
+            with transaction.atomic():
+                claimed = ImportJob.objects.filter(
+                    pk=job.pk, state=ImportState.RUNNING, written_rows=done
+                ).update(written_rows=min(done + len(chunk), job.rows_to_write))
+                if not claimed:
+                    return None
+                found += _save(resource.pending, lines)
+            late += found
+            done += len(chunk)
+    return late
+
+
+def _read_report(job: ImportJob) -> list[Problem]:
+    if not job.error_report:
+        return []
+    with job.error_report.open("rb") as handle:
+        rows = list(csv.reader(io.StringIO(handle.read().decode("utf-8"))))
+    return [(int(line), field, message) for line, field, message in rows[1:]]
+
+
+def run_import(*, job_id: int) -> ImportJob:
+    """Check then (unless a dry run) write an import job's file. Idempotent and resumable: a
+    finished job is left alone; a job found running (its worker stopped and the task was
+    delivered again) is checked again, or, once checked, written on from its checkpoint."""
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job_id)
+        if job.state == ImportState.QUEUED:
+            portal_services.transition(obj=job, name="start")
+        elif job.state != ImportState.RUNNING:
+            return job
+    if job.checked_at is None:
+        try:
+            checked = _check(job)
+        except (ImportFileError, OSError) as exc:
+            return _fail(job, str(exc))
+        if checked is None:
+            return ImportJob.objects.get(pk=job.pk)
+        job = checked
+    late: list[Problem] = []
+    if job.rows_to_write:
+        written = _write(job)
+        if written is None:
+            return ImportJob.objects.get(pk=job.pk)
+        late = written
+    return _finish(job, late)
+
+
+def interrupted(*, job_id: int) -> str:
+    """The worker's time ran out: a write goes on in a new task from its checkpoint; a check
+    that took this long fails."""
+    job = ImportJob.objects.get(pk=job_id)
+    if job.state != ImportState.RUNNING:
+        return job.state
+    if job.checked_at is not None:
+        _enqueue(job.pk)
+        return job.state
+    return _fail(job, "Checking the file took longer than the time limit; split it.").state
+
+
+def _finish(job: ImportJob, late: list[Problem]) -> ImportJob:
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job.pk)
+        if job.state != ImportState.RUNNING:
+            return job
+        errors = job.error_rows
+        if late:
+            job.error_report.save(
+                f"import-{job.pk}-errors.csv", _report(_read_report(job) + late), save=False
+            )
+            job.error_rows += len({line for line, _, _ in late})
+        written = bool(job.rows_to_write)
+        if job.dry_run or written:
+            verb = "would be" if job.dry_run else "were"
+            job.message = (
+                f"{job.new_rows} new, {job.updated_rows} updated, {job.skipped_rows} unchanged "
+                f"rows {verb} imported; {errors} row(s) with errors."
+            )
+            if late:
+                job.message += (
+                    f" {len(late)} row(s) changed during the import and were not written; "
+                    "see the error report."
+                )
+        else:
+            job.message = (
+                f"Nothing was imported: {errors} row(s) have errors. Fix them, or run the "
+                "import again choosing to import the valid rows only."
+            )
         portal_services.transition(
             obj=job,
             name="finish",
-            extra={**counts, "errors": len(bad_rows), "written": write},
+            extra={
+                "new": job.new_rows,
+                "update": job.updated_rows,
+                "skip": job.skipped_rows,
+                "errors": job.error_rows,
+                "written": written,
+            },
         )
     return job
 
 
-def _summary(counts: dict[str, int], errors: int, dry_run: bool) -> str:
-    verb = "would be" if dry_run else "were"
-    return (
-        f"{counts['new']} new, {counts['update']} updated, {counts['skip']} unchanged rows "
-        f"{verb} imported; {errors} row(s) with errors."
-    )
-
-
-def _report(problems: list[tuple[int, str, str]]) -> ContentFile:
+def _report(problems: list[Problem]) -> ContentFile:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["line", "field", "error"])
@@ -349,19 +795,24 @@ def create_job(
     *,
     kind: str,
     filename: str,
-    content: bytes,
+    content: bytes | File,
     actor: Any,
     entity: Entity | None = None,
     dry_run: bool = True,
     import_valid_rows: bool = False,
     enqueue: bool = True,
+    size_limit: bool = True,
 ) -> ImportJob:
-    """Record an import job and hand it to a worker after commit (``enqueue=False``: the
-    caller runs it itself). Local operators import for one of their entities only."""
+    """Store an import file as a job and hand it to a worker after commit (``enqueue=False``:
+    the caller runs it itself). Nothing is parsed here. Local operators import for one of
+    their entities only. ``size_limit=False`` is for the command line only, whose operator
+    already holds the server."""
     from django.core.exceptions import PermissionDenied
 
     from portal.models import is_central_user
 
+    upload = ContentFile(content) if isinstance(content, bytes) else content
+    check_upload(name=filename, size=upload.size if size_limit else 0)
     if actor is not None and not is_central_user(actor):
         if entity is None:
             raise PermissionDenied("Choose the entity the rows are imported for.")
@@ -376,7 +827,7 @@ def create_job(
             import_valid_rows=import_valid_rows,
             created_by=actor if getattr(actor, "is_authenticated", False) else None,
         )
-        job.file.save(PurePath(filename).name, ContentFile(content), save=False)
+        job.file.save(PurePath(filename).name, upload, save=False)  # streamed, not read whole
         job.save()
         portal_services.record_audit(obj=job, action="queue_import", actor=actor, to_state="queued")
         if enqueue:

@@ -1,14 +1,19 @@
 """Celery tasks of the campaigns app."""
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from campaigns import imports, targeting
 
 
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=3600, time_limit=3700)
 def run_import_job(job_id: int) -> str:
-    """Check and write an import file (idempotent: only a queued job runs)."""
-    return imports.run_import(job_id=job_id).state
+    """Read, check and write an import file (idempotent: a finished job is left alone; a job
+    whose worker stopped resumes at its checkpoint)."""
+    try:
+        return imports.run_import(job_id=job_id).state
+    except SoftTimeLimitExceeded:
+        return imports.interrupted(job_id=job_id)
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -272,6 +272,10 @@ class ImportForm(forms.Form):
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["entity"].queryset = Entity.objects.visible_to(user).filter(kind="local")
+        self.fields["file"].help_text = imports.upload_help()
+
+    def clean_file(self) -> Any:
+        return imports.validate_upload(self.cleaned_data["file"])
 
 
 @login_required
@@ -281,23 +285,17 @@ def import_create(request: HttpRequest) -> HttpResponse:
     form = ImportForm(request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
-        try:
-            imports.load_dataset(upload.name, upload.read())
-        except imports.ImportFileError as exc:
-            form.add_error("file", str(exc))
-        else:
-            upload.seek(0)
-            job = imports.create_job(
-                kind=form.cleaned_data["kind"],
-                filename=upload.name,
-                content=upload.read(),
-                actor=request.user,
-                entity=form.cleaned_data["entity"],
-                dry_run=form.cleaned_data["dry_run"],
-                import_valid_rows=form.cleaned_data["import_valid_rows"],
-            )
-            messages.success(request, "The file is queued; this page shows its progress.")
-            return redirect("campaigns:import_detail", job.pk)
+        job = imports.create_job(
+            kind=form.cleaned_data["kind"],
+            filename=upload.name,
+            content=upload,
+            actor=request.user,
+            entity=form.cleaned_data["entity"],
+            dry_run=form.cleaned_data["dry_run"],
+            import_valid_rows=form.cleaned_data["import_valid_rows"],
+        )
+        messages.success(request, "The file is queued; this page shows its progress.")
+        return redirect("campaigns:import_detail", job.pk)
     jobs = ImportJob.objects.visible_to(request.user).select_related("entity")[:20]
     return render(request, "campaigns/import_form.html", {"form": form, "jobs": jobs})
 

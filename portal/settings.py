@@ -193,6 +193,18 @@ IMPORT_EXPORT_SKIP_ADMIN_LOG = True
 FILE_UPLOAD_PERMISSIONS = 0o640
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# Imports (campaigns/imports.py): files are stored by the web request and read by a worker.
+IMPORT_MAX_UPLOAD_BYTES = env_int(ENV, "IMPORT_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
+IMPORT_MAX_ROWS = env_int(ENV, "IMPORT_MAX_ROWS", 1_000_000, minimum=1)
+# An XLSX is a zip: refuse it before parsing when it declares more XML than this, or when a
+# member expands more than this many times (a zip bomb).
+IMPORT_MAX_XLSX_UNPACKED_BYTES = env_int(
+    ENV, "IMPORT_MAX_XLSX_UNPACKED_BYTES", 300 * 1024 * 1024, minimum=1
+)
+IMPORT_MAX_XLSX_RATIO = env_int(ENV, "IMPORT_MAX_XLSX_RATIO", 100, minimum=1)
+# Rows written per transaction: each commit is short, so other users never wait long.
+IMPORT_WRITE_CHUNK_ROWS = env_int(ENV, "IMPORT_WRITE_CHUNK_ROWS", 200, minimum=1)
+
 # Celery: JSON only, late acknowledgement (tasks are idempotent), bounded run times.
 CELERY_BROKER_URL = broker_url(ENV, "CELERY_BROKER_URL", VAR_DIR / "celery-broker.sqlite3")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

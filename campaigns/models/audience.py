@@ -279,6 +279,14 @@ class ImportJob(FSMModelMixin, models.Model):
     updated_rows = models.PositiveIntegerField(default=0)
     skipped_rows = models.PositiveIntegerField(default=0)
     error_rows = models.PositiveIntegerField(default=0)
+    checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When every row had been checked (the write may start)."
+    )
+    rows_to_write = models.PositiveIntegerField(default=0)
+    written_rows = models.PositiveIntegerField(
+        default=0,
+        help_text="Rows written so far, committed with each chunk; a new worker resumes here.",
+    )
     message = models.TextField(blank=True)
     error_report = models.FileField(upload_to="imports/reports/", blank=True)
     created_by = models.ForeignKey(
@@ -295,7 +303,11 @@ class ImportJob(FSMModelMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(processed_rows__lte=models.F("total_rows")) | Q(total_rows=0),
                 name="import_progress_bounded",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(written_rows__lte=models.F("rows_to_write")),
+                name="import_write_progress_bounded",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -323,3 +335,7 @@ class ImportJob(FSMModelMixin, models.Model):
     @property
     def progress(self) -> int:
         return int(100 * self.processed_rows / self.total_rows) if self.total_rows else 0
+
+    @property
+    def write_progress(self) -> int:
+        return int(100 * self.written_rows / self.rows_to_write) if self.rows_to_write else 0

@@ -100,7 +100,10 @@ def test_a_local_operator_imports_for_its_own_entity_only(org):
     assert not Contact.objects.filter(external_id="ELSE").exists()
     theirs = Contact.objects.get(external_id="THEIRS")
     assert (theirs.first_name, theirs.entity) == ("B", org.store_b)
-    assert "another entity" in " ".join(" ".join(r) for r in report(job))
+    assert report(job)[1:] == [
+        ["3", "entity", "“STORE_B” is not found among your entities."],
+        ["4", "external_id", "“THEIRS” is not found among your contacts."],
+    ]
 
 
 def test_a_local_operator_cannot_import_for_another_entity(org):
@@ -124,12 +127,20 @@ def test_a_local_operator_cannot_import_for_another_entity(org):
         )
 
 
+def test_a_file_of_another_kind_is_refused_before_it_is_stored(org):
+    with pytest.raises(imports.ImportFileError, match=r"\.csv or \.xlsx"):
+        imports.create_job(
+            kind="contacts", filename="x.pdf", content=b"%PDF", actor=None, enqueue=False
+        )
+    assert not ImportJob.objects.exists()
+
+
 def test_an_unreadable_file_fails_the_job_with_a_message(org):
     job = imports.create_job(
-        kind="contacts", filename="x.pdf", content=b"%PDF", actor=None, enqueue=False
+        kind="contacts", filename="x.xlsx", content=b"%PDF", actor=None, enqueue=False
     )
     job = imports.run_import(job_id=job.pk)
-    assert job.state == "failed" and ".csv or .xlsx" in job.message
+    assert job.state == "failed" and "not a readable XLSX" in job.message
 
 
 def test_xlsx_files_are_read(org):

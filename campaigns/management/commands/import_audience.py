@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
 from campaigns import imports
@@ -38,16 +39,21 @@ class Command(BaseCommand):
             entity = Entity.objects.filter(code=options["entity"]).first()
             if entity is None:
                 raise CommandError(f"No entity with code {options['entity']!r}.")
-        job = imports.create_job(
-            kind=kind,
-            filename=file.name,
-            content=file.read_bytes(),
-            actor=None,
-            entity=entity,
-            dry_run=not options["commit"],
-            import_valid_rows=options["valid_rows"],
-            enqueue=options["background"],
-        )
+        with file.open("rb") as handle:
+            try:
+                job = imports.create_job(
+                    kind=kind,
+                    filename=file.name,
+                    content=File(handle),
+                    actor=None,
+                    entity=entity,
+                    dry_run=not options["commit"],
+                    import_valid_rows=options["valid_rows"],
+                    enqueue=options["background"],
+                    size_limit=False,  # the operator holds the server; rows are still limited
+                )
+            except imports.ImportFileError as exc:
+                raise CommandError(str(exc)) from None
         if options["background"]:
             self.stdout.write(f"Queued import #{job.pk}; follow it in the admin.")
             return
