@@ -1,6 +1,28 @@
+from typing import Any
+
 from django.apps import AppConfig
+
+
+def _fill_missing_approver_rights(**kwargs: Any) -> None:
+    """After ``migrate``: requests opened before approver rights existed get theirs."""
+    from approvals.services import fill_missing_approver_rights
+
+    fill_missing_approver_rights()
 
 
 class ApprovalsConfig(AppConfig):
     name = "approvals"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from approvals import services
+        from portal import bearer
+
+        bearer.register("approval_link", services.approval_link_secret)
+        post_migrate.connect(
+            _fill_missing_approver_rights,
+            sender=self,
+            dispatch_uid="approvals.fill_missing_approver_rights",
+        )
