@@ -60,9 +60,7 @@ def reset_password_by_link(path: str, password: str) -> None:
     form_page = client.get(path, follow=True)
     assert form_page.redirect_chain, "a valid reset link redirects to its set-password form"
     set_password_url = form_page.redirect_chain[-1][0]
-    response = client.post(
-        set_password_url, {"new_password1": password, "new_password2": password}
-    )
+    response = client.post(set_password_url, {"new_password1": password, "new_password2": password})
     assert response.status_code == 302 and "/reset/done/" in response["Location"]
 
 
