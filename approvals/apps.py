@@ -3,10 +3,16 @@ from typing import Any
 from django.apps import AppConfig
 
 
-def _fill_missing_approver_rights(**kwargs: Any) -> None:
-    """After ``migrate``: requests opened before approver rights existed get theirs."""
+def _fill_missing_approver_rights(*, apps: Any = None, **kwargs: Any) -> None:
+    """After ``migrate``: requests opened before approver rights existed get theirs (unless
+    the database was just migrated back to before them)."""
     from approvals.services import fill_missing_approver_rights
 
+    try:
+        if apps is not None:
+            apps.get_model("approvals", "ApproverRight")
+    except LookupError:
+        return
     fill_missing_approver_rights()
 
 
