@@ -3,13 +3,17 @@ anyone but its recipient — not in the outbox row, not in the admin — while t
 actually sent carries a working link."""
 
 import re
+from importlib import import_module
 
 import pytest
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.tokens import default_token_generator
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
 from approvals.choices import RequestState
 from approvals.models import ApprovalRequest
@@ -160,3 +164,52 @@ def test_the_approvers_email_actually_sent_carries_a_working_link(submitted_orde
     assert response.status_code == 200
     request.refresh_from_db()
     assert (request.state, request.decided_by) == (RequestState.APPROVED, org.approver)
+
+
+def test_links_stored_before_sealing_are_sealed_by_the_migrations(submitted_order, org, boss):
+    """Rows written by the old code (a live token in the text) lose it on migrate, and are
+    still sent with a working link."""
+    from approvals import services as approvals
+    from approvals.models import ApprovalLink
+
+    _order, request = submitted_order
+    link = ApprovalLink.objects.get(request=request, approver=org.approver)
+    approval_token = approvals.link_token(link)
+    approval_url = approvals.link_url(approval_token)
+    reset_token = default_token_generator.make_token(boss)
+    reset_url = f"http://127.0.0.1:8000/accounts/reset/{uid_of(boss)}/{reset_token}/"
+    legacy = [
+        services.queue_email(
+            to=org.approver.email,
+            recipient=org.approver,
+            subject="Decide",
+            kind="approval_request",
+            body_text=f"Open {approval_url}",
+            body_html=f'<a href="{approval_url}">Open</a>',
+        ),
+        services.queue_email(
+            to=boss.email,
+            recipient=boss,
+            subject="Reset",
+            kind="password_reset",
+            body_text=f"Choose a new password: {reset_url}",
+        ),
+    ]
+    import_module("portal.migrations.0003_seal_legacy_reset_links").seal_reset_links(apps, None)
+    import_module("approvals.migrations.0003_seal_legacy_link_notifications").seal_approval_links(
+        apps, None
+    )
+    for notification in legacy:
+        readable = stored_text(notification)
+        assert approval_token not in readable and reset_token not in readable
+        assert services.deliver_notification(notification_id=notification.pk).status == "sent"
+    approval_mail, reset_mail = mail.outbox
+    sent_token = APPROVAL_LINK.search(approval_mail.body).group(1)
+    assert approvals.resolve_link(sent_token) == link
+    reset_password_by_link(RESET_LINK.search(reset_mail.body).group(0), "Migrated-and-w0rking")
+    boss.refresh_from_db()
+    assert boss.check_password("Migrated-and-w0rking")
+
+
+def uid_of(user) -> str:
+    return urlsafe_base64_encode(force_bytes(user.pk))
