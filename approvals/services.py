@@ -93,7 +93,7 @@ class NotAnApprover(PermissionDenied):
 
 NO_RIGHT = (
     "This link was sent to an approver who no longer holds the right to decide this request "
-    "(their role or membership was removed). Nothing was decided."
+    "(their role or membership was removed, or their account deactivated). Nothing was decided."
 )
 
 
