@@ -36,11 +36,19 @@ class ApprovalRequestAdmin(ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.Mod
     date_hierarchy = "created_at"
     list_select_related = ["entity", "decided_by"]
     readonly_fields = [f.name for f in ApprovalRequest._meta.fields if f.name != "id"] + [
-        "approvers"
+        "approvers",
+        "who_may_decide",
     ]
     exclude = ["content_type", "object_id"]
     inlines = [ApprovalLinkInline, AuditLogInline]
     actions = ["approve_selected", "reject_selected"]
+
+    @admin.display(description="who may decide now")
+    def who_may_decide(self, obj: ApprovalRequest) -> str:
+        """The approver rights and the users holding them at this moment."""
+        rights = ", ".join(str(right) for right in obj.approver_rights.select_related("entity"))
+        users = ", ".join(user.get_username() for user in services.current_approvers(obj))
+        return f"{rights or 'superusers only'}: {users or 'nobody'}"
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("approvals.decide_approvalrequest")

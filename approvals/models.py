@@ -9,25 +9,44 @@ from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 from approvals.choices import DecisionChannel, RequestKind, RequestState
+from portal.choices import Role
 from portal.models import Entity, is_central_user
 
 
 class ApprovalRequestQuerySet(models.QuerySet["ApprovalRequest"]):
     def visible_to(self, user: Any) -> ApprovalRequestQuerySet:
-        """Requests the user may see: central users all; others those of their entities or
-        those they are an approver of."""
+        """Requests the user may see: central users all; others those of the entities they
+        may see, as the request's entity or as the entity whose roles decide it (rights as
+        they are now: being emailed once grants nothing)."""
         if is_central_user(user):
             return self.all()
         if not getattr(user, "is_authenticated", False):
             return self.none()
+        visible = Entity.objects.visible_to(user)
         return self.filter(
-            Q(entity__in=Entity.objects.visible_to(user)) | Q(approvers=user)
-        ).distinct()
+            Q(entity__in=visible)
+            | Q(pk__in=ApproverRight.objects.filter(entity__in=visible).values("request"))
+        )
+
+    def decidable_by(self, user: Any) -> ApprovalRequestQuerySet:
+        """Requests ``user`` holds the right to decide now: an active user holding, at this
+        moment, one of the roles the request's approver rights name. Superusers decide all."""
+        if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self.all()
+        rights = ApproverRight.objects.filter(
+            request=OuterRef("pk"),
+            entity__memberships__user=user,
+            entity__memberships__user__is_active=True,
+            entity__memberships__role=F("role"),
+        )
+        return self.filter(Exists(rights))
 
     def pending(self) -> ApprovalRequestQuerySet:
         return self.filter(state=RequestState.PENDING)
@@ -57,7 +76,12 @@ class ApprovalRequest(ConcurrentTransitionMixin, models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     approvers = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, related_name="approval_requests", blank=True
+        settings.AUTH_USER_MODEL,
+        related_name="approval_requests",
+        blank=True,
+        verbose_name="emailed approvers",
+        help_text="Who was emailed a personal link. The right to decide comes from the "
+        "approver rights, resolved from current roles at decision time.",
     )
     deadline = models.DateTimeField()
     reminder_interval_hours = models.PositiveIntegerField(default=24)
@@ -124,6 +148,28 @@ class ApprovalRequest(ConcurrentTransitionMixin, models.Model):
     @transition(field=state, source=RequestState.PENDING, target=RequestState.CANCELLED)
     def cancel(self, *, reason: str = "") -> None:
         self.decision_comment = reason
+
+
+class ApproverRight(models.Model):
+    """Who may decide a request: the active holders of ``role`` in ``entity`` at the moment
+    they decide (and so who sees it in their inbox). Memberships removed or added after the
+    request opened take effect at once."""
+
+    request = models.ForeignKey(
+        ApprovalRequest, on_delete=models.CASCADE, related_name="approver_rights"
+    )
+    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="+")
+    role = models.CharField(max_length=32, choices=Role.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "entity", "role"], name="approvals_one_right_per_role"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_role_display()} of {self.entity.code}"
 
 
 class ApprovalLink(models.Model):

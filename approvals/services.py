@@ -5,6 +5,8 @@ business, through a registered handler."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -18,14 +20,24 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.choices import DecisionChannel, RequestState
-from approvals.models import ApprovalLink, ApprovalRequest
+from approvals.models import ApprovalLink, ApprovalRequest, ApproverRight
+from portal import bearer
 from portal import services as portal_services
 from portal.exceptions import DomainError
-from portal.models import Entity
+from portal.models import Entity, Notification
 
 logger = logging.getLogger(__name__)
 User = get_user_model()
 LINK_SALT = "approvals.link.v1"
+
+
+@dataclass(frozen=True)
+class ApproverScope:
+    """Who decides an object: the active holders of one of ``roles`` in ``entity``, resolved
+    when they decide or open their inbox, not when the request was opened."""
+
+    entity: Entity
+    roles: tuple[str, ...]
 
 
 class ApprovalHandler(Protocol):
@@ -33,7 +45,7 @@ class ApprovalHandler(Protocol):
 
     kind: str
 
-    def approvers(self, obj: Any) -> list[Any]: ...
+    def approver_scope(self, obj: Any) -> ApproverScope: ...
     def entity(self, obj: Any) -> Entity: ...
     def title(self, obj: Any) -> str: ...
     def summary(self, obj: Any) -> list[tuple[str, str]]: ...
@@ -75,6 +87,16 @@ class AlreadyDecided(DomainError):
         super().__init__(message)
 
 
+class NotAnApprover(PermissionDenied):
+    """The actor does not hold the right to decide the request (now)."""
+
+
+NO_RIGHT = (
+    "This link was sent to an approver who no longer holds the right to decide this request "
+    "(their role or membership was removed, or their account deactivated). Nothing was decided."
+)
+
+
 class InvalidLink(DomainError):
     """An approval link that cannot be used: tampered with, expired or already used."""
 
@@ -90,11 +112,33 @@ class InvalidLink(DomainError):
 
 
 def link_token(link: ApprovalLink) -> str:
+    """The signed token of a link. It is a bearer secret: it goes only into the email sent to
+    the link's approver (``approval_link_secret``), never into the outbox or a page."""
     return signing.dumps({"l": link.pk, "n": str(link.nonce)}, salt=LINK_SALT, compress=True)
 
 
-def link_url(link: ApprovalLink) -> str:
-    return f"{settings.SITE_URL}{reverse('approvals:link', args=[link_token(link)])}"
+def link_url(token: str) -> str:
+    return f"{settings.SITE_URL}{reverse('approvals:link', args=[token])}"
+
+
+def approval_link_secret(*, notification: Notification, link: int) -> str:
+    """The token of ``link``, derived when its email is sent (``portal.bearer`` kind
+    ``approval_link``). Refused when the link is gone, belongs to someone else than the
+    email's recipient, or its approver no longer holds the right to decide."""
+    found = ApprovalLink.objects.select_related("request", "approver").filter(pk=link).first()
+    if found is None:
+        raise bearer.SecretUnavailable("the approval link no longer exists.")
+    approver = found.approver
+    if (
+        notification.recipient_id != approver.pk
+        or approver.email.strip().lower() != notification.recipient_email.strip().lower()
+    ):
+        raise bearer.SecretUnavailable("the approval link belongs to another address.")
+    if not may_decide(found.request, approver):
+        raise bearer.SecretUnavailable(
+            f"{approver.get_username()} no longer holds the right to decide this request."
+        )
+    return link_token(found)
 
 
 def resolve_link(token: str) -> ApprovalLink:
@@ -124,6 +168,8 @@ def resolve_link(token: str) -> ApprovalLink:
         )
     if link.expires_at < timezone.now() and link.request.state == RequestState.PENDING:
         raise InvalidLink("This approval link has expired.", reason="expired", link=link)
+    if not may_decide(link.request, link.approver):
+        raise InvalidLink(NO_RIGHT, reason="no_right", link=link)
     return link
 
 
@@ -147,13 +193,16 @@ def record_refused_link(*, link: ApprovalLink | None, reason: str, method: str) 
 
 
 def _notify_approver(request: ApprovalRequest, link: ApprovalLink, *, reminder: bool) -> None:
+    """Email the link's approver; the outbox row holds a placeholder, not the link's token."""
     handler = handler_for(request.subject)
+    sealed = bearer.Sealed(token=bearer.Secret("approval_link", {"link": link.pk}))
     portal_services.notify(
         recipients=[link.approver],
         template="approval_reminder" if reminder else "approval_request",
+        sealed=sealed,
         context={
             "request": request,
-            "link_url": link_url(link),
+            "link_url": link_url(sealed["token"]),
             "rows": handler.summary(request.subject),
             "documents": handler.documents(request.subject),
             "deadline": timezone.localtime(request.deadline).strftime("%Y-%m-%d %H:%M"),
@@ -180,7 +229,7 @@ def request_approval(
     existing = ApprovalRequest.objects.for_object(obj).pending().first()
     if existing:
         return existing
-    approvers = [user for user in handler.approvers(obj) if user.is_active]
+    scope = handler.approver_scope(obj)
     request = ApprovalRequest.objects.create(
         kind=handler.kind,
         content_type=ContentType.objects.get_for_model(obj),
@@ -192,7 +241,11 @@ def request_approval(
         auto_approve_on_expiry=auto_approve_on_expiry,
         reminder_interval_hours=reminder_interval_hours or settings.APPROVAL_REMINDER_HOURS,
     )
-    request.approvers.set(approvers)
+    ApproverRight.objects.bulk_create(
+        ApproverRight(request=request, entity=scope.entity, role=role) for role in scope.roles
+    )
+    approvers = list(current_approvers(request))
+    request.approvers.set(approvers)  # who is emailed now; rights stay with the roles
     portal_services.record_audit(
         obj=request,
         action="request",
@@ -209,16 +262,59 @@ def request_approval(
     return request
 
 
+def current_approvers(request: ApprovalRequest) -> models.QuerySet:
+    """The active users who hold the right to decide ``request`` now."""
+    rights = ApproverRight.objects.filter(
+        request=request,
+        entity__memberships__user=models.OuterRef("pk"),
+        entity__memberships__role=models.F("role"),
+    )
+    return User.objects.filter(models.Exists(rights), is_active=True).order_by("pk")
+
+
 def may_decide(request: ApprovalRequest, user: Any) -> bool:
-    """Approvers named on the request, those the rules name now, and superusers."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return False
-    if user.is_superuser:
-        return True
-    if request.approvers.filter(pk=user.pk).exists():
-        return True
-    current = handler_for(request.subject).approvers(request.subject)
-    return any(candidate.pk == user.pk for candidate in current)
+    """Whether ``user`` holds the right to decide ``request`` now: the roles its approver
+    rights name, as they are at this moment (a removed approver no longer may, an added one
+    may), and superusers. Having been emailed a link grants nothing by itself."""
+    return ApprovalRequest.objects.filter(pk=request.pk).decidable_by(user).exists()
+
+
+def _record_attempt(
+    *, request: ApprovalRequest, action: str, actor: Any, approve: bool, via: str, why: str
+) -> None:
+    """Journal a decision attempt that did not decide (outside the rolled-back work)."""
+    portal_services.record_audit(
+        obj=request,
+        action=action,
+        actor=actor,
+        comment=why,
+        extra={"wanted": "approve" if approve else "reject", "via": via},
+    )
+
+
+def refuse_decision(*, request: ApprovalRequest, actor: Any, approve: bool, via: str) -> None:
+    """Journal and refuse a decision by someone who does not hold the right to decide."""
+    _record_attempt(
+        request=request,
+        action="decision_refused",
+        actor=actor,
+        approve=approve,
+        via=via,
+        why="Refused: not an approver of this request at the time of the decision.",
+    )
+    raise NotAnApprover("You are not an approver of this request.")
+
+
+def record_lost_decision(*, request: ApprovalRequest, actor: Any, approve: bool, via: str) -> None:
+    """Journal a decision that came after another one (it changed nothing)."""
+    _record_attempt(
+        request=request,
+        action="decision_lost",
+        actor=actor,
+        approve=approve,
+        via=via,
+        why=str(AlreadyDecided(request)),
+    )
 
 
 def decide(
@@ -233,23 +329,35 @@ def decide(
     """Approve or reject a pending request; the first decision wins.
 
     The row lock serialises concurrent decisions: the second one finds the request decided
-    and gets ``AlreadyDecided`` naming who decided. A rejection needs a comment.
+    and gets ``AlreadyDecided`` naming who decided. The actor must hold the right to decide
+    at this moment (``NotAnApprover`` otherwise). Both refusals are journalled. A rejection
+    needs a comment.
     """
     comment = (comment or "").strip()
-    with transaction.atomic():
-        request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
-        if request.state != RequestState.PENDING:
-            raise AlreadyDecided(request)
-        if actor is not None and not may_decide(request, actor):
-            raise PermissionDenied("You are not an approver of this request.")
-        if not approve and not comment:
-            raise DomainError("Say why you reject the request: the comment is sent back.")
-        _decision_transition(request, actor, approve, comment, via)
-        if link is not None:
-            ApprovalLink.objects.filter(pk=link.pk).update(used_at=timezone.now())
-        handler_for(request.subject).on_decided(
-            obj=request.subject, request=request, approved=approve, actor=actor, comment=comment
-        )
+    try:
+        with transaction.atomic():
+            request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
+            if request.state != RequestState.PENDING:
+                raise AlreadyDecided(request)
+            if actor is not None and not may_decide(request, actor):
+                raise NotAnApprover("You are not an approver of this request.")
+            if not approve and not comment:
+                raise DomainError("Say why you reject the request: the comment is sent back.")
+            _decision_transition(request, actor, approve, comment, via)
+            if link is not None:
+                ApprovalLink.objects.filter(pk=link.pk).update(used_at=timezone.now())
+            handler_for(request.subject).on_decided(
+                obj=request.subject,
+                request=request,
+                approved=approve,
+                actor=actor,
+                comment=comment,
+            )
+    except AlreadyDecided as exc:  # journalled after the rollback, so that the entry stays
+        record_lost_decision(request=exc.request, actor=actor, approve=approve, via=via)
+        raise
+    except NotAnApprover:
+        refuse_decision(request=request, actor=actor, approve=approve, via=via)
     return request
 
 
@@ -312,8 +420,11 @@ def send_reminders(*, now: Any = None) -> int:
                 hours=request.reminder_interval_hours
             ):
                 continue
-            for link in request.links.filter(used_at=None).select_related("approver"):
-                if link.approver.is_active:
+            for approver in current_approvers(request):  # rights as they are now
+                link, _ = ApprovalLink.objects.get_or_create(
+                    request=request, approver=approver, defaults={"expires_at": request.deadline}
+                )
+                if link.used_at is None:
                     _notify_approver(request, link, reminder=True)
                     sent += 1
             request.last_reminder_at = now
@@ -365,8 +476,27 @@ def apply_deadline(*, request_id: int) -> str | None:
 
 
 def pending_for(user: Any) -> models.QuerySet:
-    """The requests waiting for this user's decision (the approvals inbox), soonest first."""
-    queryset = ApprovalRequest.objects.pending()
-    if not user.is_superuser:
-        queryset = queryset.filter(approvers=user)
+    """The requests waiting for this user's decision (the approvals inbox), soonest first:
+    those the user holds the right to decide now."""
+    queryset = ApprovalRequest.objects.pending().decidable_by(user)
     return queryset.select_related("entity", "requester").order_by("deadline")
+
+
+def fill_missing_approver_rights(requests: Iterable[ApprovalRequest] | None = None) -> int:
+    """Give pending requests opened before approver rights existed the rights their
+    handler names (run after ``migrate``); returns how many requests were filled."""
+    if requests is None:
+        requests = ApprovalRequest.objects.pending().filter(approver_rights__isnull=True)
+    filled = 0
+    for request in requests:
+        subject = request.subject
+        if subject is None or subject._meta.label_lower not in _handlers:
+            logger.warning("Approval request %s has no handler: left to superusers", request.pk)
+            continue
+        scope = handler_for(subject).approver_scope(subject)
+        ApproverRight.objects.bulk_create(
+            [ApproverRight(request=request, entity=scope.entity, role=r) for r in scope.roles],
+            ignore_conflicts=True,
+        )
+        filled += 1
+    return filled

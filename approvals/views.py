@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -18,6 +17,9 @@ from approvals.models import ApprovalRequest
 from portal.exceptions import DomainError
 from portal.models import AuditLog
 from portal.web import attempt
+
+# Why a link cannot be used → the page's status: gone for good, refused, or malformed.
+LINK_REFUSAL_STATUS = {"expired": 410, "used": 410, "no_right": 403}
 
 
 def _context(request_obj: ApprovalRequest) -> dict:
@@ -34,9 +36,8 @@ def _context(request_obj: ApprovalRequest) -> dict:
 def inbox(request: HttpRequest) -> HttpResponse:
     pending = services.pending_for(request.user)
     decided = (
-        ApprovalRequest.objects.visible_to(request.user)
+        ApprovalRequest.objects.decidable_by(request.user)
         .exclude(state=RequestState.PENDING)
-        .filter(approvers=request.user)
         .select_related("entity", "decided_by")[:20]
     )
     return render(request, "approvals/inbox.html", {"pending": pending, "decided": decided})
@@ -53,8 +54,13 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     form = DecisionForm(request.POST or None)
     if request.method == "POST":
-        if not services.may_decide(approval, request.user):
-            raise PermissionDenied("You are not an approver of this request.")
+        if not services.may_decide(approval, request.user):  # journalled, then a 403
+            services.refuse_decision(
+                request=approval,
+                actor=request.user,
+                approve=request.POST.get("decision") == "approve",
+                via=DecisionChannel.PORTAL,
+            )
         if form.is_valid():
             ok, _ = attempt(
                 request,
@@ -90,12 +96,17 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
             request,
             "approvals/link_invalid.html",
             {"message": exc.message, "approval": approval},
-            status=410 if exc.reason in {"expired", "used"} else 400,
+            status=LINK_REFUSAL_STATUS.get(exc.reason, 400),
         )
     approval = approval_link.request
     if approval.state != RequestState.PENDING:
         if request.method == "POST":
-            services.record_refused_link(link=approval_link, reason="decided", method="POST")
+            services.record_lost_decision(
+                request=approval,
+                actor=approval_link.approver,
+                approve=request.POST.get("decision") == "approve",
+                via=DecisionChannel.EMAIL,
+            )
         return render(
             request,
             "approvals/link_invalid.html",
@@ -113,7 +124,17 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         except services.InvalidLink as exc:
             services.record_refused_link(link=exc.link, reason=exc.reason, method="POST")
             return render(
-                request, "approvals/link_invalid.html", {"message": exc.message}, status=410
+                request,
+                "approvals/link_invalid.html",
+                {"message": exc.message},
+                status=LINK_REFUSAL_STATUS.get(exc.reason, 400),
+            )
+        except services.NotAnApprover:  # the right was lost since the page opened
+            return render(
+                request,
+                "approvals/link_invalid.html",
+                {"message": services.NO_RIGHT, "approval": approval},
+                status=403,
             )
         except DomainError as exc:
             return render(

@@ -7,9 +7,11 @@ from typing import Any
 from django.urls import reverse
 from django.utils import timezone
 
+from approvals.services import ApproverScope
 from campaigns.personalisation import display_value
 from packages import services
 from packages.models import Order
+from portal.choices import Role
 from portal.models import Entity
 from portal.services import absolute_url
 
@@ -17,8 +19,9 @@ from portal.services import absolute_url
 class OrderApprovalHandler:
     kind = "order"
 
-    def approvers(self, obj: Order) -> list[Any]:
-        return services.central_approvers(obj.package)
+    def approver_scope(self, obj: Order) -> ApproverScope:
+        """The central approvers of the package's entity, as they are when deciding."""
+        return ApproverScope(entity=obj.package.owning_entity, roles=(Role.CENTRAL_APPROVER,))
 
     def entity(self, obj: Order) -> Entity:
         return obj.entity

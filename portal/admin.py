@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from portal import services
+from portal import bearer, services
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
@@ -113,10 +113,13 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+    """The outbox as the central team reads it. A secret the email carries (a reset or an
+    approval link) is not stored; its place in the text shows as hidden."""
+
     list_display = [
         "created_at",
         "recipient_email",
-        "subject",
+        "redacted_subject",
         "kind",
         "status",
         "attempts",
@@ -126,9 +129,39 @@ class NotificationAdmin(ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.ModelA
     search_fields = ["recipient_email", "subject", "last_error"]
     date_hierarchy = "created_at"
     list_select_related = ["entity"]
-    readonly_fields = [f.name for f in Notification._meta.fields]
+    fields = [
+        "recipient",
+        "recipient_email",
+        "entity",
+        "kind",
+        "redacted_subject",
+        "redacted_text",
+        "redacted_html",
+        "status",
+        "attempts",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "next_attempt_at",
+        "sent_at",
+        "content_type",
+        "object_id",
+    ]
+    readonly_fields = fields
     actions = ["resend"]
     inlines = [AuditLogInline]
+
+    @admin.display(description="subject", ordering="subject")
+    def redacted_subject(self, obj: Notification) -> str:
+        return bearer.redact(obj.subject, obj)
+
+    @admin.display(description="text")
+    def redacted_text(self, obj: Notification) -> str:
+        return bearer.redact(obj.body_text, obj)
+
+    @admin.display(description="HTML (source)")
+    def redacted_html(self, obj: Notification) -> str:
+        return bearer.redact(obj.body_html, obj)
 
     @admin.action(description="Resend the selected failed notifications", permissions=["resend"])
     def resend(self, request: HttpRequest, queryset: QuerySet) -> None:

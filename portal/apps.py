@@ -9,6 +9,8 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from portal import signals
+        from portal import bearer, services, signals
+
+        bearer.register("password_reset", services.password_reset_secret)
 
         post_migrate.connect(signals.sync_role_groups, dispatch_uid="portal.sync_role_groups")

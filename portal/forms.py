@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import PasswordResetForm
 from django.template import loader
 
-from portal import services
+from portal import bearer, services
 
 
 class OutboxPasswordResetForm(PasswordResetForm):
-    """Password reset emails go through the outbox like every other notification."""
+    """Password reset emails go through the outbox like every other notification. The reset
+    token is not stored with them: the email holds a placeholder and the sending task mints a
+    fresh token (``portal.services.password_reset_secret``)."""
 
     def send_mail(
         self,
@@ -21,7 +22,9 @@ class OutboxPasswordResetForm(PasswordResetForm):
         to_email: str,
         html_email_template_name: str | None = None,
     ) -> None:
-        user = context.get("user")
+        user = context["user"]
+        sealed = bearer.Sealed(token=bearer.Secret("password_reset", {"user": user.pk}))
+        context = {**context, "token": sealed["token"]}
         services.queue_email(
             to=to_email,
             subject=loader.render_to_string(subject_template_name, context),
@@ -31,6 +34,7 @@ class OutboxPasswordResetForm(PasswordResetForm):
                 if html_email_template_name
                 else ""
             ),
-            recipient=user if isinstance(user, get_user_model()) else None,
+            recipient=user,
             kind="password_reset",
+            sealed=sealed,
         )

@@ -304,7 +304,11 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
 
 class Notification(FSMModelMixin, models.Model):
     """An email to an operator or approver, written in the transaction that caused it and
-    sent afterwards by a Celery task (the outbox)."""
+    sent afterwards by a Celery task (the outbox).
+
+    A secret that grants access (a reset or approval link) is never stored: the text holds a
+    placeholder and ``secret_refs`` says how the sending task derives it (``portal.bearer``).
+    """
 
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -320,6 +324,12 @@ class Notification(FSMModelMixin, models.Model):
     subject = models.CharField(max_length=255)
     body_text = models.TextField()
     body_html = models.TextField(blank=True)
+    secret_refs = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="How the sending task derives the secrets the text holds placeholders for.",
+    )
     content_type = models.ForeignKey(
         ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django_fsm import can_proceed, has_transition_perm
 from guardian.models import GroupObjectPermission
 
+from portal import bearer
 from portal.choices import CENTRAL_ROLES, EntityKind, NotificationStatus
 from portal.exceptions import DomainError
 from portal.models import AuditLog, Entity, Membership, Notification
@@ -305,12 +306,14 @@ def notify(
     context: Mapping[str, Any] | None = None,
     related: models.Model | None = None,
     entity: Entity | None = None,
+    sealed: bearer.Sealed | None = None,
 ) -> list[Notification]:
     """Write one outbox row per distinct recipient (users or email addresses) in the current
     transaction and enqueue the sends after it commits.
 
     Templates: ``emails/<template>.subject.txt``, ``emails/<template>.txt`` and optionally
-    ``emails/<template>.html``.
+    ``emails/<template>.html``. A secret that grants access goes in the context as its
+    ``sealed`` placeholder, never as itself: the sending task derives it (``portal.bearer``).
     """
     base_context = {
         "site_url": settings.SITE_URL,
@@ -339,6 +342,7 @@ def notify(
                 subject=subject[:255],
                 body_text=render_to_string(f"emails/{template}.txt", ctx),
                 body_html=_render_optional(f"emails/{template}.html", ctx),
+                secret_refs=sealed.as_json() if sealed else {},
                 content_type=content_type,
                 object_id=str(related.pk) if related else "",
                 kind=template,
@@ -359,18 +363,44 @@ def queue_email(
     body_html: str = "",
     recipient: Any = None,
     kind: str = "",
+    sealed: bearer.Sealed | None = None,
 ) -> Notification:
-    """Put an already rendered email in the outbox (e.g. a password reset)."""
+    """Put an already rendered email in the outbox (e.g. a password reset), its secrets
+    rendered as the ``sealed`` placeholders."""
     notification = Notification.objects.create(
         recipient=recipient,
         recipient_email=to,
         subject=" ".join(subject.split())[:255],
         body_text=body_text,
         body_html=body_html,
+        secret_refs=sealed.as_json() if sealed else {},
         kind=kind,
     )
     transaction.on_commit(partial(enqueue_notifications, [notification.pk]))
     return notification
+
+
+def password_reset_secret(*, notification: Notification, user: int) -> str:
+    """The reset token of the account a reset email was written for, minted at send time.
+
+    Refused when the account can no longer reset its password by this address (deactivated,
+    password login disabled, address changed since the request).
+    """
+    from django.contrib.auth.tokens import default_token_generator
+
+    account = User.objects.filter(pk=user).first()
+    address = getattr(account, User.get_email_field_name(), "") if account else ""
+    if (
+        account is None
+        or not account.is_active
+        or not account.has_usable_password()
+        or notification.recipient_id != account.pk
+        or (address or "").strip().lower() != notification.recipient_email.strip().lower()
+    ):
+        raise bearer.SecretUnavailable(
+            "the account no longer matches this password-reset email; ask for a new one."
+        )
+    return default_token_generator.make_token(account)
 
 
 @dataclass(frozen=True)
@@ -380,15 +410,17 @@ class DeliveryOutcome:
 
 
 def _send_email(notification: Notification) -> None:
+    """Hand the email to the transport, its secrets derived now (they exist only in it)."""
+    subject, body_text, body_html = bearer.reveal(notification)
     message = EmailMultiAlternatives(
-        subject=notification.subject,
-        body=notification.body_text,
+        subject=subject,
+        body=body_text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[notification.recipient_email],
         headers={"X-Portal-Notification": str(notification.pk)},
     )
-    if notification.body_html:
-        message.attach_alternative(notification.body_html, "text/html")
+    if body_html:
+        message.attach_alternative(body_html, "text/html")
     message.send(fail_silently=False)
 
 
@@ -397,7 +429,9 @@ def deliver_notification(*, notification_id: int) -> DeliveryOutcome:
 
     The row is claimed (pending → sending) in a short transaction, the email is sent outside
     any transaction, and the result is recorded in another. A failure is retried with
-    exponential backoff until ``NOTIFICATION_MAX_ATTEMPTS``, then the row is marked failed.
+    exponential backoff until ``NOTIFICATION_MAX_ATTEMPTS``, then the row is marked failed; so
+    is a row whose secret can no longer be derived (``bearer.SecretUnavailable``: retrying
+    would not help).
     """
     with transaction.atomic():
         notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
@@ -407,10 +441,11 @@ def deliver_notification(*, notification_id: int) -> DeliveryOutcome:
     try:
         _send_email(notification)  # network: never inside a transaction
     except Exception as exc:  # any transport error is recorded on the row and retried
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        unavailable = isinstance(exc, bearer.SecretUnavailable)
+        error = (f"Not sent: {exc}" if unavailable else f"{type(exc).__name__}: {exc}")[:2000]
         with transaction.atomic():
             notification = Notification.objects.select_for_update().get(pk=notification_id)
-            if notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
+            if unavailable or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
                 transition(
                     obj=notification, name="mark_failed", error=error, extra={"error": error}
                 )

@@ -676,9 +676,11 @@ class DeliveryApprovalHandler:
 
     kind = "delivery"
 
-    def approvers(self, obj: Delivery) -> list[Any]:
-        central = portal_services.central_entity()
-        return list(portal_services.users_with_role(entity=central, roles=[Role.CENTRAL_APPROVER]))
+    def approver_scope(self, obj: Delivery) -> approvals.ApproverScope:
+        """The central approvers, as they are when deciding."""
+        return approvals.ApproverScope(
+            entity=portal_services.central_entity(), roles=(Role.CENTRAL_APPROVER,)
+        )
 
     def entity(self, obj: Delivery) -> Any:
         return obj.campaign.entity

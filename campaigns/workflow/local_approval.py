@@ -316,8 +316,9 @@ class LocalApprovalHandler:
 
     kind = "target"
 
-    def approvers(self, obj: LocalApproval) -> list[Any]:
-        return list(portal_services.users_with_role(entity=obj.entity, roles=REVIEWERS))
+    def approver_scope(self, obj: LocalApproval) -> approvals.ApproverScope:
+        """The entity's reviewers, as they are when deciding."""
+        return approvals.ApproverScope(entity=obj.entity, roles=tuple(REVIEWERS))
 
     def entity(self, obj: LocalApproval) -> Entity:
         return obj.entity

@@ -4,6 +4,7 @@ import pytest
 
 from approvals.models import ApprovalRequest
 from packages import services
+from portal import bearer
 from portal.models import Notification
 
 
@@ -27,10 +28,12 @@ def by_campaign_order(make_package, org):
 
 
 def emailed_link(recipient) -> str:
-    """The approval link path from the latest approval email to ``recipient``."""
+    """The approval link path from the latest approval email to ``recipient``, as sent (the
+    outbox row itself holds no usable link)."""
     note = (
         Notification.objects.filter(recipient=recipient, kind__startswith="approval_")
         .order_by("-id")
         .first()
     )
-    return re.search(r"https?://[^/\s]+(/approvals/link/\S+/)", note.body_text).group(1)
+    _subject, text, _html = bearer.reveal(note)
+    return re.search(r"https?://[^/\s]+(/approvals/link/\S+/)", text).group(1)

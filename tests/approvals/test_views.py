@@ -73,3 +73,15 @@ def test_admin_bulk_reject_needs_a_comment(submitted, org, client):
     client.post(url, {**data, "comment": "Not this quarter"})
     request.refresh_from_db()
     assert request.state == RequestState.REJECTED
+
+
+def test_the_admin_shows_who_may_decide_now(submitted, org, client):
+    from portal import services as portal_services
+    from tests.factories import UserFactory
+
+    _, request = submitted
+    newcomer = UserFactory(username="newcomer")
+    portal_services.add_membership(user=newcomer, entity=org.hq, role="central_approver")
+    client.force_login(org.approver)
+    page = client.get(reverse("admin:approvals_approvalrequest_change", args=[request.pk]))
+    assert "Central approver of HQ: approver, newcomer" in page.content.decode()
