@@ -151,6 +151,7 @@ AXES_LOCKOUT_CALLABLE = "portal.throttling.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "portal.throttling.client_ip"
 AXES_DISABLE_ACCESS_LOG = True  # successful log-ins are not logged (the table would only grow)
 AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no start-up banner on every command; lockouts are still logged
 # Reverse proxies in front of the portal that append the client's address to X-Forwarded-For;
 # 0 reads the address of the connection. Throttling per address depends on it being right.
 TRUSTED_PROXY_COUNT = env_int(ENV, "TRUSTED_PROXY_COUNT", 0, minimum=0)
