@@ -165,3 +165,22 @@ def email_config(env: Mapping[str, str], name: str, default_dir: Path) -> dict[s
         f"{name}={url!r} uses an unsupported scheme; use smtp://, smtps://, file://, console:// "
         "or locmem://."
     )
+
+
+def cache_config(env: Mapping[str, str], name: str) -> dict[str, Any]:
+    """Return the default Django cache from a URL: ``locmem://`` (default) or ``redis://…``.
+
+    Login throttling keeps its counters in the database; password-reset throttling keeps them
+    in this cache, so a site served by several processes needs a shared one (Redis).
+    """
+    url = env.get(name) or "locmem://"
+    scheme = urlsplit(url).scheme
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if scheme in {"redis", "rediss"}:
+        if not urlsplit(url).hostname:
+            raise ImproperlyConfigured(f"{name}={url!r} names no Redis host.")
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    raise ImproperlyConfigured(
+        f"{name}={url!r} uses an unsupported cache; use locmem:// or redis://host:6379/1."
+    )

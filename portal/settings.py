@@ -12,9 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from celery.schedules import crontab
+from csp.constants import NONCE, NONE, SELF, UNSAFE_HASHES, UNSAFE_INLINE
 
 from portal.conf import (
     broker_url,
+    cache_config,
     database_config,
     email_config,
     env_bool,
@@ -68,6 +70,9 @@ INSTALLED_APPS = [
     "guardian",
     "django_fsm",
     "import_export",
+    "axes",
+    "csp",
+    "django_ratelimit",
     "portal",
     "campaigns",
     "packages",
@@ -76,6 +81,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -83,6 +89,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during the request into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -108,6 +116,8 @@ DATABASES = {"default": database_config(ENV, "DATABASE_URL", VAR_DIR / "portal.s
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses any attempt, right password or not, while the account or address is locked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -124,6 +134,62 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "login"
+
+# Brute-force protection (django-axes): LOGIN_FAILURE_LIMIT failed log-ins for one username,
+# or from one client address, within LOGIN_COOLOFF_MINUTES lock that username, or that address,
+# out of the portal and the admin until LOGIN_COOLOFF_MINUTES after the failure that locked it.
+# Failures during the lock are not counted, so the lock ends when the page says. An admin
+# unlocks earlier (Admin > Axes > Access attempts, or `manage.py axes_reset_username NAME` /
+# `axes_reset_ip ADDRESS` / `axes_reset`). A successful log-in does not clear the counters: it
+# would let anyone with an account reset the counter of the address they share with a victim.
+AXES_FAILURE_LIMIT = env_int(ENV, "LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int(ENV, "LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "portal.throttling.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "portal.throttling.client_ip"
+AXES_DISABLE_ACCESS_LOG = True  # successful log-ins are not logged (the table would only grow)
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no start-up banner on every command; lockouts are still logged
+# Reverse proxies in front of the portal that append the client's address to X-Forwarded-For;
+# 0 reads the address of the connection. Throttling per address depends on it being right.
+TRUSTED_PROXY_COUNT = env_int(ENV, "TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Password-reset requests (django-ratelimit, counters in the cache): per email address asked
+# for and per client address, in a window of one hour.
+PASSWORD_RESET_LIMIT_PER_ADDRESS = env_int(ENV, "PASSWORD_RESET_LIMIT_PER_ADDRESS", 3, minimum=1)
+PASSWORD_RESET_LIMIT_PER_CLIENT = env_int(ENV, "PASSWORD_RESET_LIMIT_PER_CLIENT", 10, minimum=1)
+RATELIMIT_IP_META_KEY = "portal.throttling.client_ip"
+CACHES = {"default": cache_config(ENV, "CACHE_URL")}
+SILENCED_SYSTEM_CHECKS = [
+    # django-ratelimit lists only third-party Redis backends; Django's own increments atomically.
+    "django_ratelimit.W001",
+    # The default local-memory cache counts per process: right for one web process (runserver,
+    # gunicorn's default); with N processes a reset limit becomes up to N times the setting
+    # until CACHE_URL names a shared Redis. Log-in locks are in the database either way.
+    "django_ratelimit.E003",
+]
+
+# Content-Security-Policy (django-csp). Scripts only from the portal's own static files; no
+# inline script or event handler (a template needing one uses nonce="{{ request.csp_nonce }}").
+# Styles may be inline: e-mail previews show marketers' HTML, styles included, as it will be
+# sent (a sandboxed iframe inherits this policy), and for the same reason images may come from
+# any https origin. The one hash allows the exact "select all" handler of django-import-export's
+# export page (its template's onchange="onSelectToggleChange(event)").
+IMPORT_EXPORT_SELECT_ALL_HASH = "'sha256-wid4zL8fR53ZYy1ljOepzR77Dn6vWUUxuNnnWWBP3I8='"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE, UNSAFE_HASHES, IMPORT_EXPORT_SELECT_ALL_HASH],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:", "https:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = env_str(ENV, "TIME_ZONE", "UTC")

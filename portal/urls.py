@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.static import serve
 
 from portal import views
+from portal.throttling import throttle_password_reset
 
 portal_patterns = (
     [
@@ -21,7 +22,7 @@ urlpatterns = [
     path("", include("campaigns.urls")),
     path(
         "accounts/password_reset/",
-        views.PasswordResetView.as_view(),
+        throttle_password_reset(views.PasswordResetView.as_view()),
         name="password_reset",
     ),
     path("accounts/", include("django.contrib.auth.urls")),

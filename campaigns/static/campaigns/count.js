@@ -68,4 +68,10 @@
       })
       .catch(function () { render(output, { errors: [{ path: "", message: "The server did not answer." }] }, false); });
   });
+  // A counting form is never submitted: Enter in one of its fields must not reload the page.
+  // (A listener here, not onsubmit="…" in the template: the Content-Security-Policy forbids
+  // inline event handlers.)
+  document.addEventListener("submit", function (event) {
+    if (event.target.matches("form[data-count-form]")) event.preventDefault();
+  });
 })();
