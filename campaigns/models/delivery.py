@@ -182,7 +182,7 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         problems = content_problems(
             channel=self.channel,
             fields={field: getattr(self, field) for field in
-                    ("subject", "html_body", "text_body", "push_title", "columns",
+                    ("subject", "html_body", "text_body", "push_title", "push_data", "columns",
                      "export_format")},
             multi_level=self.dimension == Dimension.BOOKING,
             perso=perso_of(self.campaign),
