@@ -239,16 +239,13 @@ def _check_binop(budget: Budget, operator: str, left: Any, right: Any) -> None:
         _check_printf(budget, left)
 
 
-def _budgeted_filter(name: str, func: Any) -> Any:
-    """A filter checked like an operator: its size arguments before, its result after."""
-    pass_arg = getattr(getattr(func, "jinja_pass_arg", None), "name", None)
+def _filter_checks(name: str) -> Any:
+    """What to check before the filter ``name`` runs, from its value and arguments (most
+    filters: nothing); it may return the value to give the filter (a generator read once)."""
+    sized = name in ("center", "indent", "wordwrap", "batch", "slice")
 
-    @pass_context
-    @wraps(func)
-    def call(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
-        budget = _current()
-        budget.tick()
-        if name in ("center", "indent", "wordwrap", "batch", "slice"):
+    def check(budget: Budget, value: Any, args: tuple, kwargs: dict) -> Any:
+        if sized:
             for number in (*args, *kwargs.values()):
                 if isinstance(number, int) and not isinstance(number, bool):
                     budget.chars(number, f"the {name} filter")
@@ -272,9 +269,34 @@ def _budgeted_filter(name: str, func: Any) -> Any:
             sep = args[0] if args else kwargs.get("d", "")
             size = sum(len(item) for item in value if isinstance(item, str))
             budget.chars(size + len(str(sep)) * max(len(value) - 1, 0), "the join filter")
-        first = {"context": (context,), "eval_context": (context.eval_ctx,),
-                 "environment": (context.environment,)}.get(pass_arg, ())  # fmt: skip
-        return budget.value(func(*first, value, *args, **kwargs), f"the {name} filter")
+        return value
+
+    checked = ("center", "indent", "wordwrap", "batch", "slice", "urlize", "replace", "format",
+               "join")  # fmt: skip
+    return check if name in checked else None
+
+
+def _budgeted_filter(name: str, func: Any) -> Any:
+    """A filter checked like an operator: its size arguments before, its result after."""
+    pass_arg = getattr(getattr(func, "jinja_pass_arg", None), "name", None)
+    check = _filter_checks(name)
+    what = f"the {name} filter"
+
+    @pass_context
+    @wraps(func)
+    def call(context: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        budget = _current()
+        if check is not None:
+            value = check(budget, value, args, kwargs)
+        if pass_arg == "context":
+            result = func(context, value, *args, **kwargs)
+        elif pass_arg == "eval_context":
+            result = func(context.eval_ctx, value, *args, **kwargs)
+        elif pass_arg == "environment":
+            result = func(context.environment, value, *args, **kwargs)
+        else:
+            result = func(value, *args, **kwargs)
+        return budget.value(result, what)
 
     return call
 
@@ -309,17 +331,29 @@ class _DeadlineWhileParsing(Extension):
 
 
 class _BudgetedCodeGenerator(CodeGenerator):
-    """Compiled code that reports to the budget: literal text goes through ``finalize``
-    like any value (so output is counted even inside ``{% set %}`` blocks and macros), and
-    ``~`` checks the size of its parts before joining. Generating checks the deadline at
-    each node."""
+    """Compiled code that reports to the budget: literal text that may repeat (inside a
+    loop, a macro, a ``{% set %}`` or ``{% filter %}`` block) goes through ``finalize`` like
+    any value, so all output is counted; literal text that is output once stays a compiled
+    constant, as Jinja makes it. ``~`` checks the size of its parts before joining.
+    Generating checks the deadline at each node."""
+
+    loops = 0
 
     def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
         _current().tick()
         return super().visit(node, *args, **kwargs)
 
+    def visit_For(self, node: nodes.For, frame: Any) -> None:
+        self.loops += 1
+        try:
+            super().visit_For(node, frame)
+        finally:
+            self.loops -= 1
+
     def _output_child_to_const(self, node: nodes.Expr, frame: Any, finalize: Any) -> str:
-        raise nodes.Impossible()
+        if self.loops or frame.buffer is not None:
+            raise nodes.Impossible()
+        return super()._output_child_to_const(node, frame, finalize)
 
     def visit_Concat(self, node: nodes.Concat, frame: Any) -> None:
         if frame.eval_ctx.volatile:
@@ -338,14 +372,18 @@ class BudgetedTemplate(Template):
     way (recursion, memory) are budget errors too, never a crashed worker."""
 
     def render(self, *args: Any, **kwargs: Any) -> str:
-        with budget() as active:
-            try:
-                result = super().render(*args, **kwargs)
-            except RecursionError:
-                raise TemplateBudgetError("the template calls itself too deeply") from None
-            except MemoryError:
-                raise TemplateBudgetError("the template needs too much memory") from None
-            active.chars(len(result), "the output")
+        active = _ACTIVE.get()
+        token = None if active else _ACTIVE.set(active := Budget.from_settings())
+        try:
+            result = super().render(*args, **kwargs)
+        except RecursionError:
+            raise TemplateBudgetError("the template calls itself too deeply") from None
+        except MemoryError:
+            raise TemplateBudgetError("the template needs too much memory") from None
+        finally:
+            if token is not None:
+                _ACTIVE.reset(token)
+        active.chars(len(result), "the output")
         return result
 
 
@@ -367,7 +405,12 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
     @staticmethod
     @pass_context
     def _finalize(context: Any, value: Any) -> Any:
-        _current().emit(len(value) if isinstance(value, str) else len(str(value)))
+        """Every value output (and literal text that may repeat): counted. It runs tens of
+        times per message, so it is kept short; the deadline is checked elsewhere."""
+        active = _ACTIVE.get() or _current()
+        active.output += len(value) if isinstance(value, str) else len(str(value))
+        if active.output > active.max_chars:
+            active.emit(0)  # raises, with the message
         return value
 
     @staticmethod
@@ -397,6 +440,12 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
                 tree = super()._parse(source, name, filename)
         except RecursionError:
             raise TemplateBudgetError("the template is nested too deeply") from None
+        for node in tree.find_all((nodes.Block, nodes.Extends, nodes.Include, nodes.Import,
+                                   nodes.FromImport)):  # fmt: skip
+            # A message template stands alone (no loader), and a block inside a loop would
+            # repeat its text unseen by the budget.
+            tag = type(node).__name__.lower().replace("fromimport", "from")
+            raise TemplateSyntaxError(f"{{% {tag} %}} is not allowed in a message", node.lineno)
         for loop in tree.find_all(nodes.For):
             if loop.recursive:
                 raise TemplateSyntaxError("recursive loops are not allowed", loop.lineno)

@@ -73,6 +73,11 @@ def test_a_billion_character_string_is_refused_at_save_without_building_it(campa
             "the output is longer than 1,000,000 characters",
         ),
         (
+            "{% for i in range(99999) %}{% with %}{% if 1 %}0123456789abcdef{% endif %}"
+            "{% endwith %}{% endfor %}",
+            "the output is longer than 1,000,000 characters",
+        ),
+        (
             "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
             "{% endfor %}",
             "~ would make 1,048,576 characters",
@@ -90,7 +95,6 @@ def test_a_billion_character_string_is_refused_at_save_without_building_it(campa
         ("{{ range(100001)|list }}", "range() would make 100,001 items"),
         ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "calls itself too deeply"),
         ("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "nested too deeply"),
-        ("{{ contact.first_name }}" * 40000, "rendering takes longer than 1 s"),  # to compile
     ],
     ids=[
         "list*",
@@ -99,6 +103,7 @@ def test_a_billion_character_string_is_refused_at_save_without_building_it(campa
         "deep-loops",
         "output",
         "set-block",
+        "with-in-loop",
         "concat",
         "plus",
         "center",
@@ -109,7 +114,6 @@ def test_a_billion_character_string_is_refused_at_save_without_building_it(campa
         "range",
         "recursion",
         "parens",
-        "compile",
     ],
 )
 def test_a_template_over_budget_is_refused_at_save_within_two_seconds(source, reason):
@@ -117,9 +121,21 @@ def test_a_template_over_budget_is_refused_at_save_within_two_seconds(source, re
     assert problems and problems[0].startswith("over budget:") and reason in problems[0], problems
 
 
-def test_recursive_loops_and_list_mutation_are_refused():
+def test_compiling_is_bounded_by_the_time_budget(settings):
+    settings.DELIVERY_TEMPLATE_RENDER_MS = 300
+    problems = refused_in_time("{{ contact.first_name }}" * 40000)  # seconds to compile
+    assert problems == [
+        "over budget: rendering takes longer than 0.3 s (the limit for one message)"
+    ]
+
+
+def test_recursive_loops_blocks_and_list_mutation_are_refused():
     assert refused_in_time("{% for i in [1] recursive %}{{ loop([1]) }}{% endfor %}") == [
         "line 1: recursive loops are not allowed"
+    ]
+    # A block inside a loop would repeat its text where the budget does not see it.
+    assert refused_in_time("{% for i in range(9) %}{% block b %}x{% endblock %}{% endfor %}") == [
+        "line 1: {% block %} is not allowed in a message"
     ]
     problems = refused_in_time("{% set l = [1] %}{% for i in range(30) %}{{ l.extend(l) }}"
                                "{% endfor %}")  # fmt: skip
@@ -184,10 +200,10 @@ def test_a_message_over_budget_at_send_fails_with_its_reason_and_the_others_are_
 
 
 def test_a_render_over_its_time_budget_at_send_is_one_of_the_render_errors(campaign, settings):
-    settings.DELIVERY_TEMPLATE_RENDER_MS = 10
+    settings.DELIVERY_TEMPLATE_RENDER_MS = 50
     delivery = Delivery(campaign=campaign, label="Slow", channel="sms",
                         text_body="{% for i in range(data.n) %}{% for j in range(data.n) %}"
-                                  "{% endfor %}{% endfor %}")  # fmt: skip
+                                  "{{ i * j % 7 }}{% endfor %}{% endfor %}")  # fmt: skip
     renderer = sending.Renderer(delivery)
     recipient = {"id": 1, "address": "+331", "secondary_id": 0, "data": {"n": 300},
                  "contact": {}, "entity": {}}  # fmt: skip
@@ -195,6 +211,6 @@ def test_a_render_over_its_time_budget_at_send_is_one_of_the_render_errors(campa
     with pytest.raises(sending.RENDER_ERRORS) as caught:
         renderer.render(recipient)
     assert time.monotonic() - started < 1
-    assert "longer than 0.01 s" in str(caught.value)
+    assert "longer than 0.05 s" in str(caught.value)
     recipient["data"] = {"n": 3}
-    assert renderer.render(recipient).text == ""  # the same renderer goes on with the next
+    assert renderer.render(recipient).text == "000012024"  # the renderer goes on with the next
