@@ -3,6 +3,7 @@ the list of child campaigns associated with each parent."""
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePath
 from typing import Any
 
@@ -18,7 +19,9 @@ from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns import imports, services
+from campaigns.choices import Channel
 from campaigns.delivery import preparation, sending
+from campaigns.delivery import services as delivery_services
 from campaigns.models import (
     Activity,
     ActivityExecution,
@@ -638,6 +641,27 @@ class DeliveryAdmin(EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.M
         "start_preparation": "Preparation started: the workers prepare it chunk by chunk; "
         "its progress shows below.",
     }
+
+    class Media:
+        js = ["campaigns/delivery_fields.js"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """A saved delivery shows only the fields its channel uses (a push title is not an
+        email's); on the add form, the channel's choice hides the others as it changes."""
+        fields = list(super().get_fields(request, obj))
+        if obj is None:
+            return fields
+        hidden = delivery_services.fields_hidden(obj.channel)
+        return [name for name in fields if name not in hidden]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "channel" and formfield is not None:
+            shown = {channel: delivery_services.fields_shown(channel) for channel in Channel}
+            formfield.widget.attrs["data-fields"] = json.dumps(
+                {"all": list(delivery_services.CHANNEL_ONLY_FIELDS), **shown}
+            )
+        return formfield
 
     def available_transition_actions(self, obj: Delivery, request: HttpRequest) -> list[tuple]:
         actions = super().available_transition_actions(obj, request)

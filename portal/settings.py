@@ -255,6 +255,14 @@ DELIVERY_SENDER = env_str(ENV, "DELIVERY_SENDER", "Marketing <marketing@localhos
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
 
+# Message templates: the budget of one render (one message at send; a delivery's fields at
+# save). Over it, the template is refused at save and the message fails at send.
+DELIVERY_TEMPLATE_RENDER_MS = env_int(ENV, "DELIVERY_TEMPLATE_RENDER_MS", 1000, minimum=10)
+DELIVERY_TEMPLATE_MAX_ITERATIONS = env_int(
+    ENV, "DELIVERY_TEMPLATE_MAX_ITERATIONS", 100_000, minimum=1
+)
+DELIVERY_TEMPLATE_MAX_CHARS = env_int(ENV, "DELIVERY_TEMPLATE_MAX_CHARS", 1_000_000, minimum=1000)
+
 # Uploads.
 FILE_UPLOAD_PERMISSIONS = 0o640
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

@@ -237,27 +237,38 @@ class Renderer:
     """Compiles a delivery's templates once and renders each recipient of a chunk.
 
     Recipients are read as plain rows (no model instances), and each message is one render
-    of a single template holding its parts (subject, text, HTML with autoescape, title)."""
+    of a single template holding the parts its channel sends (``rendering.CHANNEL_FIELDS``:
+    an email's subject, text and HTML with autoescape; an SMS's text; a push's title and
+    text), under one render budget. A field the channel does not use (a push title left on
+    an email) is never rendered: it was not validated for this channel either. A direct-mail
+    proof shows the recipient's row of the export file."""
 
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
+        fields = rendering.CHANNEL_FIELDS.get(delivery.channel, {})
+        self.fields = list(fields)
+        self.sources = {name: getattr(delivery, name) or "" for name in self.fields}
         parts = [
-            delivery.subject or "",
-            delivery.text_body or "",
-            "{% autoescape true %}" + (delivery.html_body or "") + "{% endautoescape %}",
-            delivery.push_title or "",
+            "{% autoescape true %}" + source + "{% endautoescape %}" if fields[name] else source
+            for name, source in self.sources.items()
         ]
         source = SEPARATOR.join(parts)
         self.template = rendering.TEXT.from_string(source)
-        self.contact_keys = contact_keys_used(source)
+        self.columns: list[str] = []
+        if delivery.channel == Channel.DIRECT_MAIL:
+            self.columns = [c for c in (delivery.columns or ["first_name", "last_name"])
+                            if c in CONTACT_PATHS]  # fmt: skip
+            self.contact_keys = sorted(set(self.columns))
+        else:
+            self.contact_keys = contact_keys_used(source)
         self.entities: dict[int, dict[str, Any]] = {}
-        self.has_html = bool(delivery.html_body)
+        self.has_html = bool(self.sources.get("html_body"))
         # An optional personalisation field left empty renders empty.
         self.perso = rendering.Data(delivery.campaign.personalisation_values or {})
         self.campaign = {"name": delivery.campaign.name}
         self.domain = urlsplit(settings.SITE_URL).hostname or "localhost"
         self.records: dict[int, dict[str, Any]] = {}
-        self.push_data = dict(delivery.push_data or {})
+        self.push_data = dict(delivery.push_data or {}) if delivery.channel == Channel.PUSH else {}
 
     def rows(self, messages: Any) -> list[dict[str, Any]]:
         """The recipients of a queryset of messages: only the contact fields the templates
@@ -317,16 +328,21 @@ class Renderer:
         }
         if recipient["secondary_id"]:
             context["record"] = self.records.get(recipient["secondary_id"], {})
-        parts = self.template.render(context).split(SEPARATOR)
-        if len(parts) != 4:  # the separator came from the data: render the parts one by one
-            parts = [
-                rendering.render(source, html=index == 2, context=context)
-                for index, source in enumerate(
-                    [self.delivery.subject, self.delivery.text_body, self.delivery.html_body,
-                     self.delivery.push_title]
-                )
-            ]  # fmt: skip
-        subject, text, html, title = parts
+        with rendering.budget():  # one budget for the message, even rendered part by part
+            parts = self.template.render(context).split(SEPARATOR) if self.fields else []
+            if len(parts) != len(self.fields):  # the separator came from the data
+                parts = [
+                    rendering.render(self.sources[name], html=html, context=context)
+                    for name, html in rendering.CHANNEL_FIELDS[self.delivery.channel].items()
+                ]
+        out = dict(zip(self.fields, parts, strict=True))
+        if self.columns:  # a direct-mail proof: the row the printer gets
+            out["subject"] = self.delivery.label
+            out["text_body"] = "\n".join(
+                f"{column}: {recipient['contact'].get(column, '')}" for column in self.columns
+            )
+        names = ("subject", "text_body", "html_body", "push_title")
+        subject, text, html, title = (out.get(name, "") for name in names)
         delivery = self.delivery
         return Rendered(
             message_id=recipient["id"],

@@ -14,11 +14,14 @@ from campaigns.delivery import preparation, rendering
 from campaigns.delivery.sending import CONTACT_PATHS
 from campaigns.models import Campaign, Delivery, DeliveryState, Typology
 
-TEMPLATE_FIELDS = {
-    Channel.EMAIL: {"subject": False, "html_body": True, "text_body": False},
-    Channel.SMS: {"text_body": False},
-    Channel.PUSH: {"push_title": False, "text_body": False},
-    Channel.DIRECT_MAIL: {},
+TEMPLATE_FIELDS = rendering.CHANNEL_FIELDS  # what each channel renders, validates and shows
+# Fields of a delivery that belong to some channels only: each channel shows its template
+# fields and these extras, and hides the rest.
+CHANNEL_ONLY_FIELDS = ("subject", "html_body", "text_body", "push_title", "push_data", "columns",
+                       "export_format", "export_file")  # fmt: skip
+CHANNEL_EXTRA_FIELDS = {
+    Channel.PUSH: ("push_data",),
+    Channel.DIRECT_MAIL: ("columns", "export_format", "export_file"),
 }
 SMS_SEGMENT = 160
 WAIT_FOR_SENDING = timedelta(days=30)  # the activity goes on when its delivery is sent
@@ -34,18 +37,33 @@ def perso_of(campaign: Campaign | None) -> dict[str, Any]:
     return {**{name: f"<{name}>" for name in names}, **(campaign.personalisation_values or {})}
 
 
+def fields_shown(channel: str) -> list[str]:
+    """The channel-specific fields a delivery of ``channel`` shows (admin and portal)."""
+    return [*TEMPLATE_FIELDS.get(channel, {}), *CHANNEL_EXTRA_FIELDS.get(channel, ())]
+
+
+def fields_hidden(channel: str) -> set[str]:
+    return set(CHANNEL_ONLY_FIELDS) - set(fields_shown(channel))
+
+
 def content_problems(
     *, channel: str, fields: Mapping[str, Any], multi_level: bool, perso: Mapping[str, Any]
 ) -> dict[str, list[str]]:
-    """Problems per content field: syntax, unknown variables, sandbox refusals, and what the
-    channel needs (an email needs a subject and a body)."""
+    """Problems per content field the channel renders (``TEMPLATE_FIELDS``; the others are
+    neither rendered nor shown for it): syntax, unknown variables, sandbox refusals, the
+    render budget, and what the channel needs (an email needs a subject and a body)."""
     context = rendering.sample_context(multi_level=multi_level, perso=perso)
     problems: dict[str, list[str]] = {}
-    for name, html in TEMPLATE_FIELDS.get(channel, {}).items():
-        source = fields.get(name) or ""
-        found = rendering.validate_template(source, html=html, context=context)
-        if found:
-            problems[name] = found
+    # One budget for all the fields, as at send, where they are the parts of one render; the
+    # fields after one over budget are not tried (the budget is spent).
+    with rendering.budget():
+        for name, html in TEMPLATE_FIELDS.get(channel, {}).items():
+            source = fields.get(name) or ""
+            found = rendering.validate_template(source, html=html, context=context)
+            if found:
+                problems[name] = found
+                if found[0].startswith("over budget"):
+                    break
     if channel == Channel.EMAIL:
         if not (fields.get("subject") or "").strip():
             problems.setdefault("subject", []).append("An email needs a subject.")
@@ -53,6 +71,10 @@ def content_problems(
             problems.setdefault("text_body", []).append("An email needs a body.")
     if channel in (Channel.SMS, Channel.PUSH) and not (fields.get("text_body") or "").strip():
         problems.setdefault("text_body", []).append("The message needs a text.")
+    if channel == Channel.PUSH and not isinstance(fields.get("push_data") or {}, dict):
+        problems.setdefault("push_data", []).append(
+            'Give the push data as an object, e.g. {"screen": "offers"}.'
+        )
     if channel == Channel.DIRECT_MAIL:
         problems.update(export_problems(fields.get("columns"), fields.get("export_format")))
     return problems

@@ -1,6 +1,16 @@
 """Typology rules: each is one set-based UPDATE that marks the pending messages it excludes,
 so its exclusion count is the number of rows it changed. Rules run in the typology's order;
-a recipient is excluded by the first rule that matches."""
+a recipient is excluded by the first rule that matches.
+
+Pressure and capacity count what other deliveries send in the period: the messages already
+sent, and those of every delivery *sending* now (pending or in flight), which will be sent in
+the next minutes. They run at preparation, and again when the send starts
+(``reapply_at_send``), because other deliveries may have been sent since. The order between
+two deliveries is the order in which their sends start: a delivery that is only prepared
+(or waits for its approval or its scheduled moment) counts from the moment it starts, so
+two prepared deliveries never each exclude the other's recipients: the second to start
+excludes the contacts the first one already reached. Starts are serialised by a lock (see
+``reapply_at_send``)."""
 
 from __future__ import annotations
 
@@ -8,12 +18,13 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Exists, F, OuterRef, QuerySet, Subquery
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Mod
 from django.utils import timezone
 
 from campaigns.choices import Channel
-from campaigns.models import Contact, Delivery, Message, MessageStatus, Quarantine
+from campaigns.models import Contact, Delivery, DeliveryState, Message, MessageStatus, Quarantine
 
 CONSENT_FIELDS = {
     Channel.EMAIL: "contact__email_consent",
@@ -124,32 +135,99 @@ def _duplicates(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) 
     return _exclude(pending.exclude(address="").filter(Exists(earlier)), "duplicates")
 
 
+def _counted(delivery: Delivery) -> Q:
+    """The other deliveries' messages that count in a period: those sent, and those of the
+    deliveries sending now that are pending or in flight (they go out in the next minutes).
+    Each message is counted once, by its own status."""
+    sending = Delivery.objects.filter(state=DeliveryState.SENDING).exclude(pk=delivery.pk)
+    return Q(status=MessageStatus.SENT) | Q(
+        status__in=[MessageStatus.PENDING, MessageStatus.SENDING],
+        delivery_id__in=sending.values("pk"),
+    )
+
+
 def _pressure(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
     """At most ``max`` messages per contact over ``days`` days, across every campaign (of a
-    ``category`` if given), counting the messages already sent."""
+    ``category`` if given), counting the messages other deliveries sent in the period or
+    are sending now."""
     since = timezone.now() - timedelta(days=rule["days"])
-    sent = Message.objects.filter(
-        contact=OuterRef("contact_id"), status=MessageStatus.SENT, sent_at__gte=since
-    ).exclude(delivery=delivery)
+    counted = (
+        Message.objects.filter(contact=OuterRef("contact_id"))
+        .filter(Q(sent_at__gte=since) | Q(sent_at=None))  # a message on its way: now
+        .filter(_counted(delivery))
+        .exclude(delivery=delivery)
+    )
     if rule.get("category"):
         if delivery.category != rule["category"]:
             return 0
-        sent = sent.filter(delivery__category=rule["category"])
-    recent = Subquery(sent.order_by().values("contact").annotate(n=Count("id")).values("n")[:1])
+        counted = counted.filter(delivery__category=rule["category"])
+    recent = Subquery(counted.order_by().values("contact").annotate(n=Count("id")).values("n")[:1])
     return _exclude(pending.alias(recent=recent).filter(recent__gte=rule["max"]), "pressure")
 
 
 def _capacity(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
     """At most ``max`` messages for this delivery, or per day on this channel (counting what
-    was already sent today); the first ones (by id) are kept."""
+    other deliveries sent today or are sending now); the first ones (by id) are kept."""
     allowed = rule["max"]
     if rule.get("per") == "day":
         today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-        allowed -= Message.objects.filter(
-            channel=delivery.channel, status=MessageStatus.SENT, sent_at__gte=today
-        ).count()
+        allowed -= (
+            Message.objects.filter(channel=delivery.channel)
+            .filter(Q(sent_at__gte=today) | Q(sent_at=None))
+            .filter(_counted(delivery))
+            .exclude(delivery=delivery)
+            .count()
+        )
     overflow = pending.order_by("id").values("id")[max(allowed, 0) :]
     return _exclude(Message.objects.filter(id__in=Subquery(overflow)), "capacity")
+
+
+AT_SEND = ("pressure", "capacity")
+SEND_START_LOCK = 0x5E4D_0001  # pg_advisory_xact_lock key: one send start at a time
+
+
+def reapply_at_send(delivery: Delivery) -> dict[str, int]:
+    """When a send starts: the typology's pressure and capacity rules run again over the
+    pending messages, counting what was sent since the preparation and what the deliveries
+    that started before this one are sending. The messages they exclude are marked with the
+    rule (the report lists them under it), added to the delivery's exclusion counts (saved
+    with its state change) and audited. Returns the counts per rule.
+
+    Two sends starting at the same moment must not both count without the other: starts are
+    serialised by one transaction-scoped lock, held until the starting transaction (which
+    also makes the delivery "sending") commits, so the next start sees it. On PostgreSQL it
+    is an advisory lock (``pg_advisory_xact_lock``); on SQLite every write transaction
+    already holds the database's write lock from its BEGIN (IMMEDIATE mode). The lock is one
+    for all starts, not one per typology or category: a rule counts the messages of every
+    delivery (of its category, or all), whatever their typology, so two starts can always
+    touch the same contacts; a start holds it for one UPDATE per rule.
+
+    The caller holds the transaction through the state change (``Delivery.start_sending``
+    runs inside the service's transaction)."""
+    rules = [r for r in (delivery.typology.rules if delivery.typology_id else [])
+             if isinstance(r, dict) and r.get("rule") in AT_SEND]  # fmt: skip
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEND_START_LOCK])
+        if not rules:
+            return {}
+        counts = apply_rules(delivery, rules)
+        excluded = {name: n for name, n in counts.items() if n}
+        if excluded:
+            from portal import services as portal_services
+
+            delivery.exclusions = {
+                **(delivery.exclusions or {}),
+                **{name: (delivery.exclusions or {}).get(name, 0) + n
+                   for name, n in excluded.items()},
+            }  # fmt: skip
+            portal_services.record_audit(
+                obj=delivery, action="excluded_at_send", extra={"exclusions": excluded},
+                comment="Excluded when the send started: "
+                + ", ".join(f"{name} {n}" for name, n in excluded.items()),
+            )  # fmt: skip
+    return counts
 
 
 def _control_group(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:

@@ -58,6 +58,7 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "campaigns/delivery_detail.html",
         {
             "delivery": delivery,
+            "shown": services.fields_shown(delivery.channel),
             "figures": reports.delivery_figures(delivery)
             if is_central_user(request.user)
             else None,

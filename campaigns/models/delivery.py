@@ -182,7 +182,7 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         problems = content_problems(
             channel=self.channel,
             fields={field: getattr(self, field) for field in
-                    ("subject", "html_body", "text_body", "push_title", "columns",
+                    ("subject", "html_body", "text_body", "push_title", "push_data", "columns",
                      "export_format")},
             multi_level=self.dimension == Dimension.BOOKING,
             perso=perso_of(self.campaign),
@@ -219,7 +219,12 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
 
     @transition(field=state, source=DeliveryState.READY, target=DeliveryState.SENDING)
     def start_sending(self) -> None:
-        """Sending tasks claim the pending messages in chunks."""
+        """Sending tasks claim the pending messages in chunks. Every path to sending comes
+        here: the typology's pressure and capacity rules run again first, counting what was
+        sent since the preparation (one start at a time: see ``reapply_at_send``)."""
+        from campaigns.delivery.typology import reapply_at_send
+
+        reapply_at_send(self)
 
     @transition(field=state, source=DeliveryState.SENDING, target=DeliveryState.SENT)
     def finish(self, *, at: Any) -> None:
