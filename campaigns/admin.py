@@ -14,7 +14,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from import_export import fields, resources
 from import_export.admin import ExportMixin
-from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns import imports, services
 from campaigns.delivery import preparation, sending
@@ -42,6 +41,7 @@ from campaigns.models import (
 )
 from campaigns.targeting import registry as targeting_registry
 from portal import services as portal_services
+from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
@@ -280,7 +280,7 @@ class ContactExportResource(resources.ModelResource):
 @admin.register(Contact)
 class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     resource_classes = [ContactExportResource]
-    formats = [CSV, XLSX]
+    formats = spreadsheets.EXPORT_FORMATS
     list_display = ["external_id", "first_name", "last_name", "email", "entity", "email_consent",
                     "sms_consent", "blocklisted"]  # fmt: skip
     list_filter = ["email_consent", "sms_consent", "push_consent", "blocklisted", "language",

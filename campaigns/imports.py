@@ -8,7 +8,6 @@ with its line number, field and message.
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import PurePath
 from typing import Any
@@ -23,6 +22,7 @@ from import_export.instance_loaders import CachedInstanceLoader
 from campaigns.choices import ImportKind, ImportState
 from campaigns.models import Booking, Contact, ImportJob, Store, Subscription
 from portal import services as portal_services
+from portal import spreadsheets
 from portal.models import Entity
 
 CHUNK = 2000
@@ -332,7 +332,7 @@ def _summary(counts: dict[str, int], errors: int, dry_run: bool) -> str:
 
 def _report(problems: list[tuple[int, str, str]]) -> ContentFile:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = spreadsheets.csv_writer(out)
     writer.writerow(["line", "field", "error"])
     writer.writerows(sorted(problems))
     return ContentFile(out.getvalue().encode("utf-8"))

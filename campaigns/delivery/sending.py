@@ -8,8 +8,6 @@ the others: a message is never sent twice and never left behind.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 import uuid
@@ -46,6 +44,7 @@ from campaigns.models import (
 from campaigns.targeting.registry import BOOKING_FIELDS, CONTACT_FIELDS
 from campaigns.targeting.worktables import id_ranges
 from portal import services as portal_services
+from portal import spreadsheets
 from portal.choices import Role
 from portal.exceptions import DomainError
 
@@ -538,11 +537,7 @@ def export_direct_mail(delivery_id: int) -> str:
         if delivery.export_format == "xlsx":
             content = _xlsx(header, rows.iterator(chunk_size=5000))
         else:
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(header)
-            writer.writerows(rows.iterator(chunk_size=5000))
-            content = out.getvalue().encode()
+            content = spreadsheets.csv_bytes(header, rows.iterator(chunk_size=5000))
         name = f"direct-mail-{delivery.pk}.{delivery.export_format or 'csv'}"
         delivery.export_file.save(name, ContentFile(content), save=False)
         delivery.save(update_fields=["export_file"])
@@ -553,18 +548,8 @@ def export_direct_mail(delivery_id: int) -> str:
 
 
 def _xlsx(header: list[str], rows: Any) -> bytes:
-    """A one-sheet workbook, written row by row (openpyxl's write-only mode)."""
-    from openpyxl import Workbook
-
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("Direct mail")
-    sheet.append(header)
-    for row in rows:
-        sheet.append([value.isoformat() if hasattr(value, "isoformat") else value
-                      for value in row])  # fmt: skip
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+    """A one-sheet workbook, written row by row, every cell spreadsheet-safe."""
+    return spreadsheets.xlsx_bytes(header, rows, title="Direct mail")
 
 
 def request_proofs(
