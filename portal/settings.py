@@ -135,8 +135,10 @@ STATIC_ROOT = VAR_DIR / "static"
 (VAR_DIR / "static").mkdir(exist_ok=True)
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str(ENV, "MEDIA_ROOT", str(VAR_DIR / "media")))
+# Uploaded and generated files are private: never served from MEDIA_URL, always through the
+# rights-checking download view (portal/files.py). Do not let the web server serve MEDIA_ROOT.
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": "portal.files.PrivateFileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
