@@ -44,6 +44,7 @@ from portal import services as portal_services
 from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
+    BoundedJSONAdminMixin,
     EntityScopedAdminMixin,
     ReadOnlyAdminMixin,
     ServiceTransitionAdminMixin,
@@ -51,7 +52,7 @@ from portal.admin_mixins import (
 from portal.models import Entity, is_central_user
 
 
-class PersonalisationFieldInline(admin.StackedInline):
+class PersonalisationFieldInline(BoundedJSONAdminMixin, admin.StackedInline):
     model = PersonalisationField
     extra = 0
     fields = [
@@ -100,7 +101,7 @@ class ChildCampaignInline(admin.TabularInline):
         return False
 
 
-class ActivityInline(admin.TabularInline):
+class ActivityInline(BoundedJSONAdminMixin, admin.TabularInline):
     model = Activity
     extra = 0
     fields = ["key", "type", "label", "settings", "local_edit", "position_x", "position_y"]
@@ -139,7 +140,9 @@ def _campaign_action(name: str):  # type: ignore[no-untyped-def]
 
 
 @admin.register(Campaign)
-class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+class CampaignAdmin(
+    BoundedJSONAdminMixin, ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin
+):
     list_display = [
         "name",
         "kind",
@@ -334,7 +337,7 @@ class QuarantineAdmin(admin.ModelAdmin):
 
 
 @admin.register(SavedQuery)
-class SavedQueryAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+class SavedQueryAdmin(BoundedJSONAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     """The query builder: a condition tree, validated on save, counted on demand."""
 
     change_form_template = "admin/campaigns/savedquery/change_form.html"
@@ -571,7 +574,7 @@ class LocalApprovalAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.Model
 
 
 @admin.register(Typology)
-class TypologyAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+class TypologyAdmin(BoundedJSONAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     """Reusable typology rules; the rules JSON is validated on save (problems name the rule)."""
 
     list_display = ["name", "entity", "rule_names", "created_at"]
@@ -596,7 +599,9 @@ class MessageAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin)
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(
+    BoundedJSONAdminMixin, EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.ModelAdmin
+):
     """Deliveries: a one-off delivery is written here (content validated on save), prepared
     from a saved query and sent with the buttons; workflow deliveries are read-only. The
     figures: targeted, excluded per typology rule, messages by status."""
