@@ -16,7 +16,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from import_export import fields, resources
 from import_export.admin import ExportMixin
-from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns import imports, services
 from campaigns.choices import Channel
@@ -46,8 +45,10 @@ from campaigns.models import (
 )
 from campaigns.targeting import registry as targeting_registry
 from portal import services as portal_services
+from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
+    BoundedJSONAdminMixin,
     EntityScopedAdminMixin,
     ReadOnlyAdminMixin,
     ServiceTransitionAdminMixin,
@@ -55,7 +56,7 @@ from portal.admin_mixins import (
 from portal.models import Entity, is_central_user
 
 
-class PersonalisationFieldInline(admin.StackedInline):
+class PersonalisationFieldInline(BoundedJSONAdminMixin, admin.StackedInline):
     model = PersonalisationField
     extra = 0
     fields = [
@@ -104,7 +105,7 @@ class ChildCampaignInline(admin.TabularInline):
         return False
 
 
-class ActivityInline(admin.TabularInline):
+class ActivityInline(BoundedJSONAdminMixin, admin.TabularInline):
     model = Activity
     extra = 0
     fields = ["key", "type", "label", "settings", "local_edit", "position_x", "position_y"]
@@ -143,7 +144,9 @@ def _campaign_action(name: str):  # type: ignore[no-untyped-def]
 
 
 @admin.register(Campaign)
-class CampaignAdmin(ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+class CampaignAdmin(
+    BoundedJSONAdminMixin, ServiceTransitionAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin
+):
     list_display = [
         "name",
         "kind",
@@ -284,7 +287,7 @@ class ContactExportResource(resources.ModelResource):
 @admin.register(Contact)
 class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     resource_classes = [ContactExportResource]
-    formats = [CSV, XLSX]
+    formats = spreadsheets.EXPORT_FORMATS
     list_display = ["external_id", "first_name", "last_name", "email", "entity", "email_consent",
                     "sms_consent", "blocklisted"]  # fmt: skip
     list_filter = ["email_consent", "sms_consent", "push_consent", "blocklisted", "language",
@@ -338,7 +341,7 @@ class QuarantineAdmin(admin.ModelAdmin):
 
 
 @admin.register(SavedQuery)
-class SavedQueryAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+class SavedQueryAdmin(BoundedJSONAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     """The query builder: a condition tree, validated on save, counted on demand."""
 
     change_form_template = "admin/campaigns/savedquery/change_form.html"
@@ -580,7 +583,7 @@ class LocalApprovalAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.Model
 
 
 @admin.register(Typology)
-class TypologyAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+class TypologyAdmin(BoundedJSONAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     """Reusable typology rules; the rules JSON is validated on save (problems name the rule)."""
 
     list_display = ["name", "entity", "rule_names", "created_at"]
@@ -605,7 +608,9 @@ class MessageAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin)
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.ModelAdmin):
+class DeliveryAdmin(
+    BoundedJSONAdminMixin, EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.ModelAdmin
+):
     """Deliveries: a one-off delivery is written here (content validated on save), prepared
     from a saved query and sent with the buttons; workflow deliveries are read-only. The
     figures: targeted, excluded per typology rule, messages by status."""

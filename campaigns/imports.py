@@ -46,6 +46,7 @@ from import_export.results import RowResult
 from campaigns.choices import ImportKind, ImportState
 from campaigns.models import Booking, Contact, ImportJob, Store, Subscription
 from portal import services as portal_services
+from portal import spreadsheets
 from portal.models import Entity
 
 CHECK_CHUNK = 2000  # rows checked per batch (reads only; the job's progress moves per batch)
@@ -778,7 +779,7 @@ def _finish(job: ImportJob, late: list[Problem]) -> ImportJob:
 
 def _report(problems: list[Problem]) -> ContentFile:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = spreadsheets.csv_writer(out)
     writer.writerow(["line", "field", "error"])
     writer.writerows(sorted(problems))
     return ContentFile(out.getvalue().encode("utf-8"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from campaigns.targeting import registry
 from campaigns.workflow import diagram, local_approval
 from packages.forms import PersonalisationForm
 from portal.models import AuditLog, Entity
+from portal.validation import MAX_ID, InputError, load_json, whole_number
 from portal.web import attempt, file_response, page_number, stored_value_response
 
 ACTIONS = {"mark_ready": "Mark ready", "pause": "Pause", "stop": "Stop"}
@@ -159,27 +159,23 @@ def count_response(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         return JsonResponse({"errors": [{"path": "", "message": "Use POST."}]}, status=405)
     try:
-        payload = json.loads(request.body or b"{}")
-    except ValueError:
-        return JsonResponse(
-            {"errors": [{"path": "", "message": "The body is not valid JSON."}]}, status=400
-        )
+        payload = load_json(request.body or b"{}")
+    except InputError as exc:
+        return JsonResponse({"errors": exc.as_json()}, status=400)
     if not isinstance(payload, dict):
         return JsonResponse({"errors": [{"path": "", "message": "Send an object."}]}, status=400)
-    conditions = payload.get("conditions") or {}
-    if isinstance(conditions, str):
-        try:
-            conditions = json.loads(conditions or "{}")
-        except ValueError as exc:
-            return JsonResponse(
-                {"errors": [{"path": "conditions", "message": f"Not valid JSON: {exc}"}]},
-                status=400,
-            )
+    try:
+        conditions = targeting.parse_conditions(payload.get("conditions") or {})
+    except targeting.TargetingError as exc:
+        return JsonResponse({"errors": exc.as_json()}, status=400)
     entity = None
     if payload.get("entity"):
-        entity_id = str(payload["entity"])
-        if entity_id.isdigit():
-            entity = Entity.objects.visible_to(request.user).filter(pk=int(entity_id)).first()
+        try:
+            entity_id = whole_number(payload["entity"], path="entity", minimum=1, maximum=MAX_ID)
+        except InputError:
+            entity_id = None
+        if entity_id is not None:
+            entity = Entity.objects.visible_to(request.user).filter(pk=entity_id).first()
         if entity is None:
             return JsonResponse(
                 {"errors": [{"path": "entity", "message": "Unknown entity."}]}, status=400

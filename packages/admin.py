@@ -11,7 +11,6 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from import_export import fields, resources
 from import_export.admin import ExportMixin
-from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns.models import Campaign
 from packages import services
@@ -19,6 +18,7 @@ from packages.choices import OrderState
 from packages.forms import PackageAdminForm
 from packages.models import Order, Package, PackageDocument
 from portal import services as portal_services
+from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
@@ -223,7 +223,7 @@ class OrderResource(resources.ModelResource):
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdminMixin, ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     resource_classes = [OrderResource]
-    formats = [CSV, XLSX]
+    formats = spreadsheets.EXPORT_FORMATS
     list_display = [
         "__str__",
         "package",

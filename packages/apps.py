@@ -10,9 +10,17 @@ class PackagesConfig(AppConfig):
         from approvals.services import register_handler
         from packages import dashboard  # noqa: F401  (registers the dashboard sections)
         from packages.approval import OrderApprovalHandler
-        from packages.models import Order
+        from packages.models import Order, Package, PackageDocument
+        from portal import files
 
         register_handler(Order, OrderApprovalHandler())
+        files.register(
+            PackageDocument,
+            "file",
+            lambda user: PackageDocument.objects.filter(
+                package__in=Package.objects.visible_to(user)
+            ),
+        )
 
     def seed_demo(self, **kwargs) -> None:
         from packages.demo import seed

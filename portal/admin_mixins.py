@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.urls import path, reverse
@@ -16,6 +17,7 @@ from django_fsm import can_proceed
 
 from portal.exceptions import DomainError
 from portal.models import AuditLog
+from portal.validation import JSONFormField
 
 
 class EntityScopedAdminMixin:
@@ -28,6 +30,13 @@ class EntityScopedAdminMixin:
     def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
         queryset = super().get_queryset(request)  # type: ignore[misc]
         return queryset.visible_to(request.user)
+
+
+class BoundedJSONAdminMixin:
+    """JSON fields parsed with bounded nesting: a deeply nested value is a form error, not a
+    500 (``json.loads`` raises ``RecursionError``, which Django's JSON form field lets out)."""
+
+    formfield_overrides = {models.JSONField: {"form_class": JSONFormField}}
 
 
 class ReadOnlyAdminMixin:

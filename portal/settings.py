@@ -201,8 +201,10 @@ STATIC_ROOT = VAR_DIR / "static"
 (VAR_DIR / "static").mkdir(exist_ok=True)
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str(ENV, "MEDIA_ROOT", str(VAR_DIR / "media")))
+# Uploaded and generated files are private: never served from MEDIA_URL, always through the
+# rights-checking download view (portal/files.py). Do not let the web server serve MEDIA_ROOT.
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": "portal.files.PrivateFileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
@@ -250,6 +252,14 @@ DELIVERY_HTTP_GATEWAYS = {
 }
 DELIVERY_OUTBOX_DIR = VAR_DIR / "outbox"
 DELIVERY_SENDER = env_str(ENV, "DELIVERY_SENDER", "Marketing <marketing@localhost>")
+# Proofs (test sends) go only to the portal users' own email addresses, to addresses at these
+# domains (e.g. "example.com,agency.example") and to these exact addresses (test phones too).
+DELIVERY_PROOF_DOMAINS = [d.lower() for d in env_list(ENV, "DELIVERY_PROOF_DOMAINS", [])]
+DELIVERY_PROOF_ADDRESSES = env_list(ENV, "DELIVERY_PROOF_ADDRESSES", [])
+# At most this many test addresses per request, and this many proofs (messages) per user over
+# the last 24 hours.
+DELIVERY_PROOF_MAX_ADDRESSES = env_int(ENV, "DELIVERY_PROOF_MAX_ADDRESSES", 5, minimum=1)
+DELIVERY_PROOFS_PER_DAY = env_int(ENV, "DELIVERY_PROOFS_PER_DAY", 200, minimum=1)
 
 # Exports from the admin (CSV/XLSX), for users holding the model's view permission.
 IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"

@@ -1,9 +1,7 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from django.views.static import serve
 
-from portal import views
+from portal import files, views
 from portal.throttling import throttle_password_reset
 
 portal_patterns = (
@@ -28,7 +26,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
+    # Every stored file, after a check of the rights on the row that owns it (never /media/).
+    path("files/<path:name>", files.download, name="private_file"),
 ]
-
-if settings.DEBUG:
-    urlpatterns += [path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT})]

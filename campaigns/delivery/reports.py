@@ -3,7 +3,6 @@ entity, per campaign (with its child campaigns), per package, per contact."""
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from campaigns.models import Campaign, Delivery, Message, MessageStatus
+from portal import spreadsheets
 
 STATUSES = [status.value for status in MessageStatus]
 
@@ -97,7 +97,7 @@ def history(contact_id: int) -> QuerySet:
 
 def entity_csv(delivery: Delivery, messages: QuerySet) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = spreadsheets.csv_writer(out)
     writer.writerow(["entity", "name", "targeted", "excluded", "sent", "failed", "pending"])
     for code, name, figures in by_entity(messages):
         writer.writerow([code, name, figures.targeted, figures.excluded, figures.sent,

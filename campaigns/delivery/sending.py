@@ -8,8 +8,6 @@ the others: a message is never sent twice and never left behind.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 import uuid
@@ -46,6 +44,7 @@ from campaigns.models import (
 from campaigns.targeting.registry import BOOKING_FIELDS, CONTACT_FIELDS
 from campaigns.targeting.worktables import id_ranges
 from portal import services as portal_services
+from portal import spreadsheets
 from portal.choices import Role
 from portal.exceptions import DomainError
 
@@ -554,11 +553,7 @@ def export_direct_mail(delivery_id: int) -> str:
         if delivery.export_format == "xlsx":
             content = _xlsx(header, rows.iterator(chunk_size=5000))
         else:
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(header)
-            writer.writerows(rows.iterator(chunk_size=5000))
-            content = out.getvalue().encode()
+            content = spreadsheets.csv_bytes(header, rows.iterator(chunk_size=5000))
         name = f"direct-mail-{delivery.pk}.{delivery.export_format or 'csv'}"
         delivery.export_file.save(name, ContentFile(content), save=False)
         delivery.save(update_fields=["export_file"])
@@ -569,18 +564,11 @@ def export_direct_mail(delivery_id: int) -> str:
 
 
 def _xlsx(header: list[str], rows: Any) -> bytes:
-    """A one-sheet workbook, written row by row (openpyxl's write-only mode)."""
-    from openpyxl import Workbook
+    """A one-sheet workbook, written row by row, every cell spreadsheet-safe."""
+    return spreadsheets.xlsx_bytes(header, rows, title="Direct mail")
 
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet("Direct mail")
-    sheet.append(header)
-    for row in rows:
-        sheet.append([value.isoformat() if hasattr(value, "isoformat") else value
-                      for value in row])  # fmt: skip
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+
+PROOF_SAMPLE_MAX = 20
 
 
 def request_proofs(
@@ -588,19 +576,32 @@ def request_proofs(
     sample: int = 1,
 ) -> list[Proof]:  # fmt: skip
     """Proofs: the message as chosen recipients (or the first ones) would get it, sent to
-    test addresses, marked as proofs; the real recipients get nothing."""
+    test addresses, marked as proofs; the real recipients get nothing.
+
+    Proofs carry real contacts' data, so they go only to allowed test addresses
+    (``proof_address_problems``), at most ``DELIVERY_PROOF_MAX_ADDRESSES`` per request and
+    ``DELIVERY_PROOFS_PER_DAY`` proofs per requesting user over 24 hours."""
     check_may_send(delivery, actor)
-    addresses = [a.strip() for a in addresses if a.strip()]
+    addresses = list(dict.fromkeys(a.strip() for a in addresses if a.strip()))
     if not addresses:
         raise DomainError("Give at least one test address.")
+    if len(addresses) > settings.DELIVERY_PROOF_MAX_ADDRESSES:
+        raise DomainError(
+            f"Give at most {settings.DELIVERY_PROOF_MAX_ADDRESSES} test addresses at a time "
+            f"({len(addresses)} given)."
+        )
+    problems = proof_address_problems(delivery, addresses)
+    if problems:
+        raise DomainError(problems[0], problems=problems)
     recipients = delivery.messages.exclude(status=MessageStatus.EXCLUDED).order_by("id")
     if contact_ids:
         recipients = recipients.filter(contact_id__in=contact_ids)
-    limit = 20 if contact_ids else max(1, min(sample, 20))
+    limit = PROOF_SAMPLE_MAX if contact_ids else max(1, min(sample, PROOF_SAMPLE_MAX))
     chosen = list(recipients[:limit])
     if not chosen:
         raise DomainError("The delivery has no recipient to build a proof from; prepare it.")
     with transaction.atomic():
+        _check_proof_quota(actor, wanted=len(chosen) * len(addresses))
         proofs = Proof.objects.bulk_create(
             [
                 Proof(delivery=delivery, contact_id=m.contact_id, secondary_id=m.secondary_id,
@@ -616,6 +617,72 @@ def request_proofs(
         ids = [proof.pk for proof in proofs]
         transaction.on_commit(partial(send_proofs.delay, ids))
     return proofs
+
+
+def proof_address_problems(delivery: Delivery, addresses: list[str]) -> list[str]:
+    """Why each refused address may not receive proofs. Allowed: the portal users' own email
+    addresses, addresses at ``DELIVERY_PROOF_DOMAINS`` and the exact
+    ``DELIVERY_PROOF_ADDRESSES`` (for SMS and push, only the latter)."""
+    from django.contrib.auth import get_user_model
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    listed = {address.lower() for address in settings.DELIVERY_PROOF_ADDRESSES}
+    by_email = delivery.channel in (Channel.EMAIL, Channel.DIRECT_MAIL)
+    own = Q()
+    for address in addresses:
+        own |= Q(email__iexact=address)
+    users = {
+        email.lower()
+        for email in get_user_model()
+        .objects.filter(own, is_active=True)
+        .values_list("email", flat=True)
+    }
+    problems = []
+    for address in addresses:
+        lowered = address.lower()
+        if lowered in listed:
+            continue
+        if not by_email:
+            problems.append(
+                f"“{address}” is not a test address (the administrator lists them in "
+                "DELIVERY_PROOF_ADDRESSES)."
+            )
+            continue
+        try:
+            validate_email(address)
+        except ValidationError:
+            problems.append(f"“{address}” is not a valid email address.")
+            continue
+        domain = lowered.rpartition("@")[2]
+        if lowered not in users and domain not in settings.DELIVERY_PROOF_DOMAINS:
+            problems.append(
+                f"“{address}” may not receive proofs: use a portal user's own address"
+                + (
+                    f" or an address at {', '.join(settings.DELIVERY_PROOF_DOMAINS)}."
+                    if settings.DELIVERY_PROOF_DOMAINS
+                    else "."
+                )
+            )
+    return problems
+
+
+def _check_proof_quota(actor: Any, *, wanted: int) -> None:
+    """At most ``DELIVERY_PROOFS_PER_DAY`` proofs per requesting user over 24 hours. The
+    user's row is locked while counting so that concurrent requests cannot both pass."""
+    if actor is None or not getattr(actor, "pk", None):
+        return
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.select_for_update().filter(pk=actor.pk).first()
+    since = timezone.now() - timedelta(days=1)
+    used = Proof.objects.filter(requested_by=actor, created_at__gte=since).count()
+    allowed = settings.DELIVERY_PROOFS_PER_DAY
+    if used + wanted > allowed:
+        raise DomainError(
+            f"At most {allowed} proofs per day: you have requested {used} in the last 24 hours "
+            f"and this request would send {wanted}. Choose fewer addresses or recipients."
+        )
 
 
 def preview(*, delivery: Delivery, contact: Any) -> Rendered:

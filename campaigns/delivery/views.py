@@ -15,6 +15,7 @@ from django_fsm import can_proceed
 from campaigns.delivery import preparation, reports, sending, services
 from campaigns.models import Contact, Delivery, DeliveryState
 from portal.models import AuditLog, Entity, is_central_user
+from portal.validation import InputError, whole_number
 from portal.web import attempt, page_number
 
 
@@ -85,6 +86,12 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     delivery = get_object_or_404(Delivery.objects.visible_to(request.user), pk=pk)
+    try:
+        sample = whole_number(request.POST.get("sample") or 1, path="Sample recipients",
+                              minimum=1, maximum=sending.PROOF_SAMPLE_MAX)  # fmt: skip
+    except InputError as exc:
+        messages.error(request, str(exc))
+        return redirect("campaigns:delivery", delivery.pk)
     calls = {
         "send": lambda: sending.confirm(delivery=delivery, actor=request.user),
         "cancel": lambda: sending.cancel(
@@ -94,7 +101,7 @@ def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             delivery=delivery,
             addresses=request.POST.get("addresses", "").replace(",", "\n").splitlines(),
             actor=request.user,
-            sample=int(sample) if (sample := request.POST.get("sample", "")).isdigit() else 1,
+            sample=sample,
         ),
     }
     if action not in calls:

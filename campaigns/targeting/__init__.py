@@ -1,7 +1,7 @@
 """Targeting: the field registry, the condition compiler, exact counts, work tables and data
 distribution."""
 
-from campaigns.targeting.compiler import TargetingError, compile_conditions
+from campaigns.targeting.compiler import TargetingError, compile_conditions, parse_conditions
 from campaigns.targeting.counts import CountResult, count, target_queryset
 from campaigns.targeting.worktables import (
     copy_rows,
@@ -19,6 +19,7 @@ __all__ = [
     "count",
     "distribute",
     "materialise",
+    "parse_conditions",
     "purge_work_tables",
     "target_queryset",
     "work_table",

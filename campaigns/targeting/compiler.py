@@ -36,10 +36,15 @@ from campaigns.targeting.registry import (
     TEXT,
     FieldSpec,
 )
+from portal.validation import InputError, load_json
 
 MAX_DEPTH = 12
 MAX_LIST = 1000
 MAX_TEXT = 255
+# Bounds of numbers in conditions: far beyond any real amount or count, well inside what the
+# database and Python's dates hold.
+MAX_NUMBER = Decimal(10**12)
+MAX_COUNT = 1_000_000
 
 
 class TargetingError(ValueError):
@@ -91,6 +96,11 @@ class _Compiler:
             for item in compiled[1:]:
                 result = (result & item) if key == "and" else (result | item)
             return result
+        for key in ("relation", "field"):
+            if key in node and not isinstance(node[key], str):
+                return self.fail(f"{path}.{key}" if path else key, "give a name (text)")
+        if "op" in node and not isinstance(node["op"], str):
+            return self.fail(f"{path}.op" if path else "op", "give an operator name (text)")
         if "relation" in node:
             return self.relation(dimension, node, path, depth)
         if "field" in node:
@@ -209,16 +219,25 @@ class _Compiler:
                 self.fail(path, "give a number")
                 return None
             try:
-                return Decimal(str(raw))
+                number = Decimal(str(raw))
             except (InvalidOperation, ValueError):
-                self.fail(path, "give a number")
+                number = None
+            if number is None or not number.is_finite() or abs(number) > MAX_NUMBER:
+                self.fail(path, f"give a number between -{MAX_NUMBER} and {MAX_NUMBER}")
                 return None
+            return number
         if kind in (DATE, DATETIME):
             parsed = None
             if isinstance(raw, str):
-                parsed = (
-                    parse_date(raw) if kind == DATE else (parse_datetime(raw) or parse_date(raw))
-                )
+                try:  # well-formed but impossible (2026-13-45) raises ValueError
+                    parsed = (
+                        parse_date(raw)
+                        if kind == DATE
+                        else (parse_datetime(raw) or parse_date(raw))
+                    )
+                except ValueError:
+                    self.fail(path, f"“{raw[:40]}” is not a real date")
+                    return None
             if parsed is None:
                 self.fail(path, "give a date as YYYY-MM-DD")
                 return None
@@ -258,8 +277,11 @@ class _Compiler:
             return q if op == "exists" else ~q
         value_path = f"{path}.value" if path else "value"
         minimum = node.get("value")
-        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
-            return self.fail(value_path, "give a whole number of at least 1")
+        if (isinstance(minimum, bool) or not isinstance(minimum, int)
+                or not 1 <= minimum <= MAX_COUNT):  # fmt: skip
+            return self.fail(
+                value_path, f"give a whole number of at least 1 and at most {MAX_COUNT}"
+            )
         counted = related.order_by().values(spec.back).annotate(total=Count("pk")).values("total")
         return Q(GreaterThanOrEqual(Coalesce(Subquery(counted), 0), minimum))
 
@@ -267,10 +289,21 @@ class _Compiler:
 def compile_conditions(dimension: str, conditions: Any) -> Q:
     """Validate a condition tree for a dimension and return its ``Q``; raises
     ``TargetingError`` listing every problem with its path."""
-    if dimension not in DIMENSIONS:
+    if not isinstance(dimension, str) or dimension not in DIMENSIONS:
         raise TargetingError([("dimension", f"unknown dimension “{dimension}”")])
     compiler = _Compiler()
     q = compiler.node(dimension, conditions if conditions is not None else {}, "")
     if compiler.problems:
         raise TargetingError(compiler.problems)
     return q
+
+
+def parse_conditions(raw: Any, path: str = "conditions") -> Any:
+    """A condition tree given as JSON text (or already parsed): parsed with bounded depth;
+    malformed JSON raises ``TargetingError`` with ``path``."""
+    if not isinstance(raw, str | bytes):
+        return raw if raw is not None else {}
+    try:
+        return load_json(raw or "{}", path=path)
+    except InputError as exc:
+        raise TargetingError([(path, exc.message)]) from None

@@ -36,10 +36,13 @@ from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery, W
 from campaigns.targeting.registry import DIMENSIONS
 from campaigns.targeting.worktables import PRIORITY_FIELDS
 from portal.models import Entity
+from portal.validation import MAX_ID
 
 ENTITY_PATHS = {"contact": {"entity"}, "booking": {"contact__entity", "store__entity"},
                 "subscription": {"contact__entity"}}  # fmt: skip
 MAX_LIMIT = 100_000_000
+MAX_WAIT_DAYS = 3650  # ten years: a wait or schedule beyond that is a typing error
+MAX_TIMES = 100_000
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 
 
@@ -114,11 +117,11 @@ class Query(ActivityType):
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
         dimension = settings.get("dimension", "contact")
-        if dimension not in DIMENSIONS:
+        if not isinstance(dimension, str) or dimension not in DIMENSIONS:
             return [f"dimension must be one of {', '.join(DIMENSIONS)}"]
         problems = _conditions_problems(dimension, settings.get("conditions") or {})
         entity_path = settings.get("entity_path")
-        if entity_path and entity_path not in ENTITY_PATHS[dimension]:
+        if entity_path and str(entity_path) not in ENTITY_PATHS[dimension]:
             problems.append(f"entity_path must be one of {sorted(ENTITY_PATHS[dimension])}")
         return problems
 
@@ -152,7 +155,10 @@ class ReadAudience(Query):
     local_keys = frozenset({"saved_query"})
 
     def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        query = SavedQuery.objects.filter(pk=settings.get("saved_query")).first()
+        pk = settings.get("saved_query")
+        if isinstance(pk, bool) or not isinstance(pk, int) or not 1 <= pk <= MAX_ID:
+            return ["saved_query must be the id of a saved audience"]
+        query = SavedQuery.objects.filter(pk=pk).first()
         if query is None:
             return ["saved_query must be the id of a saved audience"]
         return []
@@ -339,6 +345,12 @@ class Wait(ActivityType):
             return ["days, hours and minutes must be whole numbers of at least 0"]
         if not any(units.values()):
             return ["give a duration in days, hours or minutes"]
+        most = {"days": MAX_WAIT_DAYS, "hours": MAX_WAIT_DAYS * 24,
+                "minutes": MAX_WAIT_DAYS * 24 * 60}  # fmt: skip
+        if any(units[key] > most[key] for key in units) or timedelta(**units) > timedelta(
+            days=MAX_WAIT_DAYS
+        ):
+            return [f"a wait lasts at most {MAX_WAIT_DAYS} days (days, hours and minutes together)"]
         return []
 
     def wake_at(self, settings: Mapping[str, Any], now: datetime) -> datetime | None:
@@ -391,8 +403,8 @@ class Scheduler(Wait):
                 problems.append(f"weekdays must list some of {', '.join(WEEKDAYS)}")
         times = settings.get("times")
         if times is not None and (isinstance(times, bool) or not isinstance(times, int)
-                                  or times < 1):  # fmt: skip
-            problems.append("times must be a whole number of at least 1")
+                                  or not 1 <= times <= MAX_TIMES):  # fmt: skip
+            problems.append(f"times must be a whole number from 1 to {MAX_TIMES}")
         if "until" in settings and _parse(parse_datetime, settings["until"]) is None:
             problems.append("until must be a date and time such as 2030-05-01T09:00:00+02:00")
         return problems

@@ -18,6 +18,7 @@ from campaigns import services
 from campaigns.models import Activity, Campaign, LocalApproval, LocalApprovalMode
 from campaigns.targeting import registry
 from campaigns.workflow import local_approval
+from portal import validation
 from portal.models import AuditLog
 from portal.web import attempt, page_number
 
@@ -33,10 +34,10 @@ SORTS = {
 
 
 def _contact_ids(request: HttpRequest) -> list[int]:
-    values = request.POST.getlist("contact")
-    if any(not value.isdigit() for value in values):
-        raise Http404("Unknown contact.")
-    return [int(value) for value in values]
+    try:
+        return validation.ids(request.POST.getlist("contact"), path="contact")
+    except validation.InputError:
+        raise Http404("Unknown contact.") from None
 
 
 @login_required
@@ -156,9 +157,9 @@ class ActivitySettingsForm(forms.Form):
             value = cleaned.get(key)
             if isinstance(field.widget, forms.Textarea) and value:
                 try:
-                    value = json.loads(value)
-                except ValueError as exc:
-                    self.add_error(key, f"Not valid JSON: {exc}")
+                    value = validation.load_json(value)
+                except validation.InputError as exc:
+                    self.add_error(key, exc.message)
                     continue
             if value in (None, ""):
                 settings.pop(key, None)

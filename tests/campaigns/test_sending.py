@@ -180,8 +180,9 @@ def test_a_rejected_delivery_is_cancelled(
 
 
 def test_proofs_go_to_test_addresses_only(
-    campaign, people, org, django_capture_on_commit_callbacks, mailoutbox
+    campaign, people, org, django_capture_on_commit_callbacks, mailoutbox, settings
 ):
+    settings.DELIVERY_PROOF_DOMAINS = ["example.com"]
     delivery = prepared(campaign)
     pat3 = Contact.objects.get(external_id="P3")
     with django_capture_on_commit_callbacks(execute=True):
