@@ -661,6 +661,7 @@ def _release(claimed: Any, error: str) -> int | None:
         status=MessageStatus.PENDING, claim=None, error=error[:500], attempts=F("attempts") + 1,
         next_attempt_at=now + timedelta(seconds=delay),
     )  # fmt: skip
+    Delivery.objects.filter(messages__in=claimed.values("pk")[:1]).update(progress_at=now)
     return delay
 
 
@@ -773,6 +774,20 @@ def _send_queue_is_empty() -> bool:
     except Exception:
         logger.warning("Cannot read the send queue's length", exc_info=True)
         return True
+
+
+def stalled_since(delivery: Delivery, *, now: datetime | None = None) -> datetime | None:
+    """When a sending delivery last showed progress, if that is longer ago than
+    DELIVERY_STALL_ALERT_SECONDS (else None)."""
+    now = now or timezone.now()
+    limit = now - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
+    if (
+        delivery.state == DeliveryState.SENDING
+        and delivery.progress_at
+        and (delivery.progress_at < limit)
+    ):
+        return delivery.progress_at
+    return None
 
 
 def resend_in_doubt(*, delivery: Delivery, actor: Any) -> int:
