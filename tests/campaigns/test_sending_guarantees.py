@@ -89,7 +89,8 @@ def test_each_message_is_in_flight_when_handed_over_with_one_mark_per_message(
     with CaptureQueriesContext(connection) as queries:
         result = sending.send_chunk(delivery.pk, ids[0], ids[-1])
     assert result["sent"] == 6 and provider.handed == ids
-    for index, (message_id, statuses) in enumerate(zip(provider.handed, provider.seen)):
+    handed = zip(provider.handed, provider.seen, strict=True)
+    for index, (message_id, statuses) in enumerate(handed):
         assert statuses[message_id] == "in_flight"  # durably marked before it is handed over
         assert [statuses[i] for i in ids[:index]] == ["sent"] * index
         assert {statuses[i] for i in ids[index + 1 :]} <= {"sending"}
@@ -315,7 +316,7 @@ def test_counts_add_up_with_sent_failed_in_doubt_excluded_and_cancelled(
 def test_recovery_enqueues_pending_messages_no_task_covers(
     campaign, people, org, provider, mailoutbox, settings, monkeypatch
 ):
-    delivery, ids = sending_delivery(campaign, org)  # its chunk tasks were lost
+    delivery, _ids = sending_delivery(campaign, org)  # its chunk tasks were lost
     assert sending.recover_stalled() == 0  # it just started: its tasks may be queued
     monkeypatch.setattr(sending, "_send_queue_is_empty", lambda: False)
     with later(settings.DELIVERY_CLAIM_LEASE_SECONDS + 1):
@@ -330,7 +331,7 @@ def test_recovery_enqueues_pending_messages_no_task_covers(
 def test_recovery_enqueues_even_behind_a_busy_queue_once_the_delivery_is_stalled(
     campaign, people, org, provider, mailoutbox, settings, monkeypatch
 ):
-    delivery, ids = sending_delivery(campaign, org)
+    delivery, _ids = sending_delivery(campaign, org)
     monkeypatch.setattr(sending, "_send_queue_is_empty", lambda: False)
     with later(settings.DELIVERY_STALL_ALERT_SECONDS + 1):
         assert sending.stalled_since(Delivery.objects.get(pk=delivery.pk)) is not None
@@ -396,7 +397,7 @@ def test_central_users_resend_in_doubt_messages_deliberately_with_an_audit_entry
 
 
 def test_the_admin_flags_a_delivery_without_progress(campaign, people, org, client, settings):
-    delivery, ids = sending_delivery(campaign, org)
+    delivery, _ids = sending_delivery(campaign, org)
     client.force_login(org.marketer)
     changelist = reverse("admin:campaigns_delivery_changelist")
     assert delivery.label not in client.get(changelist, {"stalled": "yes"}).content.decode()
