@@ -169,6 +169,9 @@ DELIVERY_RECOVERY_SECONDS = env_int(ENV, "DELIVERY_RECOVERY_SECONDS", 10, minimu
 # A sending delivery without progress for this long is flagged in the admin (and recovered
 # even while other tasks wait in the queue).
 DELIVERY_STALL_ALERT_SECONDS = env_int(ENV, "DELIVERY_STALL_ALERT_SECONDS", 600, minimum=1)
+# Fault-injection tests only: "<point>:<n>" makes a sending worker kill itself at that point
+# of its n-th message (points: before_send, after_accept, during_mark). Never set it otherwise.
+DELIVERY_TEST_FAULT = env_str(ENV, "DELIVERY_TEST_FAULT", "")
 DELIVERY_MAX_ATTEMPTS = env_int(ENV, "DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
 DELIVERY_RETRY_BASE_SECONDS = env_int(ENV, "DELIVERY_RETRY_BASE_SECONDS", 60, minimum=1)
 # Messages per second per worker and channel (0: no limit), e.g. DELIVERY_RATE_SMS=20.

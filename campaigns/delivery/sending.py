@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
+import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -437,6 +440,16 @@ def _take_over(dead: Any, *, idempotent: bool) -> int:
     )
 
 
+_handed = itertools.count(1)  # messages handed over by this process (fault points count them)
+
+
+def _fault(point: str) -> None:
+    """Tests only: with DELIVERY_TEST_FAULT=<point>:<n>, the worker process kills itself
+    (SIGKILL: nothing runs after it) at that point of the n-th message it hands over."""
+    if point == settings.DELIVERY_TEST_FAULT:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Throttle:
     """At most ``rate`` messages per second in this worker (0: no limit)."""
 
@@ -500,11 +513,16 @@ class Marks:
         self.delivery_id = delivery_id
         self.every = max(1.0, settings.DELIVERY_CLAIM_LEASE_SECONDS / 6)
         self.touched = time.monotonic()
+        self.fault = ""  # tests only: die in the middle of this mark (before its commit)
 
     def _now(self) -> Any:
         return self.moment.get_db_prep_value(timezone.now(), connection)
 
     def _run(self, sql: str, params: list[Any], expected: int) -> bool:
+        if self.fault and self.fault == settings.DELIVERY_TEST_FAULT:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                _fault(self.fault)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             updated = cursor.rowcount
@@ -584,6 +602,7 @@ def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: 
     messages = renderer.rows(mine.order_by("id"))
     throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
     marks = Marks(token, delivery.pk)
+    faults = settings.DELIVERY_TEST_FAULT
     try:
         provider.open()
     except TemporaryError as exc:
@@ -595,7 +614,13 @@ def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: 
             return
         for index, message in enumerate(messages):
             following = messages[index + 1]["id"] if index + 1 < len(messages) else None
+            if faults:
+                handed = next(_handed)
+                _fault(f"before_send:{handed}")
+                marks.fault = f"during_mark:{handed}"
             outcome, error = _send_one(delivery, provider, renderer, message)
+            if faults:
+                _fault(f"after_accept:{handed}")
             if outcome is None:  # a temporary error: this one and the rest go back
                 if error.maybe_accepted and not provider.idempotent:
                     mine.filter(pk=message["id"], status=MessageStatus.IN_FLIGHT).update(
@@ -763,6 +788,8 @@ def _idempotent(channel: str) -> bool:
 def _send_queue_is_empty() -> bool:
     """No task waits in the queue chunk tasks go to (the broker says so; when it cannot
     tell, recovery assumes none waits)."""
+    from amqp.exceptions import ChannelError
+
     from portal.celery import app
 
     try:
@@ -771,6 +798,11 @@ def _send_queue_is_empty() -> bool:
                 queue=settings.CELERY_TASK_DEFAULT_QUEUE, passive=True
             )
             return not declared.message_count
+    except ChannelError as exc:  # Redis: an empty queue does not exist (404)
+        if str(getattr(exc, "reply_code", "")) == "404":
+            return True
+        logger.warning("Cannot read the send queue's length", exc_info=True)
+        return True
     except Exception:
         logger.warning("Cannot read the send queue's length", exc_info=True)
         return True
