@@ -4,15 +4,18 @@ the list of child campaigns associated with each parent."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import PurePath
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.files import File
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from import_export import fields, resources
 from import_export.admin import ExportMixin
@@ -607,6 +610,23 @@ class MessageAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin)
     show_full_result_count = False
 
 
+class StalledFilter(admin.SimpleListFilter):
+    """Sending deliveries without progress for DELIVERY_STALL_ALERT_SECONDS."""
+
+    title = "progress"
+    parameter_name = "stalled"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        minutes = max(1, settings.DELIVERY_STALL_ALERT_SECONDS // 60)
+        return [("yes", f"Sending, no progress for {minutes} min")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            limit = timezone.now() - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
+            return queryset.filter(state="sending", progress_at__lt=limit)
+        return queryset
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(
     BoundedJSONAdminMixin, EntityScopedAdminMixin, ServiceTransitionAdminMixin, admin.ModelAdmin
@@ -615,9 +635,9 @@ class DeliveryAdmin(
     from a saved query and sent with the buttons; workflow deliveries are read-only. The
     figures: targeted, excluded per typology rule, messages by status."""
 
-    list_display = ["label", "campaign", "channel", "dimension", "state", "targeted",
+    list_display = ["label", "campaign", "channel", "dimension", "state", "stalled", "targeted",
                     "prepared_at"]  # fmt: skip
-    list_filter = ["state", "channel"]
+    list_filter = ["state", StalledFilter, "channel"]
     search_fields = ["label", "campaign__name"]
     list_select_related = ["campaign"]
     autocomplete_fields = ["campaign"]
@@ -626,10 +646,11 @@ class DeliveryAdmin(
               "push_title", "push_data", "columns", "export_format", "requires_approval",
               "scheduled_at",
               "state", "preparation", "targeted", "exclusions", "by_status", "prepared_at",
-              "sent_at", "export_file", "error", "run", "activity", "created_by"]  # fmt: skip
+              "sent_at", "progress_at", "export_file", "error", "run", "activity",
+              "created_by"]  # fmt: skip
     readonly_fields = ["state", "preparation", "targeted", "exclusions", "by_status",
-                       "prepared_at", "sent_at", "export_file", "error", "run", "activity",
-                       "created_by"]  # fmt: skip
+                       "prepared_at", "sent_at", "progress_at", "export_file", "error", "run",
+                       "activity", "created_by"]  # fmt: skip
     inlines = [AuditLogInline]
     transition_actions = {
         "start_preparation": (
@@ -641,8 +662,13 @@ class DeliveryAdmin(
             lambda obj, actor, request: sending.confirm(delivery=obj, actor=actor),
         ),
         "cancel": ("Cancel", lambda obj, actor, request: sending.cancel(delivery=obj, actor=actor)),
+        "resend_in_doubt": (
+            "Send the in-doubt messages again",
+            lambda obj, actor, request: sending.resend_in_doubt(delivery=obj, actor=actor),
+        ),
     }
     transition_done_messages = {
+        "resend_in_doubt": "The in-doubt messages are sent again (recorded in the history).",
         "start_preparation": "Preparation started: the workers prepare it chunk by chunk; "
         "its progress shows below.",
     }
@@ -670,11 +696,33 @@ class DeliveryAdmin(
 
     def available_transition_actions(self, obj: Delivery, request: HttpRequest) -> list[tuple]:
         actions = super().available_transition_actions(obj, request)
+        if not (
+            is_central_user(request.user) and obj.messages.filter(status="in_doubt").exists()
+        ):  # a deliberate choice of the central team, when there is something in doubt
+            actions = [(name, label) for name, label in actions if name != "resend_in_doubt"]
         if obj.run_id:  # a workflow's delivery is prepared and sent by its run
-            return [(name, label) for name, label in actions if name == "cancel"]
+            keep = ("cancel", "resend_in_doubt")
+            return [(name, label) for name, label in actions if name in keep]
         if obj.state != "prepared":
             actions = [(name, label) for name, label in actions if name != "send"]
         return actions
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: Any = None) -> HttpResponse:  # fmt: skip
+        obj = self.get_object(request, object_id)
+        since = sending.stalled_since(obj) if obj is not None else None
+        if since is not None and request.method == "GET":
+            self.message_user(
+                request,
+                f"No progress since {timezone.localtime(since):%Y-%m-%d %H:%M}: check that the "
+                "workers (and beat) are running; recovery re-sends what no live task covers.",
+                messages.WARNING,
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(boolean=True, description="stalled")
+    def stalled(self, obj: Delivery) -> bool | None:
+        return True if sending.stalled_since(obj) else None
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         if obj is not None and (obj.run_id or obj.state != "draft"):

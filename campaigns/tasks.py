@@ -1,9 +1,16 @@
 """Celery tasks of the campaigns app."""
 
-from celery import shared_task
+import contextlib
+import logging
+
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connections
 
 from campaigns import imports, targeting
+
+logger = logging.getLogger(__name__)
+DATABASE_RETRIES = 30  # about 25 minutes of backoff (1, 2, 4 … 60 s)
 
 
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=3600, time_limit=3700)
@@ -46,15 +53,40 @@ def prepare_chunk(chunk_id: int) -> int:
     return preparation.run_chunk(chunk_id)
 
 
-@shared_task(acks_late=True, ignore_result=True, soft_time_limit=1800, time_limit=1900)
-def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict:
-    """Send one chunk of a delivery; safe to run twice or after a killed worker."""
+@shared_task(
+    bind=True, acks_late=True, ignore_result=True, soft_time_limit=1800, time_limit=1900,
+    max_retries=DATABASE_RETRIES,
+)  # fmt: skip
+def send_chunk(
+    self: Task, delivery_id: int, first_id: int, last_id: int, resume: dict | None = None
+) -> dict:
+    """Send one chunk of a delivery; safe to run twice or after a killed worker. A database
+    outage is temporary: the task retries with backoff (resuming its claim), like a temporary
+    provider error; beat's recovery covers what is left if the retries run out."""
     from campaigns.delivery import sending
 
-    result = sending.send_chunk(delivery_id, first_id, last_id)
+    try:
+        result = sending.send_chunk(delivery_id, first_id, last_id, resume=resume)
+    except (sending.Interrupted, *sending.DATABASE_ERRORS) as exc:
+        _close_connections()
+        resume = exc.resume if isinstance(exc, sending.Interrupted) else resume
+        countdown = min(2**self.request.retries, 60)
+        logger.warning("Chunk %s-%s of delivery %s: database error (%s); retry in %s s",
+                       first_id, last_id, delivery_id, exc, countdown)  # fmt: skip
+        raise self.retry(
+            args=(delivery_id, first_id, last_id), kwargs={"resume": resume}, countdown=countdown
+        ) from exc
     if result["retry_in"] is not None:
         send_chunk.apply_async((delivery_id, first_id, last_id), countdown=result["retry_in"])
     return result
+
+
+def _close_connections() -> None:
+    """Drop the broken database connections; the retry opens fresh ones."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:  # (a test's transaction is left alone)
+            with contextlib.suppress(Exception):
+                conn.close_if_unusable_or_obsolete()
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -73,8 +105,9 @@ def send_proofs(proof_ids: list[int]) -> int:
 
 @shared_task(acks_late=True, ignore_result=True)
 def recover_stalled_sends() -> int:
-    """Every minute: chunks claimed by a worker that died are sent again (once), and lost
-    preparation chunks are enqueued again."""
+    """Every DELIVERY_RECOVERY_SECONDS, on the control queue (never behind chunk tasks):
+    claims of dead workers are taken over, lost or overdue chunks enqueued again, and lost
+    preparation chunks too."""
     from campaigns.delivery import preparation, sending
 
     return sending.recover_stalled() + preparation.recover_stalled()

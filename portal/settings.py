@@ -229,7 +229,17 @@ APPROVAL_REMINDER_HOURS = env_int(ENV, "APPROVAL_REMINDER_HOURS", 24, minimum=1)
 DELIVERY_CHUNK_SIZE = env_int(ENV, "DELIVERY_CHUNK_SIZE", 500, minimum=1)
 # Target rows per preparation task (one INSERT … SELECT each); progress moves chunk by chunk.
 DELIVERY_PREPARE_CHUNK_SIZE = env_int(ENV, "DELIVERY_PREPARE_CHUNK_SIZE", 20000, minimum=1)
-DELIVERY_CLAIM_LEASE_SECONDS = env_int(ENV, "DELIVERY_CLAIM_LEASE_SECONDS", 300, minimum=1)
+# A sending worker's claim lives while its heartbeat (each message's mark) is fresher than
+# this; then another worker may take it over. Keep it above the SMTP timeout (30 s).
+DELIVERY_CLAIM_LEASE_SECONDS = env_int(ENV, "DELIVERY_CLAIM_LEASE_SECONDS", 60, minimum=1)
+# How often beat's recovery runs (on the "control" queue): takeover of dead claims, lost tasks.
+DELIVERY_RECOVERY_SECONDS = env_int(ENV, "DELIVERY_RECOVERY_SECONDS", 10, minimum=1)
+# A sending delivery without progress for this long is flagged in the admin (and recovered
+# even while other tasks wait in the queue).
+DELIVERY_STALL_ALERT_SECONDS = env_int(ENV, "DELIVERY_STALL_ALERT_SECONDS", 600, minimum=1)
+# Fault-injection tests only: "<point>:<n>" makes a sending worker kill itself at that point
+# of its n-th message (points: before_send, after_accept, during_mark). Never set it otherwise.
+DELIVERY_TEST_FAULT = env_str(ENV, "DELIVERY_TEST_FAULT", "")
 DELIVERY_MAX_ATTEMPTS = env_int(ENV, "DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
 DELIVERY_RETRY_BASE_SECONDS = env_int(ENV, "DELIVERY_RETRY_BASE_SECONDS", 60, minimum=1)
 # Messages per second per worker and channel (0: no limit), e.g. DELIVERY_RATE_SMS=20.
@@ -299,6 +309,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Recovery has its own queue, so it never waits behind chunk tasks. A worker started without
+# -Q consumes both queues; production runs one small worker on "control" alone as well.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = {"celery": {}, "control": {}}
+CELERY_TASK_ROUTES = {"campaigns.tasks.recover_stalled_sends": {"queue": "control"}}
 CELERY_TASK_SOFT_TIME_LIMIT = env_int(ENV, "CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int(ENV, "CELERY_TASK_TIME_LIMIT", 360, minimum=1)
 CELERY_TASK_ALWAYS_EAGER = env_bool(ENV, "CELERY_TASK_ALWAYS_EAGER", False)
@@ -336,7 +351,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "recover-stalled-sends": {
         "task": "campaigns.tasks.recover_stalled_sends",
-        "schedule": timedelta(minutes=1),
+        "schedule": timedelta(seconds=DELIVERY_RECOVERY_SECONDS),
+        "options": {"expires": DELIVERY_RECOVERY_SECONDS},  # a late one is not run twice
     },
     "purge-work-tables": {
         "task": "campaigns.tasks.purge_work_tables",

@@ -35,7 +35,13 @@ class Rendered:
 
 
 class TemporaryError(Exception):
-    """Try again later (a 4xx answer, a lost connection)."""
+    """Try again later (a 4xx answer, a lost connection). ``maybe_accepted``: the connection
+    was lost while the message was being handed over, so the provider may have accepted it
+    (its fate is unknown: in doubt, unless the provider deduplicates)."""
+
+    def __init__(self, message: str, *, maybe_accepted: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_accepted = maybe_accepted
 
 
 class PermanentError(Exception):
@@ -48,6 +54,9 @@ class PermanentError(Exception):
 
 class Provider:
     channel = ""
+    # A provider that deduplicates (the same message sent twice is delivered once) may be
+    # sent a message again when its fate is unknown; the others never are.
+    idempotent = False
 
     def open(self) -> None:
         """Open a connection for a chunk of messages."""
@@ -101,7 +110,7 @@ class EmailProvider(Provider):
         except smtplib.SMTPResponseException as exc:
             raise _smtp_error(exc.smtp_code, exc.smtp_error) from exc
         except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise TemporaryError(f"Connection lost: {exc}") from exc
+            raise TemporaryError(f"Connection lost: {exc}", maybe_accepted=True) from exc
 
     def close(self) -> None:
         with contextlib.suppress(OSError, smtplib.SMTPException):
@@ -133,10 +142,13 @@ class HttpProvider(Provider):
     """SMS and push through an HTTP gateway: one JSON POST per message over one keep-alive
     connection per chunk, to DELIVERY_<CHANNEL>_URL with DELIVERY_<CHANNEL>_TOKEN as a bearer
     token. The message's stable id goes in an ``Idempotency-Key`` header, so a gateway that
-    honours it never delivers a message twice, even when a chunk is sent again.
+    honours it never delivers a message twice, even when a chunk is sent again: a message
+    whose fate is unknown after a crash is sent again automatically (``idempotent``).
 
     Answers: 2xx accepted; 408, 429 and 5xx (or no answer) temporary; other 4xx permanent,
     a bounce when 404/410 or when the JSON answer says ``"bounce": true``."""
+
+    idempotent = True
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
@@ -169,7 +181,7 @@ class HttpProvider(Provider):
             answer = response.read()
         except (OSError, HTTPException) as exc:
             self.connection.close()  # the next message reconnects
-            raise TemporaryError(f"Gateway unreachable: {exc}") from exc
+            raise TemporaryError(f"Gateway unreachable: {exc}", maybe_accepted=True) from exc
         status = response.status
         if 200 <= status < 300:
             return

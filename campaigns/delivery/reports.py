@@ -17,18 +17,33 @@ STATUSES = [status.value for status in MessageStatus]
 
 @dataclass
 class Figures:
+    """Messages by status. Once a delivery is finished they add up: targeted = sent + in
+    doubt + failed + excluded + cancelled (``accounted``)."""
+
     targeted: int = 0
     excluded: int = 0
     pending: int = 0
     sending: int = 0
+    in_flight: int = 0
+    in_doubt: int = 0
     sent: int = 0
     failed: int = 0
+    cancelled: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
 
     @property
     def prepared(self) -> int:
         """Messages left to send after the typology (the rest were excluded)."""
         return self.targeted - self.excluded
+
+    @property
+    def waiting(self) -> int:
+        """Still to be sent, or being sent right now."""
+        return self.pending + self.sending + self.in_flight
+
+    @property
+    def accounted(self) -> int:
+        return self.sent + self.in_doubt + self.failed + self.excluded + self.cancelled
 
 
 def _counts() -> dict[str, Any]:
@@ -41,7 +56,9 @@ def _counts() -> dict[str, Any]:
 def _figures(row: dict[str, Any], by_rule: dict[str, int] | None = None) -> Figures:
     return Figures(
         targeted=row["targeted"], excluded=row["excluded"], pending=row["pending"],
-        sending=row["sending"], sent=row["sent"], failed=row["failed"], by_rule=by_rule or {},
+        sending=row["sending"], in_flight=row["in_flight"], in_doubt=row["in_doubt"],
+        sent=row["sent"], failed=row["failed"], cancelled=row["cancelled"],
+        by_rule=by_rule or {},
     )  # fmt: skip
 
 
@@ -54,6 +71,15 @@ def delivery_figures(delivery: Delivery) -> Figures:
         .annotate(n=Count("id"))
     )
     return _figures(row, by_rule)
+
+
+def in_doubt(delivery: Delivery, limit: int = 50) -> QuerySet:
+    """The delivery's in-doubt messages (the provider may or may not have accepted them)."""
+    return (
+        Message.objects.filter(delivery=delivery, status=MessageStatus.IN_DOUBT)
+        .select_related("contact")
+        .order_by("id")[:limit]
+    )
 
 
 def by_entity(messages: QuerySet) -> list[tuple[str, str, Figures]]:
@@ -98,8 +124,10 @@ def history(contact_id: int) -> QuerySet:
 def entity_csv(delivery: Delivery, messages: QuerySet) -> bytes:
     out = io.StringIO()
     writer = spreadsheets.csv_writer(out)
-    writer.writerow(["entity", "name", "targeted", "excluded", "sent", "failed", "pending"])
+    writer.writerow(["entity", "name", "targeted", "excluded", "sent", "failed", "pending",
+                     "in_doubt", "cancelled"])  # fmt: skip
     for code, name, figures in by_entity(messages):
         writer.writerow([code, name, figures.targeted, figures.excluded, figures.sent,
-                         figures.failed, figures.pending + figures.sending])  # fmt: skip
+                         figures.failed, figures.waiting, figures.in_doubt,
+                         figures.cancelled])  # fmt: skip
     return out.getvalue().encode()

@@ -8,9 +8,13 @@ the others: a message is never sent twice and never left behind.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import signal
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from itertools import groupby
@@ -18,8 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 from jinja2 import TemplateError
@@ -30,6 +35,7 @@ from campaigns.choices import Channel
 from campaigns.delivery import rendering
 from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
 from campaigns.models import (
+    UNSENT,
     ActivityExecution,
     Booking,
     Delivery,
@@ -99,7 +105,13 @@ def cancelled_with_its_run(delivery: Delivery, actor: Any) -> bool:
         obj=delivery, name="cancel", actor=actor, check_permission=False,
         comment=f"The workflow run is {run.get_state_display().lower()}: nothing is sent.",
     )  # fmt: skip
+    _cancel_pending(delivery)
     return True
+
+
+def _cancel_pending(delivery: Delivery) -> None:
+    """A cancelled delivery's messages are counted as cancelled, not as waiting."""
+    delivery.messages.filter(status=MessageStatus.PENDING).update(status=MessageStatus.CANCELLED)
 
 
 def _start(delivery: Delivery, actor: Any) -> Delivery:
@@ -143,6 +155,7 @@ def approval_decided(*, delivery: Delivery, approved: bool, actor: Any, comment:
         portal_services.transition(
             obj=delivery, name="cancel", actor=actor, comment=comment, check_permission=False
         )
+        _cancel_pending(delivery)
         wake_workflow(delivery)
 
 
@@ -151,6 +164,7 @@ def cancel(*, delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
         portal_services.transition(obj=delivery, name="cancel", actor=actor, comment=reason)
+        _cancel_pending(delivery)
         approvals.cancel_requests_for(obj=delivery, actor=actor, reason=reason or "Cancelled.")
         wake_workflow(delivery)
     return delivery
@@ -174,14 +188,13 @@ def enqueue_chunks(delivery_id: int) -> int:
 
 
 def finish_if_done(delivery_id: int) -> bool:
-    """The delivery is sent once no message is pending or being sent."""
+    """The delivery is sent once no message is pending or being sent (in-doubt messages
+    count as done: their fate is unknown, and they are shown as such)."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.state != DeliveryState.SENDING:
             return delivery.state == DeliveryState.SENT
-        busy = delivery.messages.filter(
-            status__in=[MessageStatus.PENDING, MessageStatus.SENDING]
-        ).exists()
+        busy = delivery.messages.filter(status__in=UNSENT).exists()
         if busy:
             return False
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
@@ -366,22 +379,90 @@ RENDER_ERRORS = (TemplateError, SecurityError, OverflowError, KeyError, TypeErro
 # --------------------------------------------------------------------------------------------
 # The chunk task
 # --------------------------------------------------------------------------------------------
+#
+# The in-flight protocol. A chunk task claims its messages (status "sending", a claim token).
+# Before a message is handed to the provider it is durably "in flight": the statement that
+# records the outcome of message N (sent or failed) also puts message N+1 in flight, so there
+# is one commit per message, as there was for the sent mark alone. Every mark names the claim
+# token and says how many rows it expects: a worker whose claim was taken over (it updated
+# fewer rows) stops before its next message. Each mark also refreshes the claim's heartbeat
+# (``claimed_at`` of the row it puts in flight); a claim whose newest heartbeat is older than
+# the lease belongs to a dead (or stuck) worker and may be taken over: its claimed messages go
+# to the new owner, and its message in flight is "in doubt" (the provider may have accepted
+# it). In-doubt messages are never sent again automatically, except through a provider that
+# deduplicates (``Provider.idempotent``); a central user may send them again deliberately.
 
 
-def claim(delivery_id: int, first_id: int, last_id: int) -> uuid.UUID | None:
-    """Claim the chunk's sendable messages: pending ones, and those a dead worker claimed
-    longer ago than the lease. One conditional UPDATE; two workers never claim one row."""
+class Interrupted(Exception):
+    """The database went away in the middle of a chunk: the task retries, resuming its own
+    claim at once (``resume``: its token and the messages the provider accepted meanwhile)."""
+
+    def __init__(self, resume: dict[str, Any]) -> None:
+        super().__init__("The database connection was lost while sending a chunk.")
+        self.resume = resume
+
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+@dataclass
+class Claim:
+    token: uuid.UUID | None = None
+    busy_until: datetime | None = None  # a live claim of another worker holds part of the range
+
+
+def claim(
+    delivery_id: int, first_id: int, last_id: int, *, idempotent: bool = False,
+    resume: uuid.UUID | None = None,
+) -> Claim:  # fmt: skip
+    """Claim the chunk's sendable messages: pending ones, and those of a claim whose heartbeat
+    stopped longer ago than the lease (or of ``resume``, this task's own earlier claim). The
+    dead claim's message in flight becomes in doubt (or is claimed again when the provider
+    deduplicates). Conditional UPDATEs in one transaction: two workers never claim one row."""
     token = uuid.uuid4()
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
-    claimed = (
-        Message.objects.filter(delivery_id=delivery_id, id__gte=first_id, id__lte=last_id)
-        .filter(
-            Q(status=MessageStatus.PENDING) | Q(status=MessageStatus.SENDING, claimed_at__lt=stale)
+    lease = timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
+    rows = Message.objects.filter(delivery_id=delivery_id, id__gte=first_id, id__lte=last_id)
+    with transaction.atomic():
+        beats = dict(
+            rows.filter(status__in=[MessageStatus.SENDING, MessageStatus.IN_FLIGHT])
+            .order_by()
+            .values_list("claim")
+            .annotate(beat=Max("claimed_at"))
         )
-        .update(status=MessageStatus.SENDING, claim=token, claimed_at=now)
+        dead = [c for c, beat in beats.items() if c == resume or beat is None or beat < now - lease]
+        live = [beat for c, beat in beats.items() if c not in dead]
+        if dead:
+            _take_over(rows.filter(claim__in=dead), idempotent=idempotent)
+        claimed = rows.filter(
+            Q(status=MessageStatus.PENDING) | Q(status=MessageStatus.SENDING, claim__in=dead)
+        ).update(status=MessageStatus.SENDING, claim=token, claimed_at=now, next_attempt_at=None)
+        if claimed:
+            Delivery.objects.filter(pk=delivery_id).update(progress_at=now)
+    return Claim(token if claimed else None, max(live) + lease if live else None)
+
+
+def _take_over(dead: Any, *, idempotent: bool) -> int:
+    """A dead claim's message in flight: in doubt, or pending again through a provider that
+    deduplicates. Returns how many became in doubt."""
+    in_flight = dead.filter(status=MessageStatus.IN_FLIGHT)
+    if idempotent:
+        in_flight.update(status=MessageStatus.SENDING)
+        return 0
+    return in_flight.update(
+        status=MessageStatus.IN_DOUBT,
+        error="In doubt: its worker stopped while handing it to the provider.",
     )
-    return token if claimed else None
+
+
+_handed = itertools.count(1)  # messages handed over by this process (fault points count them)
+
+
+def _fault(point: str) -> None:
+    """Tests only: with DELIVERY_TEST_FAULT=<point>:<n>, the worker process kills itself
+    (SIGKILL: nothing runs after it) at that point of the n-th message it hands over."""
+    if point == settings.DELIVERY_TEST_FAULT:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Throttle:
@@ -399,93 +480,212 @@ class Throttle:
             self.next = max(now, self.next) + self.interval
 
 
-class SentMark:
-    """Marks one claimed message sent: one UPDATE (committed at once) by id and claim token.
+class Marks:
+    """The marks of one claim: each one UPDATE, committed at once, by id and claim token.
 
-    It runs once per message sent, so its statement is composed once per chunk (table and
+    ``done(n, outcome, next)`` records message n's outcome and puts the next one in flight in
+    the same statement; ``start(n)`` puts a message in flight alone (the chunk's first, or the
+    next one after a throttle's pause). Each returns False when the claim was taken over.
+
+    They run once per message, so their statements are composed once per chunk (table and
     column names from the model's metadata, values as parameters) instead of by a queryset
-    each time: the ORM's own work was a quarter of the time a chunk spent per message."""
+    each time. The delivery's ``progress_at`` is refreshed every few seconds, not per message.
+    """
 
-    def __init__(self, token: uuid.UUID) -> None:
+    def __init__(self, token: uuid.UUID, delivery_id: int) -> None:
         meta = Message._meta
         quote = connection.ops.quote_name
-        column = {name: quote(meta.get_field(name).column) for name in
-                  ("id", "status", "sent_at", "error", "claim")}  # fmt: skip
-        self.sql = (
-            f"UPDATE {quote(meta.db_table)} SET {column['status']} = %s, "
-            f"{column['sent_at']} = %s, {column['error']} = %s "
-            f"WHERE {column['id']} = %s AND {column['claim']} = %s"
+        c = {name: quote(meta.get_field(name).column) for name in
+             ("id", "status", "sent_at", "error", "claim", "claimed_at", "attempts")}  # fmt: skip
+        table = quote(meta.db_table)
+        held = f"'{MessageStatus.IN_FLIGHT.value}', '{MessageStatus.IN_DOUBT.value}'"
+        outcome = (
+            f"{c['status']} = %s, {c['sent_at']} = %s, {c['error']} = %s, "
+            f"{c['attempts']} = {c['attempts']} + %s, {c['claimed_at']} = %s"
         )
-        self.sent_at = meta.get_field("sent_at")
-        self.claim = meta.get_field("claim").get_db_prep_value(token, connection)
+        self.done_alone = (
+            f"UPDATE {table} SET {outcome} WHERE {c['id']} = %s AND {c['claim']} = %s "
+            f"AND {c['status']} IN ({held})"
+        )
+        first = f"CASE WHEN {c['id']} = %s THEN"
+        self.done_and_next = (
+            f"UPDATE {table} SET "
+            f"{c['status']} = {first} %s ELSE '{MessageStatus.IN_FLIGHT.value}' END, "
+            f"{c['sent_at']} = {first} %s ELSE {c['sent_at']} END, "
+            f"{c['error']} = {first} %s ELSE {c['error']} END, "
+            f"{c['attempts']} = {first} {c['attempts']} + %s ELSE {c['attempts']} END, "
+            f"{c['claimed_at']} = %s "
+            f"WHERE {c['id']} IN (%s, %s) AND {c['claim']} = %s AND ({first} "
+            f"{c['status']} IN ({held}) ELSE {c['status']} = '{MessageStatus.SENDING.value}' END)"
+        )
+        self.start_sql = (
+            f"UPDATE {table} SET {c['status']} = '{MessageStatus.IN_FLIGHT.value}', "
+            f"{c['claimed_at']} = %s WHERE {c['id']} = %s AND {c['claim']} = %s "
+            f"AND {c['status']} = '{MessageStatus.SENDING.value}'"
+        )
+        self.moment = meta.get_field("sent_at")
+        self.token = meta.get_field("claim").get_db_prep_value(token, connection)
+        self.delivery_id = delivery_id
+        self.every = max(1.0, settings.DELIVERY_CLAIM_LEASE_SECONDS / 6)
+        self.touched = time.monotonic()
+        self.fault = ""  # tests only: die in the middle of this mark (before its commit)
 
-    def __call__(self, message_id: int) -> None:
-        now = self.sent_at.get_db_prep_value(timezone.now(), connection)
+    def _now(self) -> Any:
+        return self.moment.get_db_prep_value(timezone.now(), connection)
+
+    def _run(self, sql: str, params: list[Any], expected: int) -> bool:
+        if self.fault and self.fault == settings.DELIVERY_TEST_FAULT:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                _fault(self.fault)
         with connection.cursor() as cursor:
-            cursor.execute(self.sql, [MessageStatus.SENT.value, now, "", message_id, self.claim])
+            cursor.execute(sql, params)
+            updated = cursor.rowcount
+        if time.monotonic() - self.touched > self.every:
+            self.touched = time.monotonic()
+            Delivery.objects.filter(pk=self.delivery_id).update(progress_at=timezone.now())
+        return updated == expected
+
+    def start(self, message_id: int) -> bool:
+        return self._run(self.start_sql, [self._now(), message_id, self.token], 1)
+
+    def done(self, message_id: int, outcome: str, error: str = "", next_id: int | None = None,
+             ) -> bool:  # fmt: skip
+        now = self._now()
+        sent_at = now if outcome == MessageStatus.SENT else None
+        failed = int(outcome == MessageStatus.FAILED)
+        if next_id is None:
+            params = [outcome, sent_at, error[:500], failed, now, message_id, self.token]
+            return self._run(self.done_alone, params, 1)
+        n = message_id
+        params = [n, outcome, n, sent_at, n, error[:500], n, failed, now, n, next_id,
+                  self.token, n]  # fmt: skip
+        return self._run(self.done_and_next, params, 2)
 
 
-def send_chunk(delivery_id: int, first_id: int, last_id: int) -> dict[str, Any]:
-    """Send one chunk; returns counts and, after a temporary error, when to retry."""
-    result: dict[str, Any] = {"sent": 0, "failed": 0, "retry_in": None}
+def send_chunk(
+    delivery_id: int, first_id: int, last_id: int, *, resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Send one chunk; returns counts and, after a temporary error (or while another live
+    worker holds part of the range), when to try again. A database error raises
+    ``Interrupted`` once messages are claimed, so that the retry resumes this claim."""
+    result: dict[str, Any] = {"sent": 0, "failed": 0, "in_doubt": 0, "retry_in": None}
     delivery = Delivery.objects.select_related("campaign").get(pk=delivery_id)
     if delivery.state != DeliveryState.SENDING:
         return result
     provider = provider_for(delivery.channel)  # a configuration error claims nothing
-    token = claim(delivery_id, first_id, last_id)
-    if token is None:
+    try:
+        renderer = Renderer(delivery)
+    except RENDER_ERRORS as exc:  # the template itself: no message can be sent, no retry
+        fail_delivery(delivery_id, f"The content cannot be rendered: {exc}")
+        return result
+    token = _resume(resume)
+    got = claim(delivery_id, first_id, last_id, idempotent=provider.idempotent, resume=token)
+    if got.busy_until is not None:  # a redelivered task: take over when that lease ends
+        result["retry_in"] = max(1, int((got.busy_until - timezone.now()).total_seconds()) + 1)
+    if got.token is None:
         finish_if_done(delivery_id)
         return result
-    mine = Message.objects.filter(claim=token, status=MessageStatus.SENDING)
-    renderer = Renderer(delivery)
+    accepted: list[int] = []
+    try:
+        _send_claimed(delivery, provider, renderer, got.token, result, accepted)
+        finish_if_done(delivery_id)
+    except DATABASE_ERRORS as exc:
+        raise Interrupted({"token": str(got.token), "accepted": accepted}) from exc
+    return result
+
+
+def _resume(resume: dict[str, Any] | None) -> uuid.UUID | None:
+    """After a database outage: the messages the provider accepted are marked sent (they
+    stayed in flight), and the claim is this task's to take again at once."""
+    if not resume:
+        return None
+    token = uuid.UUID(resume["token"])
+    if resume.get("accepted"):
+        Message.objects.filter(
+            pk__in=resume["accepted"], claim=token,
+            status__in=[MessageStatus.IN_FLIGHT, MessageStatus.IN_DOUBT],
+        ).update(status=MessageStatus.SENT, sent_at=timezone.now(), error="")  # fmt: skip
+    return token
+
+
+def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: uuid.UUID,
+                  result: dict[str, Any], accepted: list[int]) -> None:  # fmt: skip
+    mine = Message.objects.filter(
+        claim=token, status__in=[MessageStatus.SENDING, MessageStatus.IN_FLIGHT]
+    )
     messages = renderer.rows(mine.order_by("id"))
     throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
-    mark_sent = SentMark(token)
+    marks = Marks(token, delivery.pk)
+    faults = settings.DELIVERY_TEST_FAULT
     try:
         provider.open()
     except TemporaryError as exc:
         result["retry_in"] = _release(mine, str(exc))
-        finish_if_done(delivery_id)  # when every message has run out of attempts
-        return result
+        return
     try:
-        for message in messages:
-            try:
-                rendered = renderer.render(message)
-            except RENDER_ERRORS as exc:
-                _fail(message["id"], token, f"Cannot render: {exc}")
-                result["failed"] += 1
-                continue
-            throttle.wait()
-            try:
-                provider.send(rendered)
-            except TemporaryError as exc:
-                result["retry_in"] = _release(mine, str(exc))
-                break
-            except PermanentError as exc:
-                _fail(message["id"], token, str(exc))
-                if exc.bounce:
-                    _quarantine(delivery.channel, message["address"], str(exc))
-                result["failed"] += 1
-                continue
-            # Marked the moment the provider accepted it: a crash after this line cannot
-            # send it again, and a crash before it leaves it claimed, to be sent once more.
-            mark_sent(message["id"])
-            result["sent"] += 1
+        throttle.wait()
+        if not messages or not marks.start(messages[0]["id"]):
+            return
+        for index, message in enumerate(messages):
+            following = messages[index + 1]["id"] if index + 1 < len(messages) else None
+            if faults:
+                handed = next(_handed)
+                _fault(f"before_send:{handed}")
+                marks.fault = f"during_mark:{handed}"
+            outcome, error = _send_one(delivery, provider, renderer, message)
+            if faults:
+                _fault(f"after_accept:{handed}")
+            if outcome is None:  # a temporary error: this one and the rest go back
+                if error.maybe_accepted and not provider.idempotent:
+                    mine.filter(pk=message["id"], status=MessageStatus.IN_FLIGHT).update(
+                        status=MessageStatus.IN_DOUBT, error=f"In doubt: {error}"[:500]
+                    )
+                    result["in_doubt"] += 1
+                result["retry_in"] = _release(mine, str(error))
+                return
+            if outcome == MessageStatus.SENT:
+                accepted.append(message["id"])
+            result["sent" if outcome == MessageStatus.SENT else "failed"] += 1
+            if throttle.interval and following is not None:
+                # Rate-limited: the next one is put in flight after the pause, not before it
+                # (a worker dying during the pause leaves nothing in doubt).
+                if not marks.done(message["id"], outcome, error):
+                    return
+                accepted.clear()  # recorded
+                throttle.wait()
+                if not marks.start(following):
+                    return
+            elif not marks.done(message["id"], outcome, error, following):
+                return  # the claim was taken over: the new owner sends the rest
+            accepted.clear()  # recorded
     finally:
         provider.close()
-    finish_if_done(delivery_id)
-    return result
 
 
-def _fail(message_id: int, token: uuid.UUID, error: str) -> None:
-    Message.objects.filter(pk=message_id, claim=token).update(
-        status=MessageStatus.FAILED, error=error[:500], attempts=F("attempts") + 1
-    )
+def _send_one(delivery: Delivery, provider: Any, renderer: Renderer, message: dict[str, Any],
+              ) -> tuple[str | None, Any]:  # fmt: skip
+    """Hand one message (in flight) to the provider: (outcome, error text), or (None, the
+    temporary error)."""
+    try:
+        rendered = renderer.render(message)
+    except RENDER_ERRORS as exc:
+        return MessageStatus.FAILED, f"Cannot render: {exc}"
+    try:
+        provider.send(rendered)
+    except TemporaryError as exc:
+        return None, exc
+    except PermanentError as exc:
+        if exc.bounce:
+            _quarantine(delivery.channel, message["address"], str(exc))
+        return MessageStatus.FAILED, str(exc)
+    return MessageStatus.SENT, ""
 
 
 def _release(claimed: Any, error: str) -> int | None:
-    """A temporary error: the unsent messages go back to pending (one attempt more), or fail
-    once they reached the maximum; returns the seconds to wait before retrying."""
+    """A temporary error: the unsent messages go back to pending (one attempt more), not to be
+    tried again before their retry time, or fail once they reached the maximum; returns the
+    seconds to wait before retrying."""
     limit = settings.DELIVERY_MAX_ATTEMPTS
     claimed.filter(attempts__gte=limit - 1).update(
         status=MessageStatus.FAILED,
@@ -493,12 +693,16 @@ def _release(claimed: Any, error: str) -> int | None:
         attempts=F("attempts") + 1,
     )
     attempts = claimed.aggregate(n=Max("attempts"))["n"]
-    claimed.update(
-        status=MessageStatus.PENDING, claim=None, error=error[:500], attempts=F("attempts") + 1
-    )
     if attempts is None:
         return None
-    return settings.DELIVERY_RETRY_BASE_SECONDS * 2**attempts
+    delay = settings.DELIVERY_RETRY_BASE_SECONDS * 2**attempts
+    now = timezone.now()
+    claimed.update(
+        status=MessageStatus.PENDING, claim=None, error=error[:500], attempts=F("attempts") + 1,
+        next_attempt_at=now + timedelta(seconds=delay),
+    )  # fmt: skip
+    Delivery.objects.filter(messages__in=claimed.values("pk")[:1]).update(progress_at=now)
+    return delay
 
 
 def _quarantine(channel: str, address: str, reason: str) -> None:
@@ -508,26 +712,161 @@ def _quarantine(channel: str, address: str, reason: str) -> None:
         )
 
 
+def fail_delivery(delivery_id: int, error: str) -> None:
+    """The delivery cannot be sent at all (its content does not render): it fails with the
+    error on its page, and its unsent messages fail with it; nothing is retried."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.state != DeliveryState.SENDING:
+            return
+        portal_services.transition(obj=delivery, name="fail", error=error)
+        delivery.messages.filter(status=MessageStatus.PENDING).update(
+            status=MessageStatus.FAILED, error=f"Not sent: {error}"[:500]
+        )
+        wake_workflow(delivery)
+
+
+# --------------------------------------------------------------------------------------------
+# Recovery (beat, on its own queue) and in-doubt messages
+# --------------------------------------------------------------------------------------------
+
+
 def recover_stalled(*, now: datetime | None = None) -> int:
-    """Beat: chunks whose worker died (claims older than the lease) are sent again."""
+    """Beat: nothing is left behind by a dead worker or a lost task.
+
+    - A claim whose heartbeat stopped longer ago than the lease is taken over here: its
+      message in flight becomes in doubt (or pending, through a provider that deduplicates),
+      its other messages pending, and a task is enqueued for them at once.
+    - A sending delivery with no sign of life for a lease whose pending messages are due
+      (never tried, or their retry time passed) gets tasks for them again, when no chunk
+      task waits in the queue (one might be theirs), and in any case once it has shown no
+      progress for DELIVERY_STALL_ALERT_SECONDS.
+    - A sending delivery with nothing left to send is finished.
+
+    Returns the number of chunk tasks enqueued."""
     from campaigns.tasks import send_chunk as task
 
     now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
-    ranges = (
-        Message.objects.filter(
-            delivery__state=DeliveryState.SENDING,
-            status=MessageStatus.SENDING,
-            claimed_at__lt=stale,
-        )
+    lease = timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
+    sending = Message.objects.filter(delivery__state=DeliveryState.SENDING)
+    dead = (
+        sending.filter(status__in=[MessageStatus.SENDING, MessageStatus.IN_FLIGHT])
         .order_by()
-        .values("delivery_id")
-        .annotate(first=Min("id"), last=Max("id"))
+        .values("delivery_id", "delivery__channel", "claim")
+        .annotate(beat=Max("claimed_at"), first=Min("id"), last=Max("id"))
+        .filter(beat__lt=now - lease)
     )
     count = 0
-    for row in ranges:
-        task.delay(row["delivery_id"], row["first"], row["last"])
-        count += 1
+    for row in dead:
+        with transaction.atomic():
+            mine = Message.objects.filter(delivery_id=row["delivery_id"], claim=row["claim"])
+            _take_over(mine, idempotent=_idempotent(row["delivery__channel"]))
+            released = mine.filter(status=MessageStatus.SENDING).update(
+                status=MessageStatus.PENDING, claim=None
+            )
+            Delivery.objects.filter(pk=row["delivery_id"]).update(progress_at=now)
+        if released:  # enqueued once the takeover is committed
+            task.delay(row["delivery_id"], row["first"], row["last"])
+            count += 1
+        else:
+            finish_if_done(row["delivery_id"])
+    quiet = Delivery.objects.filter(state=DeliveryState.SENDING, progress_at__lt=now - lease)
+    stalled = now - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
+    queue_empty: bool | None = None
+    for delivery_id, progress_at in quiet.values_list("pk", "progress_at"):
+        due = Message.objects.filter(delivery_id=delivery_id, status=MessageStatus.PENDING).filter(
+            Q(next_attempt_at=None)
+            | Q(next_attempt_at__lte=now - timedelta(seconds=settings.DELIVERY_RECOVERY_SECONDS))
+        )
+        if not due.exists():
+            finish_if_done(delivery_id)
+            continue
+        if progress_at >= stalled:
+            if queue_empty is None:
+                queue_empty = _send_queue_is_empty()
+            if not queue_empty:
+                continue
+        Delivery.objects.filter(pk=delivery_id).update(progress_at=now)
+        for first, last, _rows in id_ranges(due, settings.DELIVERY_CHUNK_SIZE):
+            task.delay(delivery_id, first, last)
+            count += 1
+    return count
+
+
+def _idempotent(channel: str) -> bool:
+    try:
+        return provider_for(channel).idempotent
+    except (ImportError, LookupError, TypeError):
+        return False
+
+
+def _send_queue_is_empty() -> bool:
+    """No task waits in the queue chunk tasks go to (the broker says so; when it cannot
+    tell, recovery assumes none waits)."""
+    from amqp.exceptions import ChannelError
+
+    from portal.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            declared = conn.default_channel.queue_declare(
+                queue=settings.CELERY_TASK_DEFAULT_QUEUE, passive=True
+            )
+            return not declared.message_count
+    except ChannelError as exc:  # Redis: an empty queue does not exist (404)
+        if str(getattr(exc, "reply_code", "")) == "404":
+            return True
+        logger.warning("Cannot read the send queue's length", exc_info=True)
+        return True
+    except Exception:
+        logger.warning("Cannot read the send queue's length", exc_info=True)
+        return True
+
+
+def stalled_since(delivery: Delivery, *, now: datetime | None = None) -> datetime | None:
+    """When a sending delivery last showed progress, if that is longer ago than
+    DELIVERY_STALL_ALERT_SECONDS (else None)."""
+    now = now or timezone.now()
+    limit = now - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
+    if (
+        delivery.state == DeliveryState.SENDING
+        and delivery.progress_at
+        and (delivery.progress_at < limit)
+    ):
+        return delivery.progress_at
+    return None
+
+
+def resend_in_doubt(*, delivery: Delivery, actor: Any) -> int:
+    """A central user's deliberate choice: the delivery's in-doubt messages (the provider may
+    have accepted them before their worker stopped) are sent again. Some recipients may get
+    the message twice; the audit entry records who decided it and how many."""
+    from portal.models import is_central_user
+
+    check_may_send(delivery, actor)
+    if not is_central_user(actor):
+        raise PermissionDenied("Only the central team may send in-doubt messages again.")
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        if delivery.state not in (DeliveryState.SENDING, DeliveryState.SENT):
+            raise DomainError("Only a delivery that is sending or sent has in-doubt messages.")
+        count = delivery.messages.filter(status=MessageStatus.IN_DOUBT).update(
+            status=MessageStatus.PENDING, claim=None, next_attempt_at=None, error=""
+        )
+        if not count:
+            raise DomainError("This delivery has no message in doubt.")
+        comment = f"{count} in-doubt message(s) sent again by a deliberate decision."
+        if delivery.state == DeliveryState.SENT:
+            portal_services.transition(
+                obj=delivery, name="resend_in_doubt", actor=actor, check_permission=False,
+                comment=comment, extra={"in_doubt": count},
+            )  # fmt: skip
+        else:
+            portal_services.record_audit(
+                obj=delivery, action="resend_in_doubt", actor=actor, comment=comment,
+                extra={"in_doubt": count},
+            )  # fmt: skip
+        transaction.on_commit(partial(enqueue_chunks, delivery.pk))
     return count
 
 

@@ -137,10 +137,12 @@ def _duplicates(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) 
 
 def _counted(delivery: Delivery) -> Q:
     """The other deliveries' messages that count in a period: those sent, and those of the
-    deliveries sending now that are pending or in flight (they go out in the next minutes).
-    Each message is counted once, by its own status."""
+    deliveries sending now that are pending or claimed (they go out in the next minutes).
+    A message handed to the provider or in doubt may have reached the contact: it counts as
+    sent. Each message is counted once, by its own status."""
     sending = Delivery.objects.filter(state=DeliveryState.SENDING).exclude(pk=delivery.pk)
-    return Q(status=MessageStatus.SENT) | Q(
+    maybe_sent = [MessageStatus.SENT, MessageStatus.IN_FLIGHT, MessageStatus.IN_DOUBT]
+    return Q(status__in=maybe_sent) | Q(
         status__in=[MessageStatus.PENDING, MessageStatus.SENDING],
         delivery_id__in=sending.values("pk"),
     )

@@ -54,15 +54,18 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 preview = sending.preview(delivery=delivery, contact=contact)
             except sending.RENDER_ERRORS as exc:
                 preview_error = f"Cannot render for this contact: {exc}"
+    central = is_central_user(request.user)
+    figures = reports.delivery_figures(delivery) if central else None
     return render(
         request,
         "campaigns/delivery_detail.html",
         {
             "delivery": delivery,
             "shown": services.fields_shown(delivery.channel),
-            "figures": reports.delivery_figures(delivery)
-            if is_central_user(request.user)
-            else None,
+            "figures": figures,
+            "in_doubt": reports.in_doubt(delivery) if figures and figures.in_doubt else None,
+            "may_resend": may_act and central,
+            "stalled_since": sending.stalled_since(delivery) if central else None,
             "entities": reports.by_entity(scoped),
             "may_send": may_act and delivery.state == DeliveryState.PREPARED,
             "may_cancel": may_act and can_proceed(delivery.cancel),
@@ -97,6 +100,7 @@ def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         "cancel": lambda: sending.cancel(
             delivery=delivery, actor=request.user, reason=request.POST.get("reason", "")
         ),
+        "resend_in_doubt": lambda: sending.resend_in_doubt(delivery=delivery, actor=request.user),
         "proof": lambda: sending.request_proofs(
             delivery=delivery,
             addresses=request.POST.get("addresses", "").replace(",", "\n").splitlines(),
@@ -112,6 +116,7 @@ def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             "send": "The delivery is on its way (or waiting for its approval).",
             "cancel": "The delivery is cancelled.",
             "proof": "The proofs are on their way.",
+            "resend_in_doubt": "The in-doubt messages are sent again.",
         }
         messages.success(request, done[action])
     return redirect("campaigns:delivery", delivery.pk)

@@ -17,6 +17,7 @@ from campaigns.models.campaign import (
     ScheduledRun,
 )
 from campaigns.models.delivery import (
+    UNSENT,
     Delivery,
     DeliveryState,
     Message,
@@ -39,6 +40,7 @@ from campaigns.models.workflow import (
 )
 
 __all__ = [
+    "UNSENT",
     "Activity",
     "ActivityExecution",
     "Booking",

@@ -150,6 +150,10 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
     prepared_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    progress_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="The last sign of life of its sending (a claim, a mark, a retry, a recovery).",
+    )  # fmt: skip
     export_file = models.FileField(
         upload_to="deliveries/", blank=True, help_text="Direct mail: the file for the printer."
     )
@@ -225,10 +229,17 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         from campaigns.delivery.typology import reapply_at_send
 
         reapply_at_send(self)
+        self.progress_at = timezone.now()
 
     @transition(field=state, source=DeliveryState.SENDING, target=DeliveryState.SENT)
     def finish(self, *, at: Any) -> None:
         self.sent_at = at
+
+    @transition(field=state, source=DeliveryState.SENT, target=DeliveryState.SENDING)
+    def resend_in_doubt(self) -> None:
+        """A central user chose to send again the messages whose fate is unknown (in doubt):
+        the delivery is sending until they are sent."""
+        self.progress_at = timezone.now()
 
     @transition(
         field=state,
@@ -285,11 +296,22 @@ class PreparationChunk(models.Model):
 
 
 class MessageStatus(models.TextChoices):
+    """A message's life: pending, claimed by a chunk (sending), durably marked in flight the
+    moment before it is handed to the provider, then sent or failed. One found in flight
+    after its worker died is in doubt: the provider may or may not have accepted it."""
+
     PENDING = "pending", "Pending"
     EXCLUDED = "excluded", "Excluded"
     SENDING = "sending", "Sending"
+    IN_FLIGHT = "in_flight", "Handed to the provider"
+    IN_DOUBT = "in_doubt", "In doubt"
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# A message in one of these is still to be sent (or being sent) by a chunk task.
+UNSENT = ("pending", "sending", "in_flight")
 
 
 class Message(models.Model):
@@ -324,7 +346,13 @@ class Message(models.Model):
     error = models.CharField(max_length=500, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     claim = models.UUIDField(null=True, blank=True)
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Claimed, or last heartbeat of its claim (the mark that put it in flight).",
+    )  # fmt: skip
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="After a temporary error: not retried before this."
+    )
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -343,7 +371,7 @@ class Message(models.Model):
             # chunk, without reading the rows already sent.
             models.Index(
                 fields=["delivery", "id"],
-                condition=Q(status__in=["pending", "sending"]),
+                condition=Q(status__in=UNSENT),
                 name="message_unsent",
             ),
             # Sent messages per channel and day (capacity rules); pending rows skip it.

@@ -70,7 +70,7 @@ def test_a_redelivered_chunk_sends_nothing_again(
     delivery = send(prepared(campaign), org, django_capture_on_commit_callbacks)
     ids = list(Message.objects.values_list("id", flat=True))
     assert sending.send_chunk(delivery.pk, min(ids), max(ids)) == {
-        "sent": 0, "failed": 0, "retry_in": None,
+        "sent": 0, "failed": 0, "in_doubt": 0, "retry_in": None,
     }  # fmt: skip
     assert len(mailoutbox) == 6
 
