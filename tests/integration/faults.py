@@ -36,12 +36,14 @@ class Sink:
         self.pause = pause
         self.port = port or free_port()
         self.received: list[str] = []
+        self.bodies: list[str] = []
         self.controller: Controller | None = None
 
     async def handle_DATA(self, server, session, envelope):
         if self.pause:
             await asyncio.sleep(self.pause)
         self.received.append(message_from_bytes(envelope.original_content)["Message-ID"])
+        self.bodies.append(envelope.original_content.decode(errors="replace"))
         return "250 OK"
 
     def start(self) -> Sink:

@@ -12,7 +12,6 @@ from collections import Counter
 from email import message_from_string
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.db import connection, transaction
 
 from campaigns.delivery import preparation, reports, sending, typology
@@ -20,7 +19,7 @@ from campaigns.models import Contact, Delivery, Typology
 from campaigns.targeting import materialise, target_queryset
 from tests.factories import CampaignFactory
 from tests.integration.conftest import wait_for
-from tests.integration.test_sending_fault import Sink, free_port
+from tests.integration.faults import Sink
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ONE_A_WEEK = [{"rule": "pressure", "max": 1, "days": 7}]
@@ -32,11 +31,9 @@ AUDIENCES = {
 
 @pytest.fixture
 def smtp_sink():
-    handler = Sink(pause=0)
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller.port
-    controller.stop()
+    sink = Sink().start()
+    yield sink, sink.port
+    sink.stop()
 
 
 def test_two_deliveries_started_at_the_same_moment_never_exceed_the_pressure_rule(
