@@ -99,11 +99,10 @@ def test_by_campaign_order_to_local_approval_to_messages_in_an_smtp_sink(
     """Package by campaign → order → approval by emailed link → child campaign (with the
     parent's workflow) → run → the store reviews its list by the emailed link to the review
     page → delivery → personalised messages in a real SMTP server."""
-    from aiosmtpd.controller import Controller
 
     from campaigns.models import Activity, Contact, Delivery, Transition
     from tests.factories import CampaignFactory
-    from tests.integration.test_sending_fault import Sink, free_port
+    from tests.integration.faults import Sink
 
     parent = CampaignFactory(name="Winter", collaborative_type="by_campaign", entity=org.hq)
     FieldFactory(campaign=parent, name="signature", label="Signature", required=True)
@@ -163,17 +162,15 @@ def test_by_campaign_order_to_local_approval_to_messages_in_an_smtp_sink(
     local.post(review, {"action": "remove", "contact": [ben.pk], "reason": "Asked not to"})
 
     # Messages go to a real SMTP server once the list is approved.
-    sink = Sink(pause=0)
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
+    sink = Sink().start()
     try:
         settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
         settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
         with django_capture_on_commit_callbacks(execute=True):
             local.post(review, {"action": "approve", "comment": "Fine"})
     finally:
-        controller.stop()
+        sink.stop()
     delivery = Delivery.objects.get(campaign=child)
     child.refresh_from_db()
     assert (delivery.state, child.state) == ("sent", "completed")
