@@ -1,9 +1,12 @@
 """Sending: a prepared delivery is approved (when required), then sent in chunks by Celery
 workers. Each chunk task claims its messages with one conditional UPDATE (pending, or
 claimed by a worker that died longer ago than the lease), sends them over one provider
-connection and marks each message sent the moment the provider accepted it. A task delivered
-twice, or re-run after its worker was killed, finds the sent messages sent and claims only
-the others: a message is never sent twice and never left behind.
+connection, and records each message's outcome in the statement that puts the next one in
+flight (see "The in-flight protocol" below). A task delivered twice, or re-run after its
+worker was killed, finds the sent messages sent and claims only the others. A message a dead
+worker had in flight is in doubt: re-sent automatically only through a provider that
+deduplicates, otherwise counted and re-sent only by a deliberate action. So a message is
+never sent twice by the portal's own retries, and never left behind.
 """
 
 from __future__ import annotations
