@@ -2,17 +2,15 @@
 and runs again when a send starts, so two deliveries prepared before either is sent never
 give a contact more than the rule allows; the contacts excluded then are on the report."""
 
-import threading
-import time
 from collections import Counter
 
 import pytest
-from django.db import connection, transaction
 
-from campaigns.delivery import preparation, reports, sending, typology
+from campaigns.delivery import preparation, reports, sending
 from campaigns.models import Contact, Delivery, Message, Typology
 from portal.models import AuditLog
 from tests.campaigns.test_deliveries import target
+from tests.support import confirm_at_the_same_moment
 
 ONE_A_WEEK = [{"rule": "pressure", "max": 1, "days": 7}]
 
@@ -123,32 +121,8 @@ def test_two_sends_starting_at_the_same_moment_see_each_other(campaign, org, ove
     first = make(campaign, "First", FIRST_AUDIENCE, ONE_A_WEEK, "a")
     second = make(campaign, "Second", SECOND_AUDIENCE, ONE_A_WEEK, "b")
     monkeypatch.setattr(sending, "enqueue_chunks", lambda delivery_id: 0)  # count only
-    apply_rules = typology.apply_rules
-
-    def slow(delivery, rules):
-        counts = apply_rules(delivery, rules)
-        time.sleep(0.5)  # a long UPDATE on a big delivery: the other start comes meanwhile
-        return counts
-
-    monkeypatch.setattr(typology, "apply_rules", slow)
-    barrier = threading.Barrier(2)
-    errors = []
-
-    def start(delivery):
-        try:
-            barrier.wait()
-            with transaction.atomic():
-                sending.confirm(delivery=delivery, actor=None)
-        except Exception as exc:  # reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=start, args=(d,)) for d in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    # each start held 0.5 s after counting: a long UPDATE on a big delivery
+    errors = confirm_at_the_same_moment([first, second], monkeypatch, timeout=30)
     assert errors == []
     assert set(Delivery.objects.values_list("state", flat=True)) == {"sending"}
     excluded = Message.objects.filter(rule="pressure").values_list("delivery_id", flat=True)

@@ -6,20 +6,18 @@ other and the 100 contacts they share would get two messages each."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from email import message_from_string
 
 import pytest
-from django.db import connection, transaction
 
-from campaigns.delivery import preparation, reports, sending, typology
+from campaigns.delivery import preparation, reports
 from campaigns.models import Contact, Delivery, Typology
 from campaigns.targeting import materialise, target_queryset
 from tests.factories import CampaignFactory
 from tests.integration.conftest import wait_for
 from tests.integration.faults import Sink
+from tests.support import confirm_at_the_same_moment
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ONE_A_WEEK = [{"rule": "pressure", "max": 1, "days": 7}]
@@ -63,32 +61,7 @@ def test_two_deliveries_started_at_the_same_moment_never_exceed_the_pressure_rul
     start_worker(**env)
     start_worker(**env)
 
-    apply_rules = typology.apply_rules
-
-    def slow(delivery, rules):
-        counts = apply_rules(delivery, rules)
-        time.sleep(0.5)  # the other start arrives while this one is still open
-        return counts
-
-    monkeypatch.setattr(typology, "apply_rules", slow)
-    barrier = threading.Barrier(2)
-    errors: list[Exception] = []
-
-    def start(delivery: Delivery) -> None:
-        try:
-            barrier.wait()
-            with transaction.atomic():
-                sending.confirm(delivery=delivery, actor=None)
-        except Exception as exc:  # reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=start, args=(d,)) for d in deliveries]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    errors = confirm_at_the_same_moment(deliveries, monkeypatch)
     assert errors == []
     done = wait_for(
         lambda: set(Delivery.objects.values_list("state", flat=True)) == {"sent"}, timeout=90
