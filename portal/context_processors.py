@@ -11,4 +11,10 @@ def portal(request: HttpRequest) -> dict[str, Any]:
     memberships = []
     if user is not None and user.is_authenticated:
         memberships = list(user.memberships.select_related("entity").order_by("entity__path"))
-    return {"site_name": settings.SITE_NAME, "my_memberships": memberships}
+    # ``portal_name``, not ``site_name``: Django's auth views (log in, password reset) put the
+    # request's host in ``site_name``, which would then show on their pages.
+    return {
+        "site_name": settings.SITE_NAME,
+        "portal_name": settings.SITE_NAME,
+        "my_memberships": memberships,
+    }

@@ -26,6 +26,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
+    path("favicon.ico", views.favicon, name="favicon"),
     # Every stored file, after a check of the rights on the row that owns it (never /media/).
     path("files/<path:name>", files.download, name="private_file"),
 ]

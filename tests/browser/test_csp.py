@@ -57,8 +57,7 @@ class Walk:
         self.page.on("pageerror", lambda error: self._report(f"script error: {error}"))
 
     def _console(self, message) -> None:
-        # The browser asks for /favicon.ico by itself; the portal has none (a 404, not a risk).
-        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+        if message.type == "error":
             self._report(f"console error: {message.text}")
 
     def _report(self, problem: str) -> None:

@@ -183,3 +183,25 @@ def test_seed_demo_twice_is_idempotent(db, django_capture_on_commit_callbacks):
     lille = next(item for item in lists if item.entity.code == "LIL")
     reviewers = set(local_approval.request_of(lille).approvers.values_list("username", flat=True))
     assert reviewers == {"lille", "lille.boss"}
+
+
+@pytest.mark.parametrize("path", ["/accounts/login/", "/accounts/password_reset/"])
+def test_the_login_pages_show_the_product_not_the_host(client, db, settings, path):
+    settings.SITE_NAME = "Acme Local Marketing"
+    page = client.get(path, HTTP_HOST="127.0.0.1:8105").content.decode()
+    assert "<title>" in page
+    title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert title.endswith("· Acme Local Marketing")
+    assert '<a class="brand" href="/">Acme Local Marketing</a>' in page
+    assert '<footer class="footer">Acme Local Marketing' in page
+    assert "127.0.0.1:8105" not in page
+
+
+def test_the_favicon_answers_and_pages_link_to_it(client, db):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/x-icon"
+    assert response.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+    assert "max-age=86400" in response["Cache-Control"]
+    page = client.get("/accounts/login/").content.decode()
+    assert '<link rel="icon" href="/static/portal/favicon.ico">' in page
