@@ -57,6 +57,7 @@ from portal.admin_mixins import (
     ServiceTransitionAdminMixin,
 )
 from portal.models import Entity, is_central_user
+from portal.web import counted
 
 
 class PersonalisationFieldInline(BoundedJSONAdminMixin, admin.StackedInline):
@@ -140,10 +141,17 @@ def _start(simulate: bool):  # type: ignore[no-untyped-def]
 
 
 def _campaign_action(name: str):  # type: ignore[no-untyped-def]
-    def call(obj: Campaign, actor: Any, request: HttpRequest) -> Campaign:
-        return services.run_campaign_transition(campaign=obj, name=name, actor=actor)
+    def call(obj: Campaign, actor: Any, request: HttpRequest, reason: str = "") -> Campaign:
+        return services.run_campaign_transition(campaign=obj, name=name, actor=actor, reason=reason)
 
     return call
+
+
+def _run_started(obj: Campaign, run: Any) -> str:
+    steps = counted(obj.activities.count(), "step")
+    if run.simulate:
+        return f"Simulation started over {steps}; nothing is sent, the counts show on the run."
+    return f"Run started; the workers execute its {steps}."
 
 
 @admin.register(Campaign)
@@ -194,7 +202,16 @@ class CampaignAdmin(
         "run": ("Run the workflow", _start(False)),
         "mark_ready": ("Mark ready", _campaign_action("mark_ready")),
         "pause": ("Pause", _campaign_action("pause")),
-        "stop": ("Stop", _campaign_action("stop")),
+        "stop": ("Stop…", _campaign_action("stop")),
+    }
+    transition_confirmations = {"stop": services.stop_confirmation}
+    transition_done_messages = {
+        "simulate": _run_started,
+        "run": _run_started,
+        **{
+            name: (lambda obj, done, name=name: services.transition_message(obj, name))
+            for name in ("mark_ready", "pause", "stop")
+        },
     }
 
     def get_queryset(self, request: HttpRequest):  # type: ignore[no-untyped-def]
@@ -658,19 +675,35 @@ class DeliveryAdmin(
             lambda obj, actor, request: preparation.prepare_one_off(delivery=obj, actor=actor),
         ),
         "send": (
-            "Send (or ask for approval)",
-            lambda obj, actor, request: sending.confirm(delivery=obj, actor=actor),
+            "Send…",
+            lambda obj, actor, request, reason: sending.confirm(
+                delivery=obj, actor=actor, reason=reason
+            ),
         ),
-        "cancel": ("Cancel", lambda obj, actor, request: sending.cancel(delivery=obj, actor=actor)),
+        "cancel": (
+            "Cancel the delivery…",
+            lambda obj, actor, request, reason: sending.cancel(
+                delivery=obj, actor=actor, reason=reason
+            ),
+        ),
         "resend_in_doubt": (
             "Send the in-doubt messages again",
             lambda obj, actor, request: sending.resend_in_doubt(delivery=obj, actor=actor),
         ),
     }
+    transition_confirmations = {
+        "send": sending.send_confirmation,
+        "cancel": sending.cancel_confirmation,
+    }
     transition_done_messages = {
-        "resend_in_doubt": "The in-doubt messages are sent again (recorded in the history).",
-        "start_preparation": "Preparation started: the workers prepare it chunk by chunk; "
-        "its progress shows below.",
+        "resend_in_doubt": lambda obj, count: (
+            f"{counted(count, 'in-doubt message')} sent again (recorded in the history)."
+        ),
+        "start_preparation": lambda obj, done: (
+            "Preparation started: the workers prepare it chunk by chunk; its progress shows below."
+        ),
+        "send": lambda obj, done: sending.sent_message(obj),
+        "cancel": lambda obj, done: sending.cancelled_message(obj),
     }
 
     class Media:

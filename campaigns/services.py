@@ -256,14 +256,40 @@ def update_child_activity(
     return activity
 
 
-def run_campaign_transition(*, campaign: Campaign, name: str, actor: Any) -> Campaign:
-    """A life-cycle move asked for by a person (mark ready, pause, stop)."""
+def run_campaign_transition(
+    *, campaign: Campaign, name: str, actor: Any, reason: str = ""
+) -> Campaign:
+    """A life-cycle move asked for by a person (mark ready, pause, stop); ``reason`` (asked
+    before a stop) is the audit entry's comment."""
     if name not in {"mark_ready", "pause", "stop"}:
         raise DomainError("This action is not available here.")
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-        portal_services.transition(obj=campaign, name=name, actor=actor)
+        portal_services.transition(obj=campaign, name=name, actor=actor, comment=reason)
     return campaign
+
+
+def transition_message(campaign: Campaign, name: str) -> str:
+    """What a life-cycle button did, said from the campaign's state afterwards."""
+    state = campaign.get_state_display().lower()
+    if name == "stop":
+        return f"Stopped; “{campaign}” is {state}."
+    if name == "pause":
+        return f"Paused; “{campaign}” is {state}: no further step starts."
+    return f"Marked ready; “{campaign}” is {state} and can be run."
+
+
+def stop_confirmation(campaign: Campaign) -> Any:
+    """The confirmation page of "Stop" (admin and portal)."""
+    from portal.confirm import Confirmation
+
+    return Confirmation(
+        title=f"Stop the campaign “{campaign}”?",
+        button="Stop the campaign",
+        consequences=[
+            "Nothing more is sent from it; a stopped campaign cannot be started again.",
+        ],
+    )
 
 
 def contact_search(text: str, *, path: str = "") -> Q:

@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -23,11 +23,12 @@ from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
 from campaigns.workflow import diagram, local_approval
 from packages.forms import PersonalisationForm
+from portal import confirm
 from portal.models import AuditLog, Entity
 from portal.validation import MAX_ID, InputError, load_json, whole_number
 from portal.web import attempt, file_response, page_number, stored_value_response
 
-ACTIONS = {"mark_ready": "Mark ready", "pause": "Pause", "stop": "Stop"}
+ACTIONS = {"mark_ready": "Mark ready", "pause": "Pause", "stop": "Stop…"}
 
 
 def _visible_campaign(request: HttpRequest, pk: int) -> Campaign:
@@ -129,19 +130,40 @@ def campaign_personalise(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
 def campaign_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """A life-cycle button; "Stop" first asks for confirmation and a reason (GET shows the
+    page, the POST that answers it stops)."""
     campaign = _visible_campaign(request, pk)
     if action not in ACTIONS:
         raise Http404
-    ok, _ = attempt(
+    from django_fsm import can_proceed, has_transition_perm
+
+    transition = getattr(campaign, action)
+    if not can_proceed(transition):
+        messages.error(request, f"“{ACTIONS[action]}” is not available now.")
+        return redirect("campaigns:detail", campaign.pk)
+    if not has_transition_perm(transition, request.user):
+        raise PermissionDenied("Your role does not allow changing campaigns.")
+    reason = ""
+    if action == "stop":
+        answer = confirm.ask(
+            request,
+            services.stop_confirmation(campaign),
+            back_url=reverse("campaigns:detail", args=[campaign.pk]),
+        )
+        if isinstance(answer, HttpResponse):
+            return answer
+        reason = answer
+    elif request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    ok, changed = attempt(
         request,
         lambda: services.run_campaign_transition(
-            campaign=campaign, name=action, actor=request.user
+            campaign=campaign, name=action, actor=request.user, reason=reason
         ),
     )
     if ok:
-        messages.success(request, f"{ACTIONS[action]}: done.")
+        messages.success(request, services.transition_message(changed, action))
     return redirect("campaigns:detail", campaign.pk)
 
 

@@ -14,7 +14,7 @@ from import_export.admin import ExportMixin
 
 from campaigns.models import Campaign
 from packages import services
-from packages.choices import OrderState
+from packages.choices import ACTIVE_ORDER_STATES, OrderState, PackageState
 from packages.forms import PackageAdminForm
 from packages.models import Order, Package, PackageDocument
 from portal import services as portal_services
@@ -25,6 +25,8 @@ from portal.admin_mixins import (
     ReadOnlyAdminMixin,
     ServiceTransitionAdminMixin,
 )
+from portal.confirm import Confirmation
+from portal.web import counted
 
 
 class PackageDocumentInline(admin.TabularInline):
@@ -39,6 +41,37 @@ def _counts_annotation() -> dict[str, Count]:
         f"orders_{state}": Count("orders", filter=Q(orders__state=state))
         for state in OrderState.values
     }
+
+
+def published_message(done: services.PackageChange) -> str:
+    parts = [f"{counted(done.entities_notified, 'entity', 'entities')} notified"]
+    if done.orders_preregistered:
+        parts.append(f"{counted(done.orders_preregistered, 'entity', 'entities')} pre-registered")
+    return f"Published; {'; '.join(parts)}."
+
+
+def cancelled_message(done: services.PackageChange) -> str:
+    return (
+        f"Cancelled; {counted(done.orders_cancelled, 'order')} cancelled, "
+        f"{counted(done.entities_notified, 'entity', 'entities')} notified."
+    )
+
+
+def cancel_confirmation(package: Package) -> Confirmation:
+    orders = package.orders.filter(state__in=ACTIVE_ORDER_STATES).count()
+    consequences = [f"Its {counted(orders, 'open order')} will be cancelled and their child "
+                    "campaigns stopped (those not yet run)."]  # fmt: skip
+    if package.state == PackageState.PUBLISHED:
+        consequences.append(
+            "Every entity concerned is emailed the reason, with a link to the package."
+        )
+    consequences.append("This cannot be undone.")
+    return Confirmation(
+        title=f"Cancel the package “{package}”?",
+        button="Cancel the package",
+        consequences=consequences,
+        reason_help="Kept in the history and written in the email to the entities.",
+    )
 
 
 @admin.register(Package)
@@ -110,10 +143,20 @@ class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
             "Archive",
             lambda obj, actor, request: services.archive_package(package=obj, actor=actor),
         ),
+        # Not "Cancel": in a form that reads as "stop editing".
         "cancel": (
-            "Cancel",
-            lambda obj, actor, request: services.cancel_package(package=obj, actor=actor),
+            "Cancel package…",
+            lambda obj, actor, request, reason: services.cancel_package(
+                package=obj, actor=actor, reason=reason
+            ),
         ),
+    }
+    transition_confirmations = {"cancel": lambda obj: cancel_confirmation(obj)}
+    transition_done_messages = {
+        "publish": lambda obj, done: published_message(done),
+        "close": lambda obj, done: f"Closed; “{obj}” takes no new orders.",
+        "archive": lambda obj, done: f"Archived; “{obj}” is kept for the record.",
+        "cancel": lambda obj, done: cancelled_message(done),
     }
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:

@@ -27,15 +27,23 @@ class PackageQuerySet(models.QuerySet["Package"]):
     def visible_to(self, user: Any, now: Any = None) -> PackageQuerySet:
         """Central users see every package. Local users see a package while it is published,
         inside its visibility window and offered to one of their entities, and always once
-        one of their entities has ordered it."""
+        one of their entities has ordered it, or once it is cancelled after publication."""
         if is_central_user(user):
             return self.all()
         entities = Entity.objects.visible_to(user)
         offered = Package.audience.through.objects.filter(entity__in=entities)
         ordered = Order.objects.filter(entity__in=entities)
-        return self.open_now(now).filter(pk__in=offered.values("package_id")) | self.filter(
-            pk__in=ordered.values("package_id")
-        ).exclude(state=PackageState.DRAFT)
+        # A cancelled package stays readable by the entities it was offered to: its
+        # cancellation email links to it.
+        return (
+            self.open_now(now).filter(pk__in=offered.values("package_id"))
+            | self.filter(pk__in=ordered.values("package_id")).exclude(state=PackageState.DRAFT)
+            | self.filter(
+                state=PackageState.CANCELLED,
+                published_at__isnull=False,
+                pk__in=offered.values("package_id"),
+            )
+        )
 
     def open_now(self, now: Any = None) -> PackageQuerySet:
         """Published and inside the visibility window."""

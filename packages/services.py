@@ -47,6 +47,16 @@ class OrderResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PackageChange:
+    """What a package transition did, so that the page that asked can say it."""
+
+    package: Package
+    entities_notified: int = 0
+    orders_preregistered: int = 0
+    orders_cancelled: int = 0
+
+
 def _fmt(moment: Any) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
 
@@ -71,7 +81,7 @@ def entity_recipients(entity: Entity) -> list[Any]:
     return [entity.contact_email] if entity.contact_email else []
 
 
-def publish_package(*, package: Package, actor: Any) -> Package:
+def publish_package(*, package: Package, actor: Any) -> PackageChange:
     """Publish a draft package: refuse with every problem listed, pre-register the audience in
     automatic mode, and notify each audience entity with a link to its order page."""
     with transaction.atomic():
@@ -88,12 +98,14 @@ def publish_package(*, package: Package, actor: Any) -> Package:
             )
         portal_services.transition(obj=package, name="publish", actor=actor)
         audience = list(package.audience.order_by("code"))
+        preregistered = notified = 0
         if package.approval_mode == ApprovalMode.AUTOMATIC:
             for entity in audience:
                 _preregister(package=package, entity=entity, actor=actor)
+                preregistered += 1
         if package.notify_on_publish:
             for entity in audience:
-                portal_services.notify(
+                sent = portal_services.notify(
                     recipients=entity_recipients(entity),
                     template="package_published",
                     context={
@@ -108,7 +120,10 @@ def publish_package(*, package: Package, actor: Any) -> Package:
                     related=package,
                     entity=entity,
                 )
-    return package
+                notified += bool(sent)
+    return PackageChange(
+        package=package, entities_notified=notified, orders_preregistered=preregistered
+    )
 
 
 def _preregister(*, package: Package, entity: Entity, actor: Any) -> Order:
@@ -144,31 +159,42 @@ def archive_package(*, package: Package, actor: Any) -> Package:
     return package
 
 
-def cancel_package(*, package: Package, actor: Any, comment: str = "") -> Package:
-    """Withdraw a package: its open orders are cancelled and the entities told."""
+def cancel_package(*, package: Package, actor: Any, reason: str = "") -> PackageChange:
+    """Withdraw a package: its open orders are cancelled and the entities told, with the
+    reason (also the audit entry's comment) and a link to the package."""
+    notified = 0
     with transaction.atomic():
         package = _locked_package(package)
         was_published = package.state == PackageState.PUBLISHED
-        portal_services.transition(obj=package, name="cancel", actor=actor, comment=comment)
+        portal_services.transition(obj=package, name="cancel", actor=actor, comment=reason)
         open_orders = (
             Order.objects.select_for_update()
             .filter(package=package, state__in=ACTIVE_ORDER_STATES)
             .select_related("entity")
         )
         touched: dict[int, Entity] = {}
+        cancelled = 0
         for order in open_orders:
             _cancel_order_cascade(order=order, actor=actor)
             touched[order.entity_id] = order.entity
+            cancelled += 1
         if was_published:
+            package_url = absolute_url(reverse("packages:package_detail", args=[package.pk]))
             for entity in touched.values() or package.audience.all():
-                portal_services.notify(
+                sent = portal_services.notify(
                     recipients=entity_recipients(entity),
                     template="package_cancelled",
-                    context={"package": package, "entity": entity, "comment": comment},
+                    context={
+                        "package": package,
+                        "entity": entity,
+                        "reason": reason,
+                        "package_url": package_url,
+                    },
                     related=package,
                     entity=entity,
                 )
-    return package
+                notified += bool(sent)
+    return PackageChange(package=package, entities_notified=notified, orders_cancelled=cancelled)
 
 
 def _cancel_order_cascade(*, order: Order, actor: Any) -> None:

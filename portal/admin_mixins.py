@@ -12,9 +12,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django_fsm import can_proceed
 
+from portal.confirm import Confirmation, reason_form
 from portal.exceptions import DomainError
 from portal.models import AuditLog
 from portal.validation import JSONFormField
@@ -70,21 +72,25 @@ class AuditLogInline(ReadOnlyAdminMixin, GenericTabularInline):
         return True  # the parent object's own rights already apply
 
 
-ServiceAction = Callable[[Any, Any, HttpRequest], Any]
+ServiceAction = Callable[..., Any]
+Describe = Callable[[Any, Any], str]
 
 
 class ServiceTransitionAdminMixin:
     """Transition buttons on the change form that call services, never raw FSM methods.
 
     ``transition_actions`` maps a button name to ``(label, service_call)``; the call receives
-    ``(obj, actor, request)``. Domain errors, permission refusals and validation errors are
-    shown as messages and change nothing.
+    ``(obj, actor, request)``, plus ``reason=`` for the actions of ``transition_confirmations``
+    (name → function of the object giving its ``Confirmation``): those buttons open a
+    confirmation page that asks for a reason first. ``transition_done_messages`` says what
+    happened: a function of ``(object, what the service returned)``. Domain errors,
+    permission refusals and validation errors are shown as messages and change nothing.
     """
 
     change_form_template = "admin/portal/transition_change_form.html"
     transition_actions: dict[str, tuple[str, ServiceAction]] = {}
-    # What the page says after an action succeeded (default: "<label>: done.").
-    transition_done_messages: dict[str, str] = {}
+    transition_confirmations: dict[str, Callable[[Any], Confirmation]] = {}
+    transition_done_messages: dict[str, Describe] = {}
 
     def available_transition_actions(self, obj: Any, request: HttpRequest) -> list[tuple]:
         """Buttons whose FSM transition of the same name can proceed from the object's state
@@ -119,6 +125,7 @@ class ServiceTransitionAdminMixin:
                 (
                     label,
                     reverse(f"admin:{meta.app_label}_{meta.model_name}_run", args=[obj.pk, name]),
+                    name in self.transition_confirmations,
                 )
                 for name, label in self.available_transition_actions(obj, request)
             ]
@@ -127,24 +134,46 @@ class ServiceTransitionAdminMixin:
     def run_transition_view(
         self, request: HttpRequest, object_id: str, action: str
     ) -> HttpResponse:
-        if request.method != "POST":
+        confirm = action in self.transition_confirmations
+        if request.method != "POST" and not confirm:
             return HttpResponseNotAllowed(["POST"])
         obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
         if obj is None or action not in self.transition_actions:
             raise Http404
+        meta = self.model._meta  # type: ignore[attr-defined]
+        back = redirect(f"admin:{meta.app_label}_{meta.model_name}_change", obj.pk)
         if action not in dict(self.available_transition_actions(obj, request)):
             # Only what the object's buttons offer: a forged POST runs nothing else.
             self.message_user(  # type: ignore[attr-defined]
                 request, f"“{self.transition_actions[action][0]}” is not available now.",
                 messages.ERROR,
             )  # fmt: skip
-            meta = self.model._meta  # type: ignore[attr-defined]
-            return redirect(f"admin:{meta.app_label}_{meta.model_name}_change", obj.pk)
+            return back
         if not self.has_change_permission(request, obj):  # type: ignore[attr-defined]
             raise PermissionDenied
         label, call = self.transition_actions[action]
+        kwargs = {}
+        if confirm:
+            confirmation = self.transition_confirmations[action](obj)
+            form = reason_form(request, confirmation)
+            if not form.is_valid():
+                return TemplateResponse(
+                    request,
+                    "admin/portal/confirm_transition.html",
+                    {
+                        **self.admin_site.each_context(request),  # type: ignore[attr-defined]
+                        "title": confirmation.title,
+                        "object": obj,
+                        "opts": meta,
+                        "confirmation": confirmation,
+                        "form": form,
+                        "action_url": request.path,
+                        "back_url": back.url,
+                    },
+                )
+            kwargs["reason"] = form.cleaned_data["reason"]
         try:
-            call(obj, request.user, request)
+            result = call(obj, request.user, request, **kwargs)
         except DomainError as exc:
             for problem in exc.problems:
                 self.message_user(request, problem, messages.ERROR)  # type: ignore[attr-defined]
@@ -152,10 +181,11 @@ class ServiceTransitionAdminMixin:
             text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             self.message_user(request, text or "You may not do that.", messages.ERROR)  # type: ignore[attr-defined]
         else:
-            done = self.transition_done_messages.get(action, f"{label}: done.")
+            describe = self.transition_done_messages.get(action)
+            obj.refresh_from_db()
+            done = describe(obj, result) if describe else f"{label}: done."
             self.message_user(request, done, messages.SUCCESS)  # type: ignore[attr-defined]
-        meta = self.model._meta  # type: ignore[attr-defined]
-        return redirect(f"admin:{meta.app_label}_{meta.model_name}_change", obj.pk)
+        return back
 
 
 def register_site_titles(site: admin.AdminSite, site_name: str) -> None:

@@ -59,3 +59,8 @@ def stored_value_response(values: Mapping[str, Any], name: str) -> FileResponse:
     if not isinstance(value, Mapping):
         raise Http404
     return file_response(str(value.get("path", "")), str(value.get("name", "file")))
+
+
+def counted(count: int, singular: str, plural: str = "") -> str:
+    """“1 entity”, “5 entities”: a count and its noun, for messages that say what happened."""
+    return f"{count} {singular if count == 1 else (plural or singular + 's')}"

@@ -176,7 +176,7 @@ def make_package(org):
         audience = [org.store_a] if audience is None else audience
         package = PackageFactory(reference_campaign=campaign, audience=audience, **fields)
         if publish:
-            package = package_services.publish_package(package=package, actor=org.marketer)
+            package = package_services.publish_package(package=package, actor=org.marketer).package
         return package
 
     return make

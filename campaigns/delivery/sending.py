@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Max, Min, Q
+from django.db.models import Count, F, Max, Min, Q
 from django.utils import timezone
 from jinja2 import TemplateError
 from jinja2.sandbox import SecurityError
@@ -55,7 +55,9 @@ from campaigns.targeting.worktables import id_ranges
 from portal import services as portal_services
 from portal import spreadsheets
 from portal.choices import Role
+from portal.confirm import Confirmation
 from portal.exceptions import DomainError
+from portal.web import counted
 
 logger = logging.getLogger(__name__)
 FINISHED = (DeliveryState.SENT, DeliveryState.CANCELLED, DeliveryState.FAILED)
@@ -74,9 +76,10 @@ def check_may_send(delivery: Delivery, actor: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def confirm(*, delivery: Delivery, actor: Any) -> Delivery:
+def confirm(*, delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
     """Send a prepared delivery: ask for approval first when it requires one; otherwise it
-    becomes ready and the chunks are enqueued when the transaction commits."""
+    becomes ready and the chunks are enqueued when the transaction commits. ``reason`` (the
+    sender's confirmation) is the audit entry's comment."""
     check_may_send(delivery, actor)
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
@@ -89,13 +92,14 @@ def confirm(*, delivery: Delivery, actor: Any) -> Delivery:
             return delivery
         if delivery.requires_approval:
             portal_services.transition(
-                obj=delivery, name="ask_approval", actor=actor, check_permission=False
-            )
+                obj=delivery, name="ask_approval", actor=actor, check_permission=False,
+                comment=reason,
+            )  # fmt: skip
             approvals.request_approval(
                 obj=delivery, requester=actor, deadline=timezone.now() + timedelta(days=3)
             )
             return delivery
-        return _start(delivery, actor)
+        return _start(delivery, actor, reason)
 
 
 def cancelled_with_its_run(delivery: Delivery, actor: Any) -> bool:
@@ -117,9 +121,11 @@ def _cancel_pending(delivery: Delivery) -> None:
     delivery.messages.filter(status=MessageStatus.PENDING).update(status=MessageStatus.CANCELLED)
 
 
-def _start(delivery: Delivery, actor: Any) -> Delivery:
+def _start(delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
     """Ready; sending starts now, or at its scheduled moment (beat starts it then)."""
-    portal_services.transition(obj=delivery, name="make_ready", actor=actor, check_permission=False)
+    portal_services.transition(
+        obj=delivery, name="make_ready", actor=actor, check_permission=False, comment=reason
+    )
     if delivery.scheduled_at and delivery.scheduled_at > timezone.now():
         return delivery
     portal_services.transition(
@@ -171,6 +177,84 @@ def cancel(*, delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
         approvals.cancel_requests_for(obj=delivery, actor=actor, reason=reason or "Cancelled.")
         wake_workflow(delivery)
     return delivery
+
+
+def sent_message(delivery: Delivery) -> str:
+    """What pressing "Send" did, read from the delivery afterwards (admin and portal)."""
+    delivery = Delivery.objects.get(pk=delivery.pk)
+    by_status = dict(delivery.messages.order_by().values_list("status").annotate(n=Count("id")))
+    waiting = by_status.get(MessageStatus.PENDING, 0)
+    if delivery.state == DeliveryState.AWAITING_APPROVAL:
+        from approvals.models import ApprovalRequest
+
+        request = ApprovalRequest.objects.for_object(delivery).pending().first()
+        approvers = request.approvers.count() if request else 0
+        return (
+            f"Approval asked from {counted(approvers, 'approver')}; "
+            f"{counted(waiting, 'message')} will be sent once approved."
+        )
+    if delivery.state == DeliveryState.READY and delivery.scheduled_at:
+        return (
+            f"Ready; {counted(waiting, 'message')} will be sent from "
+            f"{timezone.localtime(delivery.scheduled_at):%Y-%m-%d %H:%M}."
+        )
+    if delivery.state == DeliveryState.CANCELLED:
+        return "Cancelled, not sent: its workflow run was stopped."
+    sent = by_status.get(MessageStatus.SENT, 0)
+    if delivery.state == DeliveryState.SENT:
+        failed = by_status.get(MessageStatus.FAILED, 0)
+        return f"Sent; {counted(sent, 'message')} sent, {failed} failed."
+    return f"Sending started; {counted(waiting + sent, 'message')} to send."
+
+
+def cancelled_message(delivery: Delivery) -> str:
+    """What "Cancel the delivery" did: how many messages will not go out."""
+    count = delivery.messages.filter(status=MessageStatus.CANCELLED).count()
+    return f"Cancelled; {counted(count, 'message')} will not be sent."
+
+
+def send_confirmation(delivery: Delivery) -> Confirmation:
+    """The confirmation page of "Send now" (admin and portal)."""
+    waiting = delivery.messages.filter(status=MessageStatus.PENDING).count()
+    if delivery.requires_approval:
+        return Confirmation(
+            title=f"Ask for approval to send “{delivery.label}”?",
+            button="Ask for approval",
+            consequences=[
+                f"The approvers are emailed; once approved, {counted(waiting, 'message')} "
+                "go out without another confirmation."
+            ],
+            reason_help="Kept in the history; the approvers see it there.",
+            danger=False,
+        )
+    when = (
+        f"from {timezone.localtime(delivery.scheduled_at):%Y-%m-%d %H:%M}"
+        if delivery.scheduled_at and delivery.scheduled_at > timezone.now()
+        else "now"
+    )
+    return Confirmation(
+        title=f"Send “{delivery.label}” {when}?",
+        button="Send",
+        consequences=[
+            f"{counted(waiting, 'message')} by {delivery.get_channel_display().lower()} "
+            f"go out {when}.",
+            "A message that has gone out cannot be called back.",
+        ],
+    )
+
+
+def cancel_confirmation(delivery: Delivery) -> Confirmation:
+    """The confirmation page of "Cancel the delivery" (admin and portal)."""
+    waiting = delivery.messages.filter(status=MessageStatus.PENDING).count()
+    consequences = [f"{counted(waiting, 'message')} not yet sent will not be sent."]
+    if delivery.run_id:
+        consequences.append("Its workflow goes on without it.")
+    consequences.append("This cannot be undone.")
+    return Confirmation(
+        title=f"Cancel the delivery “{delivery.label}”?",
+        button="Cancel the delivery",
+        consequences=consequences,
+    )
 
 
 def enqueue_chunks(delivery_id: int) -> int:

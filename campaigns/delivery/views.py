@@ -7,16 +7,17 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
 from django_fsm import can_proceed
 
 from campaigns.delivery import preparation, reports, sending, services
 from campaigns.models import Contact, Delivery, DeliveryState
+from portal import confirm
 from portal.models import AuditLog, Entity, is_central_user
 from portal.validation import InputError, whole_number
-from portal.web import attempt, page_number
+from portal.web import attempt, counted, page_number
 
 
 def _scoped_messages(delivery: Delivery, user):  # type: ignore[no-untyped-def]
@@ -85,10 +86,26 @@ def delivery_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+CONFIRMATIONS = {"send": sending.send_confirmation, "cancel": sending.cancel_confirmation}
+
+
 @login_required
-@require_POST
 def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """The delivery page's buttons. "Send now" and "Cancel the delivery" ask for confirmation
+    and a reason first (GET shows the page; the POST that answers it acts)."""
     delivery = get_object_or_404(Delivery.objects.visible_to(request.user), pk=pk)
+    reason = ""
+    if action in CONFIRMATIONS:
+        answer = confirm.ask(
+            request,
+            CONFIRMATIONS[action](delivery),
+            back_url=reverse("campaigns:delivery", args=[delivery.pk]),
+        )
+        if isinstance(answer, HttpResponse):
+            return answer
+        reason = answer
+    elif request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
     try:
         sample = whole_number(request.POST.get("sample") or 1, path="Sample recipients",
                               minimum=1, maximum=sending.PROOF_SAMPLE_MAX)  # fmt: skip
@@ -96,10 +113,8 @@ def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect("campaigns:delivery", delivery.pk)
     calls = {
-        "send": lambda: sending.confirm(delivery=delivery, actor=request.user),
-        "cancel": lambda: sending.cancel(
-            delivery=delivery, actor=request.user, reason=request.POST.get("reason", "")
-        ),
+        "send": lambda: sending.confirm(delivery=delivery, actor=request.user, reason=reason),
+        "cancel": lambda: sending.cancel(delivery=delivery, actor=request.user, reason=reason),
         "resend_in_doubt": lambda: sending.resend_in_doubt(delivery=delivery, actor=request.user),
         "proof": lambda: sending.request_proofs(
             delivery=delivery,
@@ -110,15 +125,15 @@ def delivery_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     }
     if action not in calls:
         return redirect("campaigns:delivery", delivery.pk)
-    ok, _ = attempt(request, calls[action])
+    ok, result = attempt(request, calls[action])
     if ok:
         done = {
-            "send": "The delivery is on its way (or waiting for its approval).",
-            "cancel": "The delivery is cancelled.",
-            "proof": "The proofs are on their way.",
-            "resend_in_doubt": "The in-doubt messages are sent again.",
+            "send": lambda: sending.sent_message(delivery),
+            "cancel": lambda: sending.cancelled_message(delivery),
+            "proof": lambda: f"{counted(len(result), 'proof')} on their way.",
+            "resend_in_doubt": lambda: f"{counted(result, 'in-doubt message')} sent again.",
         }
-        messages.success(request, done[action])
+        messages.success(request, done[action]())
     return redirect("campaigns:delivery", delivery.pk)
 
 

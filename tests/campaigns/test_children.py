@@ -147,7 +147,7 @@ def test_cancelling_a_package_cascades(approved, make_package, parent, org):
         data={"signature": "B"},
         submit=True,
     ).order
-    package_services.cancel_package(package=package, actor=org.marketer, comment="Budget cut")
+    package_services.cancel_package(package=package, actor=org.marketer, reason="Budget cut")
     package.refresh_from_db()
     approved_order.refresh_from_db()
     pending.refresh_from_db()

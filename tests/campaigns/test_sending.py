@@ -305,7 +305,7 @@ def test_a_one_off_delivery_is_written_prepared_and_sent_from_the_admin(
     page = client.get(reverse("admin:campaigns_delivery_change", args=[delivery.pk]))
     assert "100% · 1 of 1 chunks, 4 of 4 rows" in page.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(reverse(run, args=[delivery.pk, "send"]))
+        client.post(reverse(run, args=[delivery.pk, "send"]), {"reason": "Flash sale today"})
     delivery.refresh_from_db()
     assert delivery.state == "sent" and len(sent(mailoutbox)) == 0
     assert sorted(m.subject for m in mailoutbox) == [f"Hi Pat{n}" for n in range(4)]
@@ -386,9 +386,9 @@ def test_the_admin_runs_only_the_actions_its_buttons_offer(campaign, people, org
     delivery = prepared(campaign)
     client.force_login(org.marketer)
     run = "admin:campaigns_delivery_run"
-    client.post(reverse(run, args=[delivery.pk, "cancel"]))
+    client.post(reverse(run, args=[delivery.pk, "cancel"]), {"reason": "Wrong audience"})
     delivery.refresh_from_db()
-    response = client.post(reverse(run, args=[delivery.pk, "send"]), follow=True)
+    response = client.post(reverse(run, args=[delivery.pk, "send"]), {"reason": "x"}, follow=True)
     assert "is not available now" in response.content.decode()
     delivery.refresh_from_db()
     assert delivery.state == "cancelled"

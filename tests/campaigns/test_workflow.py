@@ -300,7 +300,7 @@ def test_the_admin_edits_simulates_and_shows_counts(
         response = client.post(
             reverse("admin:campaigns_campaign_run", args=[campaign.pk, "simulate"]), follow=True
         )
-    assert "Simulate (counts only): done." in response.content.decode()
+    assert "Simulation started over 2 steps; nothing is sent" in response.content.decode()
     from campaigns.models import WorkflowRun
 
     run = WorkflowRun.objects.get()

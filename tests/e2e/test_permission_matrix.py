@@ -58,6 +58,7 @@ PORTAL = [
     # central marketers hold the campaign right on every entity; approvers do not
     ("campaigns:personalise", ["child"], [LOGIN, 200, 403, 200, 404]),
     ("approvals:inbox", [], [LOGIN, 200, 200, 200, 200]),
+    ("campaigns:action", ["child", "stop"], [LOGIN, 200, 403, 200, 404]),
     ("campaigns:audience", [], [LOGIN, 200, 200, 200, 200]),
     ("campaigns:import_create", [], [LOGIN, 200, 403, 200, 200]),
     ("approvals:request_detail", ["request"], [LOGIN, 200, 200, 200, 404]),
@@ -65,7 +66,8 @@ PORTAL = [
 POSTS = [
     ("packages:order_submit", ["order"], [LOGIN, 403, 403, 302, 404]),
     ("packages:order_cancel", ["order"], [LOGIN, 403, 403, 302, 404]),
-    ("campaigns:action", ["child", "stop"], [LOGIN, 302, 403, 302, 404]),
+    # "Stop" asks first: a POST without a reason shows the confirmation page, stops nothing
+    ("campaigns:action", ["child", "stop"], [LOGIN, 200, 403, 200, 404]),
     ("approvals:request_detail", ["request"], [LOGIN, 403, 200, 403, 404]),
 ]
 ADMIN = [
