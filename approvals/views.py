@@ -32,6 +32,29 @@ def _context(request_obj: ApprovalRequest) -> dict:
     }
 
 
+SUBJECT_NOUNS = {"order": "order", "delivery": "delivery", "target": "target list"}
+
+
+def _decided(
+    request: HttpRequest, approval: ApprovalRequest, *, intro: str, status: int = 200
+) -> HttpResponse:
+    """A link page for a request that is no longer pending: who decided, when, what, and
+    where to go next (the object, the request, the inbox)."""
+    approval = ApprovalRequest.objects.select_related("decided_by").get(pk=approval.pk)
+    return render(
+        request, "approvals/link_decided.html", {**_next(approval), "intro": intro}, status=status
+    )
+
+
+def _next(approval: ApprovalRequest) -> dict:
+    subject = approval.subject
+    return {
+        "approval": approval,
+        "subject_url": services.handler_for(subject).detail_url(subject) if subject else "",
+        "subject_noun": SUBJECT_NOUNS.get(approval.kind, "item"),
+    }
+
+
 @login_required
 def inbox(request: HttpRequest) -> HttpResponse:
     pending = services.pending_for(request.user)
@@ -92,6 +115,9 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
     except services.InvalidLink as exc:
         services.record_refused_link(link=exc.link, reason=exc.reason, method=request.method)
         approval = exc.link.request if exc.link else None
+        if exc.reason == "used" and approval is not None:
+            return _decided(request, approval, intro=f"{exc.message} Nothing was changed.",
+                            status=LINK_REFUSAL_STATUS["used"])  # fmt: skip
         return render(
             request,
             "approvals/link_invalid.html",
@@ -107,11 +133,12 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
                 approve=request.POST.get("decision") == "approve",
                 via=DecisionChannel.EMAIL,
             )
-        return render(
-            request,
-            "approvals/link_invalid.html",
-            {"message": str(services.AlreadyDecided(approval)), "approval": approval},
-            status=409 if request.method == "POST" else 200,
+        if request.method == "POST":
+            intro = "Your decision was not recorded: this request was decided before it."
+        else:
+            intro = "This request no longer waits for a decision."
+        return _decided(
+            request, approval, intro=intro, status=409 if request.method == "POST" else 200
         )
     form = DecisionForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -136,6 +163,13 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
                 {"message": services.NO_RIGHT, "approval": approval},
                 status=403,
             )
+        except services.AlreadyDecided:  # another decision won the race (row lock)
+            return _decided(
+                request,
+                approval,
+                intro="Your decision was not recorded: another decision came first.",
+                status=409,
+            )
         except DomainError as exc:
             return render(
                 request,
@@ -143,8 +177,8 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
                 {"message": exc.message, "approval": approval},
                 status=409,
             )
-        approval.refresh_from_db()
-        return render(request, "approvals/link_done.html", {"approval": approval})
+        approval = ApprovalRequest.objects.select_related("decided_by").get(pk=approval.pk)
+        return render(request, "approvals/link_done.html", _next(approval))
     return render(
         request,
         "approvals/link_confirm.html",

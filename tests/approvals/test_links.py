@@ -86,9 +86,12 @@ def test_a_link_to_a_decided_request_says_who_decided(submitted, org, client):
     url = emailed_link(org.approver)
     services.decide(request=request, actor=org.approver, approve=False, comment="No budget")
     response = client.get(url)
-    assert "already rejected by" in response.content.decode()
+    body = response.content.decode()
+    assert "This request no longer waits for a decision." in body
+    assert "<strong>Rejected</strong> by " in body and "No budget" in body
     response = client.post(url, {"decision": "approve"})
     assert response.status_code == 409
+    assert "Your decision was not recorded" in response.content.decode()
     request.refresh_from_db()
     assert request.state == RequestState.REJECTED
 
@@ -122,3 +125,65 @@ def test_the_link_form_carries_a_csrf_token_that_works(submitted, org):
     client.post(url, {"decision": "approve", "csrfmiddlewaretoken": token})
     request.refresh_from_db()
     assert request.state == RequestState.APPROVED
+
+
+def next_links(body, order, request):
+    from django.urls import reverse
+
+    return [
+        f'href="{reverse("packages:order_detail", args=[order.pk])}">Open the order</a>' in body,
+        f'href="{reverse("approvals:request_detail", args=[request.pk])}">Open the request</a>'
+        in body,
+        f'href="{reverse("approvals:inbox")}">Your approvals</a>' in body,
+    ]
+
+
+def test_a_decision_that_loses_the_race_shows_the_state_after_it(
+    submitted, org, client, monkeypatch
+):
+    from portal.choices import Role
+    from portal.services import add_membership
+    from tests.factories import UserFactory
+
+    order, request = submitted
+    url = emailed_link(org.approver)
+    rival = UserFactory(username="rival", first_name="Rita", last_name="Rival")
+    add_membership(user=rival, entity=org.hq, role=Role.CENTRAL_APPROVER)
+    original = services.decide_by_link
+
+    def overtaken(**kwargs):  # the rival's decision commits between the page's check and ours
+        services.decide(request=request, actor=rival, approve=False, comment="Over budget")
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "decide_by_link", overtaken)
+    response = client.post(url, {"decision": "approve", "comment": ""})
+    body = response.content.decode()
+    assert response.status_code == 409
+    assert "Your decision was not recorded: another decision came first." in body
+    assert "<strong>Rejected</strong> by Rita Rival on " in body and "(portal)" in body
+    assert "Over budget" in body and "pending" not in body.lower()
+    assert next_links(body, order, request) == [True, True, True]
+    request.refresh_from_db()
+    assert (request.state, request.decided_by) == ("rejected", rival)
+    assert AuditLog.objects.for_object(request).filter(action="decision_lost").count() == 1
+
+
+def test_a_used_link_reopened_says_who_decided(submitted, org, client):
+    order, request = submitted
+    url = emailed_link(org.approver)
+    client.post(url, {"decision": "approve", "comment": "Go"})
+    response = client.get(url)
+    body = response.content.decode()
+    assert response.status_code == 410
+    assert "This approval link was already used on " in body
+    name = org.approver.get_full_name() or org.approver.username
+    assert f"<strong>Approved</strong> by {name} on " in body and "(email link)" in body
+    assert "Go" in body and next_links(body, order, request) == [True, True, True]
+
+
+def test_the_thank_you_page_links_to_the_order_and_the_inbox(submitted, org, client):
+    order, request = submitted
+    response = client.post(emailed_link(org.approver), {"decision": "approve", "comment": "Ok"})
+    body = response.content.decode()
+    assert "Thank you: approved" in body
+    assert next_links(body, order, request) == [True, True, True]
