@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
@@ -21,7 +22,7 @@ from import_export import fields, resources
 from import_export.admin import ExportMixin
 
 from campaigns import imports, services
-from campaigns.choices import Channel
+from campaigns.choices import Channel, FieldType
 from campaigns.delivery import preparation, sending
 from campaigns.delivery import services as delivery_services
 from campaigns.models import (
@@ -46,6 +47,13 @@ from campaigns.models import (
     Typology,
     WorkflowRun,
 )
+from campaigns.models.campaign import (
+    DEFAULT_FILE_EXTENSIONS,
+    DEFAULT_FILE_SIZE_KB,
+    FIELD_TYPE_OPTIONS,
+    OPTION_OWNERS,
+)
+from campaigns.personalisation import plain_decimal
 from campaigns.targeting import registry as targeting_registry
 from portal import services as portal_services
 from portal import spreadsheets
@@ -57,12 +65,86 @@ from portal.admin_mixins import (
     ServiceTransitionAdminMixin,
 )
 from portal.models import Entity, is_central_user
+from portal.validation import JSONFormField
 from portal.web import counted
+
+
+class PlainDecimalInput(forms.NumberInput):
+    """A decimal as one would type it: "5", not "5.0000"."""
+
+    def format_value(self, value: Any) -> str | None:
+        if isinstance(value, Decimal):
+            return f"{plain_decimal(value):f}"
+        return super().format_value(value)
+
+
+class OptionalChoicesField(JSONFormField):
+    """The options of a choice field: empty (not "[]") when there are none."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value in (None, []) else super().prepare_value(value)
+
+    def to_python(self, value: Any) -> Any:
+        return super().to_python(value) or []
+
+
+class PersonalisationFieldForm(forms.ModelForm):
+    """A field definition showing only its type's options (``personalisation_fields.js``
+    hides the others; without script they are all shown, and only the type's own are kept).
+    A file field left without extensions or size limit gets the usual ones."""
+
+    choices = OptionalChoicesField(
+        required=False, help_text='Choice fields: a JSON list, e.g. ["Red", "Blue"].'
+    )
+
+    class Meta:
+        model = PersonalisationField
+        fields = ["name", "label", "field_type", "required", "position", "help_text", "default",
+                  "max_length", "min_value", "max_value", "choices", "allowed_extensions",
+                  "max_file_size_kb"]  # fmt: skip
+        widgets = {
+            "min_value": PlainDecimalInput(attrs={"step": "any"}),
+            "max_value": PlainDecimalInput(attrs={"step": "any"}),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = {kind: sorted(kept) for kind, kept in FIELD_TYPE_OPTIONS.items()}
+        self.fields["field_type"].widget.attrs["data-options"] = json.dumps(
+            {"all": [*OPTION_OWNERS, "choices"], **options}
+        )
+        extensions = self.fields["allowed_extensions"]
+        extensions.widget.attrs["placeholder"] = DEFAULT_FILE_EXTENSIONS
+        extensions.help_text = (
+            f"File fields: comma-separated extensions ({DEFAULT_FILE_EXTENSIONS} if empty)."
+        )
+        size = self.fields["max_file_size_kb"]
+        size.widget.attrs["placeholder"] = str(DEFAULT_FILE_SIZE_KB)
+        size.help_text = f"File fields: maximum size in KiB ({DEFAULT_FILE_SIZE_KB} if empty)."
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind = data.get("field_type")
+        kept = FIELD_TYPE_OPTIONS.get(kind, frozenset())
+        empty = {"allowed_extensions": "", "choices": []}
+        for option in [*OPTION_OWNERS, "choices"]:
+            if option not in kept and option in data:
+                data[option] = empty.get(option)
+        if kind == FieldType.FILE:
+            data["allowed_extensions"] = data.get("allowed_extensions") or DEFAULT_FILE_EXTENSIONS
+            if data.get("max_file_size_kb") is None:
+                data["max_file_size_kb"] = DEFAULT_FILE_SIZE_KB
+        return data
 
 
 class PersonalisationFieldInline(BoundedJSONAdminMixin, admin.StackedInline):
     model = PersonalisationField
+    form = PersonalisationFieldForm
     extra = 0
+
+    class Media:
+        js = ["campaigns/personalisation_fields.js"]
+
     fields = [
         ("name", "label", "field_type", "required", "position"),
         "help_text",

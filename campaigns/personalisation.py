@@ -100,12 +100,15 @@ def form_field_for(definition: PersonalisationField) -> forms.Field:
     raise ValueError(f"Unknown field type {kind!r}")
 
 
-def _plain(number: Decimal | None) -> Decimal | None:
-    """50.0000 → 50 and 2.5000 → 2.5, so limits read naturally in messages."""
+def plain_decimal(number: Decimal | None) -> Decimal | None:
+    """50.0000 → 50 and 2.5000 → 2.5, so limits read naturally in messages and forms."""
     if number is None:
         return None
     number = Decimal(number)
     return number.quantize(Decimal(1)) if number == number.to_integral() else number.normalize()
+
+
+_plain = plain_decimal
 
 
 def to_json(value: Any) -> Any:

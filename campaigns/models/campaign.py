@@ -192,6 +192,27 @@ class Campaign(ConcurrentTransitionMixin, models.Model):
         """Execution is abandoned; nothing more is sent."""
 
 
+# The options each field type uses (the admin shows only these; the others stay empty).
+FIELD_TYPE_OPTIONS: dict[str, frozenset[str]] = {
+    FieldType.TEXT: frozenset({"max_length"}),
+    FieldType.LONG_TEXT: frozenset({"max_length"}),
+    FieldType.NUMBER: frozenset({"min_value", "max_value"}),
+    FieldType.DATE: frozenset(),
+    FieldType.CHOICE: frozenset({"choices"}),
+    FieldType.BOOLEAN: frozenset(),
+    FieldType.FILE: frozenset({"allowed_extensions", "max_file_size_kb"}),
+}
+OPTION_OWNERS = {
+    "max_length": "Only text fields have a maximum length.",
+    "min_value": "Only number fields have a minimum.",
+    "max_value": "Only number fields have a maximum.",
+    "allowed_extensions": "Only file fields have allowed extensions.",
+    "max_file_size_kb": "Only file fields have a size limit.",
+}
+DEFAULT_FILE_EXTENSIONS = "pdf,png,jpg,jpeg"
+DEFAULT_FILE_SIZE_KB = 2048
+
+
 class PersonalisationField(models.Model):
     """One field of the form local entities fill in when they order a package built on the
     reference campaign; its value is available to message templates under its name."""
@@ -222,11 +243,10 @@ class PersonalisationField(models.Model):
     allowed_extensions = models.CharField(
         max_length=200,
         blank=True,
-        default="pdf,png,jpg,jpeg",
         help_text="File fields: comma-separated extensions.",
     )
     max_file_size_kb = models.PositiveIntegerField(
-        null=True, blank=True, default=2048, help_text="File fields: maximum size in KiB."
+        null=True, blank=True, help_text="File fields: maximum size in KiB."
     )
     position = models.PositiveIntegerField(default=0)
 
@@ -269,6 +289,11 @@ class PersonalisationField(models.Model):
                 errors["choices"] = "Options must be distinct."
         elif self.choices:
             errors["choices"] = "Only choice fields have options."
+        # Each type keeps only its own options: a text field stores no file extensions.
+        kept = FIELD_TYPE_OPTIONS.get(self.field_type, frozenset())
+        for option, message in OPTION_OWNERS.items():
+            if option not in kept and getattr(self, option) not in (None, ""):
+                errors.setdefault(option, message)
         if self.field_type == FieldType.FILE and not self.extensions:
             errors["allowed_extensions"] = "List at least one allowed extension."
         if (
