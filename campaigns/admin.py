@@ -13,7 +13,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.files import File
-from django.db.models import QuerySet
+from django.db.models import Case, Q, QuerySet, When
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -22,7 +22,7 @@ from import_export import fields, resources
 from import_export.admin import ExportMixin
 
 from campaigns import imports, services
-from campaigns.choices import Channel, FieldType
+from campaigns.choices import CampaignKind, CampaignState, Channel, FieldType
 from campaigns.delivery import preparation, sending
 from campaigns.delivery import services as delivery_services
 from campaigns.models import (
@@ -300,6 +300,25 @@ class CampaignAdmin(
         from django.db.models import Count
 
         return super().get_queryset(request).annotate(children_total=Count("children"))
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):  # type: ignore[no-untyped-def]
+        """The package form's reference-campaign picker offers reference campaigns only,
+        those still usable first, newest first: its first (highlighted) entry is then the
+        likeliest one, not a child campaign of the same name."""
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        if (
+            request.GET.get("app_label") == "packages"
+            and request.GET.get("model_name") == "package"
+            and request.GET.get("field_name") == "reference_campaign"
+        ):
+            usable = Q(state__in=[CampaignState.DRAFT, CampaignState.READY,
+                                  CampaignState.RUNNING, CampaignState.PAUSED])  # fmt: skip
+            queryset = (
+                queryset.filter(kind=CampaignKind.REFERENCE)
+                .annotate(usable=Case(When(usable, then=0), default=1))
+                .order_by("usable", "-created_at", "-pk")
+            )
+        return queryset, duplicates
 
     @admin.display(description="workflow")
     def workflow_diagram(self, obj: Campaign) -> str:

@@ -107,6 +107,11 @@ class PackageAdminForm(forms.ModelForm):
             "approval_expiry_default",
         ]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "reference_campaign" in self.fields:  # the chosen one, named as the picker names it
+            self.fields["reference_campaign"].label_from_instance = lambda c: c.autocomplete_label()
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         campaign = data.get("reference_campaign")

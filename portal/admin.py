@@ -18,11 +18,13 @@ from portal.admin_mixins import (
     EntityScopedAdminMixin,
     ReadOnlyAdminMixin,
     register_site_titles,
+    use_labelled_autocomplete,
 )
 from portal.exceptions import DomainError
 from portal.models import AuditLog, Entity, Membership, Notification
 
 register_site_titles(admin.site, settings.SITE_NAME)
+use_labelled_autocomplete(admin.site)
 User = get_user_model()
 
 

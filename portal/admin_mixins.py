@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
@@ -186,6 +187,24 @@ class ServiceTransitionAdminMixin:
             done = describe(obj, result) if describe else f"{label}: done."
             self.message_user(request, done, messages.SUCCESS)  # type: ignore[attr-defined]
         return back
+
+
+class LabelledAutocompleteJsonView(AutocompleteJsonView):
+    """Autocomplete results named by the model's ``autocomplete_label()`` when it has one
+    (type, state and id for campaigns), else by ``str()`` as Django does."""
+
+    def serialize_result(self, obj: Any, to_field_name: str) -> dict[str, str]:
+        result = super().serialize_result(obj, to_field_name)
+        label = getattr(obj, "autocomplete_label", None)
+        if callable(label):
+            result["text"] = label()
+        return result
+
+
+def use_labelled_autocomplete(site: admin.AdminSite) -> None:
+    site.autocomplete_view = lambda request: LabelledAutocompleteJsonView.as_view(  # type: ignore[method-assign]
+        admin_site=site
+    )(request)
 
 
 def register_site_titles(site: admin.AdminSite, site_name: str) -> None:

@@ -109,6 +109,11 @@ class Campaign(ConcurrentTransitionMixin, models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def autocomplete_label(self) -> str:
+        """How pickers name it, so that two “Spring sale” campaigns are told apart."""
+        kind = self.get_collaborative_type_display() or self.get_kind_display()
+        return f"{self.name} — {kind} · {self.get_state_display().lower()} · #{self.pk}"
+
     @property
     def owning_entity(self) -> Entity:
         return self.entity

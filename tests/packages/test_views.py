@@ -252,3 +252,36 @@ def test_selecting_a_region_adds_its_local_entities(org, client, form_campaign):
 
     package = Package.objects.get(label="Regional kit")
     assert set(package.audience.values_list("code", flat=True)) == {"STORE_A", "STORE_A2"}
+
+
+def test_the_reference_campaign_picker_tells_same_names_apart(org, client):
+    """Issue 16, item 4: type, state and id in each entry; reference campaigns only, the
+    usable ones first (the highlighted first entry is not a stopped one or a child)."""
+    from tests.factories import CampaignFactory
+
+    old = CampaignFactory(name="Spring sale", collaborative_type="simple", entity=org.hq,
+                          state="stopped")  # fmt: skip
+    new = CampaignFactory(name="Spring sale", collaborative_type="by_form", entity=org.hq)
+    CampaignFactory(name="Spring sale — Store A", kind="child", collaborative_type="by_form",
+                    parent=new, entity=org.store_a)  # fmt: skip
+    client.force_login(org.marketer)
+    response = client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": "packages", "model_name": "package", "field_name": "reference_campaign",
+         "term": "Spring"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert [row["text"] for row in response.json()["results"]] == [
+        f"Spring sale — By form · draft · #{new.pk}",
+        f"Spring sale — Simple · stopped · #{old.pk}",
+    ]
+    page = client.get(reverse("admin:packages_package_add"))
+    assert page.status_code == 200
+
+
+def test_the_chosen_reference_campaign_is_named_as_the_picker_names_it(make_package, org, client):
+    package = make_package()
+    campaign = package.reference_campaign
+    client.force_login(org.marketer)
+    page = client.get(reverse("admin:packages_package_change", args=[package.pk]))
+    assert f"{campaign.name} — By form · draft · #{campaign.pk}</option>" in page.content.decode()
