@@ -85,7 +85,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 via=DecisionChannel.PORTAL,
             )
         if form.is_valid():
-            ok, _ = attempt(
+            ok, decided = attempt(
                 request,
                 lambda: services.decide(
                     request=approval,
@@ -96,7 +96,9 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 ),
             )
             if ok:
-                messages.success(request, "Your decision is recorded.")
+                messages.success(
+                    request, f"{decided.get_state_display()}: “{decided.title}”; recorded."
+                )
             return redirect("approvals:request_detail", approval.pk)
     return render(
         request,

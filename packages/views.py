@@ -288,14 +288,18 @@ def order_submit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def order_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     order = _visible_order(request, pk)
-    ok, _ = attempt(
+    ok, cancelled = attempt(
         request,
         lambda: services.cancel_order(
             order=order, actor=request.user, comment=request.POST.get("comment", "").strip()
         ),
     )
     if ok:
-        messages.success(request, "The order is cancelled.")
+        from campaigns.models import Campaign
+
+        stopped = Campaign.objects.filter(order=cancelled, state="stopped").exists()
+        tail = "; its campaign is stopped" if stopped else ""
+        messages.success(request, f"Cancelled; order {cancelled} is withdrawn{tail}.")
     return redirect("packages:order_detail", order.pk)
 
 

@@ -19,7 +19,7 @@ def test_deciding_from_the_portal(submitted, org, client):
     url = reverse("approvals:request_detail", args=[request.pk])
     assert client.get(url).status_code == 200
     response = client.post(url, {"decision": "reject", "comment": "Wrong segment"}, follow=True)
-    assert "Your decision is recorded" in response.content.decode()
+    assert f"Rejected: “{request.title}”; recorded." in response.content.decode()
     order.refresh_from_db()
     assert order.state == OrderState.REJECTED
 

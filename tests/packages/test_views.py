@@ -100,7 +100,7 @@ def test_edit_submit_and_cancel_from_the_order_page(package, org, client, valid_
     response = client.post(
         reverse("packages:order_cancel", args=[order.pk]), {"comment": "Changed plans"}, follow=True
     )
-    assert "The order is cancelled" in response.content.decode()
+    assert f"Cancelled; order {order} is withdrawn." in response.content.decode()
     order.refresh_from_db()
     assert order.state == OrderState.CANCELLED
 
