@@ -78,8 +78,10 @@ def test_stop_asks_for_a_reason_in_the_portal(org, log_in, live_server):
     from tests.factories import CampaignFactory
 
     parent = CampaignFactory(name="Welcome", kind="parent", collaborative_type="", entity=org.hq)
-    child = CampaignFactory(name="Welcome — Store A", kind="child",
-                            collaborative_type="by_campaign", parent=parent, entity=org.store_a)  # fmt: skip
+    child = CampaignFactory(
+        name="Welcome — Store A", kind="child", collaborative_type="by_campaign",
+        parent=parent, entity=org.store_a,
+    )  # fmt: skip
     page = log_in(org.operator_a)
     page.goto(f"{live_server.url}/campaigns/{child.pk}/")
     page.get_by_role("link", name="Stop…").click()
