@@ -7,12 +7,14 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.template.defaultfilters import linebreaksbr
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from import_export import fields, resources
 from import_export.admin import ExportMixin
 
 from campaigns.models import Campaign
+from campaigns.personalisation import value_rows
 from packages import services
 from packages.choices import ACTIVE_ORDER_STATES, OrderState, PackageState
 from packages.forms import PackageAdminForm
@@ -285,8 +287,37 @@ class OrderAdmin(ReadOnlyAdminMixin, ExportMixin, EntityScopedAdminMixin, admin.
     ]
     search_fields = ["package__label", "entity__code", "entity__name", "comment"]
     list_select_related = ["package", "entity", "ordered_by", "child_campaign"]
-    readonly_fields = [f.name for f in Order._meta.fields] + ["child_link"]
+    readonly_fields = [
+        "values_table" if f.name == "values" else f.name for f in Order._meta.fields
+    ] + ["child_link"]
+    exclude = ["values"]
     inlines = [AuditLogInline]
+
+    @admin.display(description="values")
+    def values_table(self, obj: Order) -> str:
+        """Label and value of each personalisation field, files as rights-checked links;
+        never the stored JSON or a storage path."""
+        rows = value_rows(
+            obj.package.reference_campaign.personalisation_fields.all(),
+            obj.values or {},
+            file_url=lambda name: reverse("packages:order_file", args=[obj.pk, name]),
+        )
+        if not rows:
+            return "—"
+        body = format_html_join(
+            "",
+            '<tr><th scope="row">{}</th><td>{}</td></tr>',
+            (
+                (
+                    row["label"],
+                    format_html('<a href="{}">{}</a>', row["url"], row["value"])
+                    if row["url"]
+                    else linebreaksbr(row["value"], autoescape=True),
+                )
+                for row in rows
+            ),
+        )
+        return format_html('<table class="order-values">{}</table>', body)
 
     @admin.display(description="child campaign")
     def child_link(self, obj: Order) -> str:
