@@ -5,6 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
+from portal.navigation import section_for
+
 
 def portal(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
@@ -17,4 +19,5 @@ def portal(request: HttpRequest) -> dict[str, Any]:
         "site_name": settings.SITE_NAME,
         "portal_name": settings.SITE_NAME,
         "my_memberships": memberships,
+        "nav_section": section_for(getattr(request, "resolver_match", None)),
     }
