@@ -10,7 +10,10 @@ class CampaignsConfig(AppConfig):
         from django.core import checks
 
         from approvals.services import register_handler
-        from campaigns import models
+        from campaigns import (
+            dashboard,  # noqa: F401  (registers the dashboard section)
+            models,
+        )
         from campaigns.delivery.providers import check_providers
         from campaigns.delivery.sending import DeliveryApprovalHandler
         from campaigns.delivery.services import delivery_for_activity

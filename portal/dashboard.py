@@ -13,6 +13,8 @@ class DashboardItem:
     url: str
     detail: str = ""
     late: bool = False
+    # What is late, said in words on the badge ("personalisation late since 2026-12-03").
+    late_text: str = "late"
 
 
 @dataclass
