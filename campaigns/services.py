@@ -167,6 +167,16 @@ def update_child_values(
     return campaign
 
 
+def child_edit_refusal(campaign: Campaign) -> str:
+    """Why the local entity may not change this child campaign now ('' when it may): the
+    rule the forms check when they open and the services check again when they save."""
+    if campaign.kind != CampaignKind.CHILD:
+        return "Only child campaigns can be changed by their local entity."
+    if campaign.state not in EDITABLE_CHILD_STATES:
+        return f"A {campaign.get_state_display().lower()} campaign can no longer be changed."
+    return ""
+
+
 def _locked_editable_child(campaign: Campaign) -> Campaign:
     """The child campaign, locked, while the local entity may still change it."""
     campaign = (
@@ -174,12 +184,8 @@ def _locked_editable_child(campaign: Campaign) -> Campaign:
         .select_related("parent")
         .get(pk=campaign.pk)
     )
-    if campaign.kind != CampaignKind.CHILD:
-        raise DomainError("Only child campaigns can be changed by their local entity.")
-    if campaign.state not in EDITABLE_CHILD_STATES:
-        raise DomainError(
-            f"A {campaign.get_state_display().lower()} campaign can no longer be changed."
-        )
+    if refusal := child_edit_refusal(campaign):
+        raise DomainError(refusal)
     return campaign
 
 

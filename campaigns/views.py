@@ -105,6 +105,14 @@ def campaign_personalise(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404
     if not request.user.has_perm("campaigns.change_campaign"):
         raise PermissionDenied("Your role does not allow changing campaigns.")
+    if refusal := services.child_edit_refusal(campaign):
+        # Refused on opening, not only on Save: nobody fills in a form that cannot be saved.
+        return render(
+            request,
+            "campaigns/personalise.html",
+            {"campaign": campaign, "refusal": refusal},
+            status=409,
+        )
     form = PersonalisationForm(
         campaign.parent.personalisation_fields.all(),
         request.POST or None,

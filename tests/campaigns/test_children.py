@@ -200,3 +200,20 @@ def test_the_child_copies_the_parents_workflow(make_package, parent, org):
     from campaigns.workflow.copy import copy_workflow
 
     assert copy_workflow(source=parent, target=child) == 0  # never twice
+
+
+def test_a_stopped_childs_personalise_form_refuses_on_opening(approved, org, client):
+    _, order = approved
+    child = Campaign.objects.get(order=order)
+    services.run_campaign_transition(campaign=child, name="stop", actor=org.operator_a)
+    client.force_login(org.operator_a)
+    url = reverse("campaigns:personalise", args=[child.pk])
+    response = client.get(url)
+    body = response.content.decode()
+    assert response.status_code == 409
+    assert "A stopped campaign can no longer be changed." in body
+    assert f'href="{reverse("campaigns:detail", args=[child.pk])}"' in body
+    assert 'name="signature"' not in body and '<form method="post" enctype' not in body
+    assert client.post(url, {"signature": "late"}).status_code == 409
+    child.refresh_from_db()
+    assert child.personalisation_values["signature"] == "The A team"
