@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -21,10 +22,11 @@ from campaigns.delivery import reports
 from campaigns.models import Campaign, Contact, ImportJob, LocalApproval, SavedQuery
 from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
+from campaigns.targeting.words import condition_words
 from campaigns.workflow import diagram, local_approval
 from packages.forms import PersonalisationForm
 from portal import confirm
-from portal.models import AuditLog, Entity
+from portal.models import AuditLog, Entity, is_central_user
 from portal.validation import MAX_ID, InputError, load_json, whole_number
 from portal.web import attempt, file_response, page_number, stored_value_response
 
@@ -221,7 +223,11 @@ def count_response(request: HttpRequest) -> JsonResponse:
     except targeting.TargetingError as exc:
         return JsonResponse({"errors": exc.as_json()}, status=400)
     elapsed = round((time.perf_counter() - started) * 1000, 1)
-    body: dict[str, Any] = {**result.as_dict(), "milliseconds": elapsed}
+    body: dict[str, Any] = {
+        **result.as_dict(),
+        "milliseconds": elapsed,
+        "words": condition_words(conditions, str(payload.get("dimension") or "contact")),
+    }
     if payload.get("sample"):
         dimension = str(payload.get("dimension") or "contact")
         queryset = targeting.target_queryset(
@@ -237,6 +243,17 @@ def count_response(request: HttpRequest) -> JsonResponse:
         }
     return JsonResponse(body)
 
+
+DEFAULT_CONDITIONS = {
+    "and": [
+        {"field": "email_consent", "op": "eq", "value": True},
+        {
+            "relation": "bookings",
+            "op": "exists",
+            "where": {"field": "booking_date", "op": "in_last_days", "value": 365},
+        },
+    ]
+}
 
 SAMPLE_COLUMNS = {
     "contact": ["external_id", "first_name", "last_name", "email", "entity__code"],
@@ -262,13 +279,19 @@ def audience(request: HttpRequest) -> HttpResponse:
     if search:
         contacts = contacts.filter(services.contact_search(search))
     page = Paginator(contacts, 50).get_page(page_number(request))
+    queries = list(SavedQuery.objects.visible_to(request.user).select_related("entity"))
+    for query in queries:
+        query.words = condition_words(query.conditions, query.dimension)
     return render(
         request,
         "campaigns/audience.html",
         {
             "page": page,
             "search": search,
-            "queries": SavedQuery.objects.visible_to(request.user).select_related("entity"),
+            "queries": queries,
+            # Store operators read conditions in the builder and in words, never as JSON.
+            "show_json": is_central_user(request.user),
+            "default_conditions": json.dumps(DEFAULT_CONDITIONS),
             "entities": Entity.objects.visible_to(request.user).filter(kind="local"),
             "registry": registry.describe(),
             "dimensions": Dimension.choices,

@@ -17,6 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from campaigns import services
 from campaigns.models import Activity, Campaign, LocalApproval, LocalApprovalMode
 from campaigns.targeting import registry
+from campaigns.targeting.words import condition_words
 from campaigns.workflow import local_approval
 from portal import validation
 from portal.models import AuditLog
@@ -132,6 +133,7 @@ class ActivitySettingsForm(forms.Form):
     def __init__(self, *args: Any, activity: Activity, editable: frozenset[str], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.activity = activity
+        self.json_keys: set[str] = set()
         for key in sorted(editable):
             current = activity.settings.get(key)
             if key in WHOLE_NUMBERS:
@@ -141,21 +143,29 @@ class ActivitySettingsForm(forms.Form):
             elif key in TEXTS:
                 field = forms.CharField(required=False, label=TEXTS[key], initial=current)
             else:
+                # Conditions are edited with the query builder and read in words: the JSON
+                # it writes travels in a hidden field, never shown to the store operator.
+                widget = (
+                    forms.HiddenInput()
+                    if key == "conditions"
+                    else forms.Textarea(attrs={"rows": 6, "spellcheck": "false"})
+                )
                 field = forms.CharField(
                     required=False,
-                    widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+                    widget=widget,
                     initial=json.dumps(current, indent=1) if current is not None else "",
-                    help_text="JSON",
+                    help_text="" if key == "conditions" else "JSON",
                 )
+                self.json_keys.add(key)
             field.label = field.label or key.replace("_", " ").capitalize()
             self.fields[key] = field
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         settings = dict(self.activity.settings)
-        for key, field in self.fields.items():
+        for key in self.fields:
             value = cleaned.get(key)
-            if isinstance(field.widget, forms.Textarea) and value:
+            if key in self.json_keys and value:
                 try:
                     value = validation.load_json(value)
                 except validation.InputError as exc:
@@ -198,5 +208,9 @@ def activity_edit(request: HttpRequest, pk: int, activity_pk: int) -> HttpRespon
             "form": form,
             "registry": registry.describe(),
             "dimension": activity.settings.get("dimension", "contact"),
+            "conditions_words": condition_words(
+                activity.settings.get("conditions"),
+                activity.settings.get("dimension", "contact"),
+            ),
         },
     )

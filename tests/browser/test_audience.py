@@ -12,21 +12,29 @@ def test_the_count_button_counts_without_reloading(org, log_in, live_server):
     Contact.objects.create(external_id="B0", entity=org.store_b, email_consent=True)
     page = log_in(org.operator_a)
     page.get_by_role("link", name="Audience").click()
-    # The builder (a deferred script) must have drawn the default tree before the JSON is
-    # typed, or its first drawing can land in the middle of the typing.
+    # The builder (a deferred script) must have drawn the default tree before the conditions
+    # are replaced, or its first drawing can land in the middle of the change.
     expect(page.get_by_label("Field").first).to_be_visible()
-    page.get_by_label("Conditions (JSON)").fill(
-        '{"field": "email_consent", "op": "eq", "value": true}'
-    )
+    # A store operator never sees the conditions as JSON: the builder writes a hidden field.
+    expect(page.get_by_label("Conditions (JSON)")).to_have_count(0)
+    set_conditions(page, '{"field": "email_consent", "op": "eq", "value": true}')
     expect(page.get_by_label("Field").first).to_have_value("f:email_consent")  # builder follows
     page.evaluate("window.notReloaded = true")
     page.get_by_role("button", name="Count", exact=True).click()
     expect(page.locator("#count-output")).to_contain_text("2 rows")
+    expect(page.locator("#count-output")).to_contain_text("for: Email consent is yes.")
     assert page.evaluate("window.notReloaded") is True
-    page.get_by_label("Conditions (JSON)").fill('{"field": "salary", "op": "gt", "value": 1}')
+    set_conditions(page, '{"field": "salary", "op": "gt", "value": 1}')
     page.wait_for_timeout(500)  # let the builder settle before clicking
     page.get_by_role("button", name="Count", exact=True).click()
     expect(page.locator("#count-output")).to_contain_text("unknown field “salary”")
+
+
+def set_conditions(page, tree):
+    """Put a condition tree where the builder keeps it, as the builder itself does."""
+    page.locator("#conditions").evaluate(
+        "(el, tree) => { el.value = tree; el.dispatchEvent(new Event('input')); }", tree
+    )
 
 
 def test_a_marketer_builds_a_query_without_writing_json(org, page, live_server):

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from campaigns import services, targeting
 from campaigns.models import Activity, Booking, Contact, WorkflowRun
+from campaigns.targeting.words import condition_words
 from campaigns.workflow import engine
 from campaigns.workflow.activities import TYPES, Delivery, output_table
 from campaigns.workflow.copy import copy_workflow
@@ -314,6 +315,9 @@ def test_the_portal_edits_a_child_step(family, org, client):
     q_url = reverse("campaigns:activity_edit", args=[child.pk, step(child, "q").pk])
     page = client.get(q_url).content.decode()
     assert "data-query-builder" in page
+    conditions = step(child, "q").settings["conditions"]
+    assert f"Saved now: {condition_words(conditions)}." in page
+    assert "(JSON)" not in page and "<textarea" not in page
     response = client.post(q_url, {"conditions": "{not json"})
     assert response.status_code == 200 and "Not valid JSON" in response.content.decode()
     client.force_login(org.operator_b)

@@ -30,6 +30,13 @@
       if (data.contacts !== data.rows) text += ", " + data.contacts.toLocaleString() + " distinct contacts";
       output.textContent = text + " (" + data.milliseconds + " ms)";
       output.className = "count-result ok";
+      if (data.words) {
+        // The conditions counted, in words (never the JSON).
+        var words = document.createElement("span");
+        words.className = "conditions-words";
+        words.textContent = " for: " + data.words + ".";
+        output.appendChild(words);
+      }
       if (data.sample) output.appendChild(sampleTable(data.sample));
       return;
     }
