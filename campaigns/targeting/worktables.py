@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import (
     BigIntegerField,
@@ -46,8 +47,12 @@ def insert_select(
 ) -> int:
     """``INSERT INTO <model> (<columns>) <select>`` (the select's values in column order);
     with ``ignore_conflicts``, rows a unique constraint refuses are skipped. Table and column
-    names come from the model's metadata; values are parameters."""
-    sql, params = select.query.sql_with_params()
+    names come from the model's metadata; values are parameters. A select Django knows to be
+    empty (``pk__in=[]``: every local list rejected or expired) inserts nothing."""
+    try:
+        sql, params = select.query.sql_with_params()
+    except EmptyResultSet:
+        return 0
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     names = ", ".join(quote(column) for column in columns)

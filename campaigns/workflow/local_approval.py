@@ -289,6 +289,26 @@ def settled(approval: LocalApproval) -> None:
         engine.wake(execution_id=approval.execution_id)
 
 
+def list_outcome(decision: Any) -> tuple[str, str]:
+    """What became of a list, from its approval request: the label of each row still in it
+    and, once settled, a sentence for the page. A list that was not sent never calls its rows
+    "in the list" as if they were about to receive something."""
+    state = getattr(decision, "state", RequestState.PENDING)
+    if state == RequestState.APPROVED:
+        return "approved", "The list was approved: its contacts were kept in the target."
+    if state == RequestState.REJECTED:
+        return "not sent", "The list was rejected: nothing was sent to these contacts."
+    if state == RequestState.EXPIRED:
+        return (
+            "not sent",
+            "Nobody answered by the deadline, and the step sends nothing then: "
+            "nothing was sent to these contacts.",
+        )
+    if state == RequestState.CANCELLED:
+        return "not sent", "The review was cancelled: nothing was sent to these contacts."
+    return "in the list", ""
+
+
 def summary(approval: LocalApproval) -> list[tuple[str, str]]:
     execution: ActivityExecution = approval.execution
     default = execution.activity.settings.get("on_deadline", "send_all")

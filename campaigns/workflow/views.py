@@ -100,6 +100,7 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
     rows = rows.order_by(*SORTS.get(sort, SORTS["name"]))
     page = Paginator(rows, 50).get_page(page_number(request))
     decision = local_approval.request_of(approval)
+    row_status, outcome = local_approval.list_outcome(decision)
     return render(
         request,
         "campaigns/local_approval.html",
@@ -110,6 +111,8 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
             "search": search,
             "sort": sort,
             "decision": decision,
+            "row_status": row_status,
+            "outcome": outcome,
             "may_review": local_approval.may_review(approval, request.user),
             "removed": approval.removals.count(),
             "summary": local_approval.summary(approval),

@@ -275,3 +275,33 @@ def test_lists_show_on_the_campaign_page_and_in_the_admin_scoped_to_the_entity(
         reverse("admin:campaigns_localapproval_change", args=[lists["STORE_B"].pk])
     )
     assert response.status_code in (302, 404)
+
+
+@pytest.mark.parametrize(
+    ("on_deadline", "label", "sentence"),
+    [
+        ("send_none", "not sent", "nothing was sent to these contacts"),
+        ("send_all", "approved", "kept in the target"),
+    ],
+)
+def test_an_expired_list_says_what_became_of_its_rows(
+    campaign, audience, org, client, django_capture_on_commit_callbacks, on_deadline, label,
+    sentence,
+):  # fmt: skip
+    _q, review, _end = build(campaign, on_deadline=on_deadline)
+    run = start(campaign, org, django_capture_on_commit_callbacks)
+    url = reverse("campaigns:local_approval", args=[lists_of(run)["STORE_B"].pk])
+    client.force_login(org.operator_b)
+    assert "<td>in the list</td>" in client.get(url).content.decode()  # pending: in the list
+    with (
+        time_machine.travel(timezone.now() + timedelta(hours=48, minutes=1)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        engine.wake_due()
+    run.refresh_from_db()
+    assert run.state == "completed"  # every list expired under send_none: an empty target
+    assert len(contacts_of(run, review)) == (0 if on_deadline == "send_none" else 13)
+    body = client.get(url).content.decode()
+    assert "<td>in the list</td>" not in body
+    assert body.count(f"<td>{label}</td>") == 5
+    assert sentence in body
