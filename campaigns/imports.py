@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import tablib
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import IntegrityError, transaction
 from django.db.models import Model
@@ -510,6 +510,13 @@ def _import_rows(
     return resource, result
 
 
+def report_field(name: Any) -> str:
+    """The report's field column: a column of the file, or blank when the problem is the
+    row's as a whole (never Django's ``__all__``); the message then says what is wrong."""
+    name = str(name)
+    return "" if name == NON_FIELD_ERRORS else name
+
+
 def _row_problems(result: Any, lines: list[int]) -> tuple[list[Problem], set[int]]:
     """(line, field, message) for each refused row, and their lines."""
     problems: list[Problem] = []
@@ -519,7 +526,7 @@ def _row_problems(result: Any, lines: list[int]) -> tuple[list[Problem], set[int
         bad.add(line)
         for field_name, messages in invalid.error_dict.items():
             for message in messages:
-                problems.append((line, str(field_name), str(message)))
+                problems.append((line, report_field(field_name), str(message)))
     for number, errors in result.row_errors():
         line = lines[number - 1]
         bad.add(line)

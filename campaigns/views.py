@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from pathlib import PurePath
 from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -318,35 +323,94 @@ class ImportForm(forms.Form):
         required=False, label="Import the valid rows even if some rows have errors"
     )
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: Any, kept: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["entity"].queryset = Entity.objects.visible_to(user).filter(kind="local")
+        entities = Entity.objects.visible_to(user).filter(kind="local")
+        self.fields["entity"].queryset = entities
+        if not self.is_bound:
+            only = list(entities[:2])
+            if len(only) == 1:  # one entity: nothing to choose
+                self.initial["entity"] = only[0].pk
         self.fields["file"].help_text = imports.upload_help()
+        if kept:  # a file sent with a refused form is kept: no need to choose it again
+            self.fields["file"].required = False
+            self.fields["file"].help_text = (
+                f"Kept from your last attempt: {PurePath(kept).name}. "
+                "Choose another file only to replace it."
+            )
 
     def clean_file(self) -> Any:
-        return imports.validate_upload(self.cleaned_data["file"])
+        upload = self.cleaned_data["file"]
+        return imports.validate_upload(upload) if upload else upload
+
+
+KEPT_UPLOAD_SALT = "campaigns.import-kept-upload"
+KEPT_UPLOAD_MAX_AGE = 3600
+
+
+def _keep_upload(upload: Any, user: Any) -> str:
+    """Store the file of a refused import form (private storage, no row owns it: nobody can
+    download it) and return a signed reference for the form's next submission."""
+    folder = f"import-uploads/{user.pk}/{uuid.uuid4().hex}"
+    name = default_storage.save(f"{folder}/{PurePath(upload.name).name}", upload)
+    return signing.dumps({"user": user.pk, "name": name}, salt=KEPT_UPLOAD_SALT)
+
+
+def _kept_upload(reference: str, user: Any) -> str:
+    """The stored name behind a reference this user was given within the hour ('' if none)."""
+    if not reference:
+        return ""
+    try:
+        data = signing.loads(reference, salt=KEPT_UPLOAD_SALT, max_age=KEPT_UPLOAD_MAX_AGE)
+    except signing.BadSignature:
+        return ""
+    name = str(data.get("name", "")) if isinstance(data, dict) else ""
+    if data.get("user") != user.pk or not name or not default_storage.exists(name):
+        return ""
+    return name
 
 
 @login_required
 def import_create(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("campaigns.add_importjob"):
         raise PermissionDenied("Your role does not allow imports.")
-    form = ImportForm(request.POST or None, request.FILES or None, user=request.user)
+    reference = request.POST.get("kept_upload", "")
+    kept = _kept_upload(reference, request.user)
+    form = ImportForm(request.POST or None, request.FILES or None, user=request.user, kept=kept)
     if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        job = imports.create_job(
-            kind=form.cleaned_data["kind"],
-            filename=upload.name,
-            content=upload,
-            actor=request.user,
-            entity=form.cleaned_data["entity"],
-            dry_run=form.cleaned_data["dry_run"],
-            import_valid_rows=form.cleaned_data["import_valid_rows"],
+        upload = form.cleaned_data["file"] or File(default_storage.open(kept), name=kept)
+        ok, job = attempt(
+            request,
+            lambda: imports.create_job(
+                kind=form.cleaned_data["kind"],
+                filename=PurePath(upload.name).name,
+                content=upload,
+                actor=request.user,
+                entity=form.cleaned_data["entity"],
+                dry_run=form.cleaned_data["dry_run"],
+                import_valid_rows=form.cleaned_data["import_valid_rows"],
+            ),
         )
-        messages.success(request, "The file is queued; this page shows its progress.")
-        return redirect("campaigns:import_detail", job.pk)
+        upload.close()
+        if ok:
+            if kept:
+                default_storage.delete(kept)
+            messages.success(request, "The file is queued; this page shows its progress.")
+            return redirect("campaigns:import_detail", job.pk)
+    elif request.method == "POST" and form.cleaned_data.get("file"):
+        # Refused for another field: keep the file so the next submission needs no new choice.
+        if kept:
+            default_storage.delete(kept)
+        reference = _keep_upload(form.cleaned_data["file"], request.user)
+        kept = _kept_upload(reference, request.user)
+        form = ImportForm(request.POST, user=request.user, kept=kept)
+        form.is_valid()  # show the errors again, this time with the kept file
     jobs = ImportJob.objects.visible_to(request.user).select_related("entity")[:20]
-    return render(request, "campaigns/import_form.html", {"form": form, "jobs": jobs})
+    return render(
+        request,
+        "campaigns/import_form.html",
+        {"form": form, "jobs": jobs, "kept_upload": reference if kept else ""},
+    )
 
 
 @login_required
