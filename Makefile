@@ -6,7 +6,7 @@ ADDR ?= 127.0.0.1:8000
 # Links in emails follow the address the demo listens on, unless SITE_URL is set.
 export SITE_URL ?= http://$(ADDR)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean tour
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,6 @@ clean:
 bench: install  ## targeting benchmark: product vs raw SQL (set DATABASE_URL to PostgreSQL)
 	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5) \
 	  --recipients $(or $(RECIPIENTS),100000) $(BENCH_ARGS)
+
+tour: install  ## screenshots of the main pages for each demo role, into docs/tour/
+	$(PY) docs/tour.py
