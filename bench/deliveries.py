@@ -1,28 +1,19 @@
-"""Delivery benchmarks: message preparation (typology with consent, blocklist and pressure,
-Jinja2 rendering, bulk insert) and email sending to a local SMTP sink, each against the
-equivalent hand-written baseline (raw SQL and a plain Jinja2 loop; smtplib over one
-connection), with duplicates and losses counted at the sink."""
+"""Delivery benchmark: message preparation (typology with consent, blocklist and pressure,
+Jinja2 rendering, bulk insert) against the equivalent hand-written baseline (raw SQL and a
+plain Jinja2 loop). Sending is measured by ``bench.sending``, with real workers."""
 
 from __future__ import annotations
 
-import multiprocessing
-import smtplib
-import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from email.message import EmailMessage
-from pathlib import Path
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns import targeting
 from campaigns.delivery import preparation, rendering, sending
 from campaigns.models import Campaign, Contact, Delivery, Message, Typology, WorkTableRow
-from portal.celery import app as celery_app
 from portal.models import Entity
 
 NAME = "Bench deliveries"
@@ -30,45 +21,6 @@ HISTORY = "Bench history"
 RULES = [{"rule": "consent"}, {"rule": "blocklist"}, {"rule": "pressure", "max": 3, "days": 7}]
 SUBJECT = "Hello {{ contact.first_name }}, news from {{ entity.name }}"
 TEXT = "Dear {{ contact.first_name }} {{ contact.last_name }}, our offers are in store."
-
-
-def _sink(port: int, path: str) -> None:
-    """A separate process: an SMTP server writing each Message-ID on a line."""
-    import asyncio
-
-    from aiosmtpd.controller import Controller
-
-    class Handler:
-        def __init__(self) -> None:
-            self.out = Path(path).open("a")  # noqa: SIM115 (closed with the process)
-
-        async def handle_DATA(self, server, session, envelope):
-            for line in envelope.original_content.split(b"\r\n"):
-                if line.lower().startswith(b"message-id:"):
-                    self.out.write(line.split(b":", 1)[1].strip().decode() + "\n")
-                    self.out.flush()
-                    break
-            return "250 OK"
-
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    asyncio.new_event_loop().run_until_complete(asyncio.sleep(10**6))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_port(port: int) -> None:
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("The SMTP sink did not start.")
 
 
 def ensure_history(central: Entity, *, last_recipient: int, raw: Callable[..., int]) -> None:
@@ -96,7 +48,7 @@ def ensure_history(central: Entity, *, last_recipient: int, raw: Callable[..., i
 
 
 def measure_deliveries(
-    measure: Callable[..., None], raw: Callable[..., int], recipients: int, sends: int
+    measure: Callable[..., None], raw: Callable[..., int], recipients: int
 ) -> None:
     central = Entity.objects.get(kind="central")
     Campaign.objects.filter(name=NAME).delete()
@@ -197,59 +149,5 @@ def measure_deliveries(
     Message.objects.filter(delivery_id__in=made).delete()
     Delivery.objects.filter(pk__in=made).delete()
 
-    port = _free_port()
-    sink_file = Path(settings.VAR_DIR) / f"bench-sink-{port}.txt"
-    sink_file.unlink(missing_ok=True)
-    process = multiprocessing.Process(target=_sink, args=(port, str(sink_file)), daemon=True)
-    process.start()
-    _wait_port(port)
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    celery_app.conf.task_always_eager = True
-    few = Contact.objects.filter(pk__in=first[:sends])
-    targeting.materialise(few, dimension="contact", run_key=run_key, name="s")
-    checks: dict[str, int] = {}
-
-    def product_send() -> int:
-        sink_file.write_text("")
-        delivery = Delivery.objects.create(
-            campaign=campaign, label="Bench send", channel="email", subject=SUBJECT,
-            text_body=TEXT,
-        )  # fmt: skip
-        preparation.prepare(delivery=delivery, run_key=run_key, table="s")
-        Message.objects.filter(delivery=delivery, address="").update(address="x@example.com")
-        started = time.perf_counter()
-        sending.confirm(delivery=delivery, actor=None)  # chunks run in-process (eager)
-        elapsed = time.perf_counter() - started
-        sent = Message.objects.filter(delivery=delivery, status="sent").count()
-        time.sleep(0.5)
-        received = Counter(sink_file.read_text().split())
-        checks["duplicates"] = sum(n - 1 for n in received.values() if n > 1)
-        checks["losses"] = sent - len(received)
-        checks["seconds"] = elapsed
-        delivery.delete()
-        return sent
-
-    def raw_send() -> int:
-        smtp = smtplib.SMTP("127.0.0.1", port)
-        sent = 0
-        for pk, email, first_name in few.values_list("pk", "email", "first_name"):
-            note = EmailMessage()
-            note["From"], note["To"] = "bench@localhost", email or "x@example.com"
-            note["Subject"], note["Message-ID"] = f"Hello {first_name}", f"<raw.{pk}@bench>"
-            note.set_content("Dear customer")
-            smtp.send_message(note)
-            sent += 1
-        smtp.quit()
-        return sent
-
-    measure("email sending to an SMTP sink", product_send, raw_send, per_second=True)
-    if checks:
-        print(f"  sending: duplicates {checks['duplicates']}, losses {checks['losses']}")
-    process.terminate()
-    sink_file.unlink(missing_ok=True)
     WorkTableRow.objects.filter(run_key=run_key).delete()
     campaign.delete()
-    if checks.get("duplicates") or checks.get("losses"):
-        raise SystemExit("Sending lost or duplicated messages.")

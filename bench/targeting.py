@@ -99,6 +99,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run the operations whose name has this")
     parser.add_argument("--recipients", type=int, default=100_000, help="messages to prepare")
     parser.add_argument("--sends", type=int, default=20_000, help="emails to send to the sink")
+    parser.add_argument("--workers", default="1,2", help="numbers of sending workers to measure")
+    parser.add_argument("--broker", default="", help="the sending workers' broker (Redis)")
     args = parser.parse_args()
     ensure_audience(args.contacts, args.entities)
 
@@ -235,10 +237,17 @@ def main() -> int:
         from bench.workflow import measure_workflow
 
         measure_workflow(measure, raw, three, segment, born_before, since)
-    if wanted("message preparation + rendering", "email sending to an smtp sink"):
+    if wanted("message preparation + rendering"):
         from bench.deliveries import measure_deliveries
 
-        measure_deliveries(measure, raw, recipients=args.recipients, sends=args.sends)
+        measure_deliveries(measure, raw, recipients=args.recipients)
+    if wanted("email sending, 1 worker", "email sending, 2 workers") and args.sends:
+        from bench.sending import measure_sending
+
+        counts = tuple(int(n) for n in args.workers.split(",") if n.strip())
+        rows += measure_sending(
+            sends=args.sends, repeat=args.repeat, workers=counts, broker=args.broker
+        )
 
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
