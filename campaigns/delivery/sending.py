@@ -17,6 +17,8 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -616,6 +618,7 @@ class Marks:
         self.every = max(1.0, settings.DELIVERY_CLAIM_LEASE_SECONDS / 6)
         self.touched = time.monotonic()
         self.fault = ""  # tests only: die in the middle of this mark (before its commit)
+        self.helper: ThreadPoolExecutor | None = None  # see done_later
 
     def _now(self) -> Any:
         return self.moment.get_db_prep_value(timezone.now(), connection)
@@ -628,26 +631,67 @@ class Marks:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             updated = cursor.rowcount
+        self._heartbeat()
+        return updated == expected
+
+    def _heartbeat(self) -> None:
         if time.monotonic() - self.touched > self.every:
             self.touched = time.monotonic()
             Delivery.objects.filter(pk=self.delivery_id).update(progress_at=timezone.now())
-        return updated == expected
 
     def start(self, message_id: int) -> bool:
         return self._run(self.start_sql, [self._now(), message_id, self.token], 1)
 
     def done(self, message_id: int, outcome: str, error: str = "", next_id: int | None = None,
              ) -> bool:  # fmt: skip
+        return self.done_later(message_id, outcome, error, next_id)()
+
+    def done_later(self, message_id: int, outcome: str, error: str = "",
+                   next_id: int | None = None) -> Callable[[], bool]:  # fmt: skip
+        """``done``, started now and awaited by the returned call: on PostgreSQL the
+        statement runs (and commits) on this process's connection from the chunk's helper
+        thread while this thread prepares the next message, which it hands over only once
+        the call said True. (This thread does not use the connection meanwhile.)"""
         now = self._now()
         sent_at = now if outcome == MessageStatus.SENT else None
         failed = int(outcome == MessageStatus.FAILED)
         if next_id is None:
+            sql, expected = self.done_alone, 1
             params = [outcome, sent_at, error[:500], failed, now, message_id, self.token]
-            return self._run(self.done_alone, params, 1)
-        n = message_id
-        params = [n, outcome, n, sent_at, n, error[:500], n, failed, now, n, next_id,
-                  self.token, n]  # fmt: skip
-        return self._run(self.done_and_next, params, 2)
+        else:
+            n = message_id
+            sql, expected = self.done_and_next, 2
+            params = [n, outcome, n, sent_at, n, error[:500], n, failed, now, n, next_id,
+                      self.token, n]  # fmt: skip
+        if self.helper is None or (self.fault and self.fault == settings.DELIVERY_TEST_FAULT):
+            updated = self._run(sql, params, expected)
+            return lambda: updated
+        future = self.helper.submit(self._execute, connection.connection, sql, params)
+
+        def wait() -> bool:
+            with connection.wrap_database_errors:  # psycopg's errors as Django's
+                updated = future.result()
+            self._heartbeat()
+            return updated == expected
+
+        return wait
+
+    @staticmethod
+    def _execute(raw: Any, sql: str, params: list[Any]) -> int:
+        with raw.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+    def __enter__(self) -> Marks:
+        if connection.vendor == "postgresql":
+            connection.ensure_connection()
+            self.helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marks")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.helper is not None:
+            self.helper.shutdown(wait=True)
+            self.helper = None
 
 
 def send_chunk(
@@ -698,12 +742,17 @@ def _resume(resume: dict[str, Any] | None) -> uuid.UUID | None:
 
 def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: uuid.UUID,
                   result: dict[str, Any], accepted: list[int]) -> None:  # fmt: skip
+    """Send the claimed messages in order, one in flight at a time.
+
+    Message n+1 is rendered and staged (``Provider.stage``: for SMTP its envelope; nothing
+    the server could deliver) while the statement that records message n's outcome and puts
+    n+1 in flight commits; n+1 is handed over only after that commit, and not at all when
+    the claim was taken over meanwhile."""
     mine = Message.objects.filter(
         claim=token, status__in=[MessageStatus.SENDING, MessageStatus.IN_FLIGHT]
     )
     messages = renderer.rows(mine.order_by("id"))
     throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
-    marks = Marks(token, delivery.pk)
     faults = settings.DELIVERY_TEST_FAULT
     try:
         provider.open()
@@ -711,62 +760,98 @@ def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: 
         result["retry_in"] = _release(mine, str(exc))
         return
     try:
-        throttle.wait()
-        if not messages or not marks.start(messages[0]["id"]):
-            return
-        for index, message in enumerate(messages):
-            following = messages[index + 1]["id"] if index + 1 < len(messages) else None
-            if faults:
-                handed = next(_handed)
-                _fault(f"before_send:{handed}")
-                marks.fault = f"during_mark:{handed}"
-            outcome, error = _send_one(delivery, provider, renderer, message)
-            if faults:
-                _fault(f"after_accept:{handed}")
-            if outcome is None:  # a temporary error: this one and the rest go back
-                if error.maybe_accepted and not provider.idempotent:
-                    mine.filter(pk=message["id"], status=MessageStatus.IN_FLIGHT).update(
-                        status=MessageStatus.IN_DOUBT, error=f"In doubt: {error}"[:500]
-                    )
-                    result["in_doubt"] += 1
-                result["retry_in"] = _release(mine, str(error))
+        with Marks(token, delivery.pk) as marks:
+            throttle.wait()
+            if not messages or not marks.start(messages[0]["id"]):
                 return
-            if outcome == MessageStatus.SENT:
-                accepted.append(message["id"])
-            result["sent" if outcome == MessageStatus.SENT else "failed"] += 1
-            if throttle.interval and following is not None:
-                # Rate-limited: the next one is put in flight after the pause, not before it
-                # (a worker dying during the pause leaves nothing in doubt).
-                if not marks.done(message["id"], outcome, error):
+            staged = _stage(provider, renderer, messages[0])
+            for index, message in enumerate(messages):
+                following = messages[index + 1] if index + 1 < len(messages) else None
+                if faults:
+                    handed = next(_handed)
+                    _fault(f"before_send:{handed}")
+                    marks.fault = f"during_mark:{handed}"
+                outcome, error = _hand_over(delivery, provider, message, staged)
+                if faults:
+                    _fault(f"after_accept:{handed}")
+                if outcome is None:  # a temporary error: this one and the rest go back
+                    if error.maybe_accepted and not provider.idempotent:
+                        mine.filter(pk=message["id"], status=MessageStatus.IN_FLIGHT).update(
+                            status=MessageStatus.IN_DOUBT, error=f"In doubt: {error}"[:500]
+                        )
+                        result["in_doubt"] += 1
+                    result["retry_in"] = _release(mine, str(error))
                     return
+                if outcome == MessageStatus.SENT:
+                    accepted.append(message["id"])
+                result["sent" if outcome == MessageStatus.SENT else "failed"] += 1
+                if following is None:
+                    marks.done(message["id"], outcome, error)
+                    return
+                if throttle.interval:
+                    # Rate-limited: the next one is put in flight after the pause, not before
+                    # it (a worker dying during the pause leaves nothing in doubt).
+                    if not marks.done(message["id"], outcome, error):
+                        return
+                    accepted.clear()  # recorded
+                    throttle.wait()
+                    if not marks.start(following["id"]):
+                        return
+                    staged = _stage(provider, renderer, following)
+                    continue
+                recorded = marks.done_later(message["id"], outcome, error, following["id"])
+                staged = _stage(provider, renderer, following)  # while the mark commits
+                if not recorded():
+                    provider.unstage()
+                    return  # the claim was taken over: the new owner sends the rest
                 accepted.clear()  # recorded
-                throttle.wait()
-                if not marks.start(following):
-                    return
-            elif not marks.done(message["id"], outcome, error, following):
-                return  # the claim was taken over: the new owner sends the rest
-            accepted.clear()  # recorded
     finally:
         provider.close()
 
 
-def _send_one(delivery: Delivery, provider: Any, renderer: Renderer, message: dict[str, Any],
-              ) -> tuple[str | None, Any]:  # fmt: skip
-    """Hand one message (in flight) to the provider: (outcome, error text), or (None, the
-    temporary error)."""
+@dataclass
+class Staged:
+    """A message ready to hand over (``hand_over``), or what prevented it: a render or
+    permanent error (``outcome`` failed), or a temporary error (``outcome`` None)."""
+
+    hand_over: Callable[[], None] | None = None
+    outcome: str | None = None
+    error: Any = ""
+    bounce: bool = False
+
+
+def _stage(provider: Any, renderer: Renderer, message: dict[str, Any]) -> Staged:
+    """Render one message and stage it with the provider. Touches no database: it runs while
+    the helper thread uses the connection."""
     try:
         rendered = renderer.render(message)
     except RENDER_ERRORS as exc:
-        return MessageStatus.FAILED, f"Cannot render: {exc}"
+        return Staged(outcome=MessageStatus.FAILED, error=f"Cannot render: {exc}")
     try:
-        provider.send(rendered)
+        return Staged(hand_over=provider.stage(rendered))
     except TemporaryError as exc:
-        return None, exc
+        return Staged(error=exc)
     except PermanentError as exc:
-        if exc.bounce:
-            _quarantine(delivery.channel, message["address"], str(exc))
-        return MessageStatus.FAILED, str(exc)
-    return MessageStatus.SENT, ""
+        return Staged(outcome=MessageStatus.FAILED, error=str(exc), bounce=exc.bounce)
+
+
+def _hand_over(delivery: Delivery, provider: Any, message: dict[str, Any], staged: Staged,
+               ) -> tuple[str | None, Any]:  # fmt: skip
+    """Hand one message (in flight) to the provider: (outcome, error text), or (None, the
+    temporary error)."""
+    bounce = staged.bounce
+    outcome, error = staged.outcome, staged.error
+    if staged.hand_over is not None:
+        try:
+            staged.hand_over()
+            outcome, error = MessageStatus.SENT, ""
+        except TemporaryError as exc:
+            outcome, error = None, exc
+        except PermanentError as exc:
+            outcome, error, bounce = MessageStatus.FAILED, str(exc), exc.bounce
+    if bounce:
+        _quarantine(delivery.channel, message["address"], error)
+    return outcome, error
 
 
 def _release(claimed: Any, error: str) -> int | None:
