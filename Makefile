@@ -33,7 +33,7 @@ lint: install  ## ruff, Django checks, migrations up to date
 clean:
 	rm -rf $(VENV) var
 
-bench: install  ## targeting benchmark: product vs raw SQL (set DATABASE_URL to PostgreSQL)
+bench: install  ## targeting, preparation and sending (real workers vs smtplib) on DATABASE_URL (PostgreSQL)
 	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5) \
 	  --recipients $(or $(RECIPIENTS),100000) $(BENCH_ARGS)
 
