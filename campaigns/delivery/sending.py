@@ -671,6 +671,8 @@ class Marks:
         def wait() -> bool:
             with connection.wrap_database_errors:  # psycopg's errors as Django's
                 updated = future.result()
+            if connection.queries_logged:  # Django's query log (debug, tests) sees it too
+                connection.queries_log.append({"sql": sql % tuple(params), "time": "0.000"})
             self._heartbeat()
             return updated == expected
 
