@@ -51,7 +51,8 @@ class EntityAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
     search_fields = ["code", "name", "contact_email"]
     autocomplete_fields = ["parent"]
     readonly_fields = ["path", "group", "created_at"]
-    fields = ["code", "name", "kind", "parent", "contact_email", "active", *readonly_fields]
+    fields = ["code", "name", "kind", "parent", "contact_email", "sender_name", "sender_address",
+              "reply_to", "postal_address", "active", *readonly_fields]  # fmt: skip
     inlines = [EntityMembershipInline, AuditLogInline]
     list_select_related = ["parent"]
     list_per_page = 100

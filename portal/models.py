@@ -71,6 +71,21 @@ class EntityQuerySet(models.QuerySet["Entity"]):
         return self.filter(active=True)
 
 
+def sender_domain_verified(address: str) -> bool:
+    """Whether an email address (or "Name <address>") is at a verified sender domain."""
+    from email.utils import parseaddr
+
+    domain = parseaddr(address)[1].rpartition("@")[2].lower()
+    return bool(domain) and domain in settings.DELIVERY_SENDER_DOMAINS
+
+
+def unverified_sender_message(address: str) -> str:
+    return (
+        f"“{address}” is not at a verified sender domain; use an address at "
+        f"{', '.join(settings.DELIVERY_SENDER_DOMAINS)} (DELIVERY_SENDER_DOMAINS)."
+    )
+
+
 entity_code_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
     "Use letters, digits, '-' and '_' only, starting with a letter or digit.",
@@ -88,6 +103,19 @@ class Entity(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     contact_email = models.EmailField(blank=True)
+    # Sender identity: messages sent on its behalf come from it (see campaigns.engagement).
+    sender_name = models.CharField(
+        max_length=100, blank=True, help_text="Shown as the sender, e.g. “Lyon store”."
+    )
+    sender_address = models.EmailField(
+        blank=True, help_text="At a verified sender domain (DELIVERY_SENDER_DOMAINS)."
+    )
+    reply_to = models.EmailField(
+        blank=True, help_text="Where replies go (empty: the contact email)."
+    )
+    postal_address = models.TextField(
+        blank=True, help_text="Printed in the footer of its marketing emails (CAN-SPAM)."
+    )
     active = models.BooleanField(default=True)
     path = models.CharField(max_length=1000, editable=False, db_index=True)
     group = models.OneToOneField(
@@ -148,6 +176,8 @@ class Entity(models.Model):
                 errors["parent"] = "An entity cannot be placed under itself or its descendants."
             elif self.kind == EntityKind.LOCAL and self.pk and self.children.exists():
                 errors["kind"] = "An entity with children cannot be local."
+        if self.sender_address and not sender_domain_verified(self.sender_address):
+            errors["sender_address"] = unverified_sender_message(self.sender_address)
         if errors:
             raise ValidationError(errors)
 

@@ -198,14 +198,24 @@ def save_entity(
     parent: Entity | None = None,
     contact_email: str = "",
     active: bool = True,
+    sender_name: str | None = None,
+    sender_address: str | None = None,
+    reply_to: str | None = None,
+    postal_address: str | None = None,
 ) -> Entity:
-    """Create or update an entity by code (validated; rights follow through signals)."""
+    """Create or update an entity by code (validated; rights follow through signals). The
+    sender identity fields left at None keep their value."""
     entity = Entity.objects.filter(code=code).first() or Entity(code=code)
     entity.name = name
     entity.kind = kind
     entity.parent = parent
     entity.contact_email = contact_email
     entity.active = active
+    identity = {"sender_name": sender_name, "sender_address": sender_address,
+                "reply_to": reply_to, "postal_address": postal_address}  # fmt: skip
+    for field, value in identity.items():
+        if value is not None:
+            setattr(entity, field, value)
     entity.full_clean()
     entity.save()
     return entity

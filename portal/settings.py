@@ -262,6 +262,22 @@ DELIVERY_HTTP_GATEWAYS = {
 }
 DELIVERY_OUTBOX_DIR = VAR_DIR / "outbox"
 DELIVERY_SENDER = env_str(ENV, "DELIVERY_SENDER", "Marketing <marketing@localhost>")
+# Sender domains verified for sending (SPF/DKIM/DMARC aligned): a delivery's sender and an
+# entity's sender address must be at one of them (default: the domain of DELIVERY_SENDER).
+DELIVERY_SENDER_DOMAINS = [
+    d.lower()
+    for d in env_list(
+        ENV,
+        "DELIVERY_SENDER_DOMAINS",
+        [DELIVERY_SENDER.rpartition("@")[2].rstrip(">").strip() or "localhost"],
+    )
+]
+# Marketing emails' List-Unsubscribe header also offers this mailto address when set (the
+# mailbox must be processed by someone: the https one-click URL is always there).
+DELIVERY_UNSUBSCRIBE_MAILTO = env_str(ENV, "DELIVERY_UNSUBSCRIBE_MAILTO", "")
+# The SMS gateway's inbound webhook (STOP replies) is accepted with this bearer token; unset,
+# the webhook is off (404).
+DELIVERY_SMS_INBOUND_TOKEN = env_str(ENV, "DELIVERY_SMS_INBOUND_TOKEN", "")
 # Proofs (test sends) go only to the portal users' own email addresses, to addresses at these
 # domains (e.g. "example.com,agency.example") and to these exact addresses (test phones too).
 DELIVERY_PROOF_DOMAINS = [d.lower() for d in env_list(ENV, "DELIVERY_PROOF_DOMAINS", [])]
