@@ -30,6 +30,7 @@ from campaigns.models import (
     ActivityExecution,
     Booking,
     Campaign,
+    CategoryOptOut,
     Contact,
     Delivery,
     ImportJob,
@@ -405,6 +406,15 @@ class ContactExportResource(resources.ModelResource):
         export_order = fields
 
 
+class CategoryOptOutInline(admin.TabularInline):
+    """The categories the contact opted out of (its preference page)."""
+
+    model = CategoryOptOut
+    fields = ["category", "created_at"]
+    readonly_fields = ["created_at"]
+    extra = 0
+
+
 @admin.register(Contact)
 class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     resource_classes = [ContactExportResource]
@@ -418,6 +428,23 @@ class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     autocomplete_fields = ["entity"]
     show_full_result_count = False
     list_per_page = 100
+    inlines = [CategoryOptOutInline, AuditLogInline]
+
+    def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
+        """A consent changed here is stamped and audited like the contact's own changes."""
+        changed = [f for f in ("email_consent", "sms_consent", "push_consent")
+                   if change and f in form.changed_data]  # fmt: skip
+        for field in changed:
+            setattr(obj, f"{field}_at", timezone.now())
+            setattr(obj, f"{field}_source", f"admin ({request.user.get_username()})"[:50])
+        super().save_model(request, obj, form, change)
+        for field in changed:
+            verb = "given" if getattr(obj, field) else "withdrawn"
+            portal_services.record_audit(
+                obj=obj, action=f"consent_{verb}", actor=request.user,
+                comment=f"{field.removesuffix('_consent').upper()} consent {verb} in the admin.",
+                extra={"channel": field.removesuffix("_consent"), "source": "admin"},
+            )  # fmt: skip
 
 
 class EntityThroughContactAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
@@ -707,7 +734,7 @@ class LocalApprovalAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.Model
 class TypologyAdmin(BoundedJSONAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     """Reusable typology rules; the rules JSON is validated on save (problems name the rule)."""
 
-    list_display = ["name", "entity", "rule_names", "created_at"]
+    list_display = ["name", "entity", "purpose", "rule_names", "created_at"]
     search_fields = ["name"]
     list_select_related = ["entity"]
 

@@ -86,3 +86,12 @@ class ImportState(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+
+
+class Purpose(models.TextChoices):
+    """What a typology's messages are: marketing ones carry unsubscribe links and headers
+    (RFC 8058) and the sender's postal address; transactional ones (an order confirmation)
+    may omit them."""
+
+    MARKETING = "marketing", "Marketing"
+    TRANSACTIONAL = "transactional", "Transactional"

@@ -18,6 +18,8 @@ urlpatterns = [
     path("", include("packages.urls")),
     path("", include("approvals.urls")),
     path("", include("campaigns.urls")),
+    # A message's signed links (no log-in) and the SMS gateway's inbound webhook.
+    path("", include("campaigns.engagement.urls")),
     path(
         "accounts/password_reset/",
         throttle_password_reset(views.PasswordResetView.as_view()),

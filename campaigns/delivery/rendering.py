@@ -483,7 +483,10 @@ HTML = BudgetedEnvironment(autoescape=True)
 TEXT = BudgetedEnvironment(autoescape=False)
 CONTACT_KEYS = [key for key in CONTACT_FIELDS if "." not in key]
 RECORD_KEYS = [key for key in BOOKING_FIELDS if "." not in key]
-ENTITY_KEYS = ["code", "name", "contact_email"]
+ENTITY_KEYS = ("code", "name", "contact_email", "sender_name", "sender_address", "reply_to",
+               "postal_address")  # fmt: skip
+# Per message, beside contact, entity, record, perso, data and campaign (campaigns.engagement).
+LINK_VARIABLES = ("unsubscribe_url", "preferences_url", "mirror_url", "postal_address")
 
 
 class Data(dict):
@@ -501,6 +504,7 @@ def sample_context(*, multi_level: bool, perso: Mapping[str, Any]) -> dict[str, 
         "perso": perso if isinstance(perso, Data) else dict(perso),
         "data": Data(),
         "campaign": {"name": "<campaign>"},
+        **{name: f"<{name}>" for name in LINK_VARIABLES},
     }
     if multi_level:
         context["record"] = {key: f"<{key}>" for key in RECORD_KEYS}

@@ -39,6 +39,7 @@ from approvals import services as approvals
 from campaigns.choices import Channel
 from campaigns.delivery import rendering
 from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
+from campaigns.engagement.compliance import Compliance
 from campaigns.models import (
     UNSENT,
     ActivityExecution,
@@ -310,7 +311,7 @@ CONTACT_PATHS = {key: spec.path for key, spec in CONTACT_FIELDS.items() if "." n
 RECORD_PATHS = {key: spec.path for key, spec in BOOKING_FIELDS.items() if "." not in key}
 
 
-ENTITY_KEYS = ("code", "name", "contact_email")
+ENTITY_KEYS = rendering.ENTITY_KEYS  # with the sender identity and postal address
 SEPARATOR = "\x1e"  # between the parts of the one template a message is rendered with
 
 
@@ -344,11 +345,15 @@ class Renderer:
     an email) is never rendered: it was not validated for this channel either. A direct-mail
     proof shows the recipient's row of the export file."""
 
-    def __init__(self, delivery: Delivery) -> None:
+    def __init__(self, delivery: Delivery, *, live: bool = True) -> None:
         self.delivery = delivery
         fields = rendering.CHANNEL_FIELDS.get(delivery.channel, {})
         self.fields = list(fields)
-        self.sources = {name: getattr(delivery, name) or "" for name in self.fields}
+        # Links, headers, footer and sender identity (``live``: real links, not samples).
+        self.compliance = Compliance(delivery, live=live)
+        self.sources = self.compliance.with_footers(
+            {name: getattr(delivery, name) or "" for name in self.fields}
+        )
         parts = [
             "{% autoescape true %}" + source + "{% endautoescape %}" if fields[name] else source
             for name, source in self.sources.items()
@@ -420,12 +425,14 @@ class Renderer:
             )
 
     def render(self, recipient: dict[str, Any], *, address: str | None = None) -> Rendered:
+        token = self.compliance.token(recipient["id"])
         context = {
             "contact": recipient["contact"],
             "entity": recipient["entity"],
             "perso": self.perso,
             "data": rendering.Data(recipient["data"] or {}),
             "campaign": self.campaign,
+            **self.compliance.context(token, recipient["entity"]),
         }
         if recipient["secondary_id"]:
             context["record"] = self.records.get(recipient["secondary_id"], {})
@@ -445,6 +452,7 @@ class Renderer:
         names = ("subject", "text_body", "html_body", "push_title")
         subject, text, html, title = (out.get(name, "") for name in names)
         delivery = self.delivery
+        sender, reply_to, _postal = self.compliance.identity(recipient["entity"])
         return Rendered(
             message_id=recipient["id"],
             address=address or recipient["address"],
@@ -453,11 +461,12 @@ class Renderer:
             html=html if self.has_html else "",
             title=title,
             data=self.push_data,
-            sender=delivery.sender,
-            reply_to=delivery.reply_to,
+            sender=sender,
+            reply_to=reply_to,
             headers={
                 "Message-ID": f"<d{delivery.pk}.m{recipient['id']}@{self.domain}>",
                 "X-Portal-Delivery": str(delivery.pk),
+                **self.compliance.headers(token),
             },
         )
 
@@ -1215,7 +1224,7 @@ def preview(*, delivery: Delivery, contact: Any) -> Rendered:
             channel=delivery.channel,
             address=contact.email,
         )
-    renderer = Renderer(delivery)
+    renderer = Renderer(delivery, live=False)
     return renderer.render(renderer.recipient_of(message))
 
 
@@ -1231,7 +1240,7 @@ def send_proofs(proof_ids: list[int]) -> int:
     for _delivery_id, group in groupby(proofs, key=lambda proof: proof.delivery_id):
         group = list(group)
         delivery = group[0].delivery
-        renderer = Renderer(delivery)
+        renderer = Renderer(delivery, live=False)
         channel = Channel.EMAIL if delivery.channel == Channel.DIRECT_MAIL else delivery.channel
         provider = provider_for(channel)
         try:

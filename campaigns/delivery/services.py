@@ -129,6 +129,10 @@ def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) ->
         perso=perso_of(campaign),
     )
     problems += [f"{name}: {message}" for name, items in found.items() for message in items]
+    if channel == Channel.EMAIL:
+        from campaigns.engagement.compliance import sender_problems
+
+        problems += [f"sender: {message}" for message in sender_problems(settings.get("sender"))]
     return problems
 
 

@@ -24,7 +24,15 @@ from django.db.models.functions import Mod
 from django.utils import timezone
 
 from campaigns.choices import Channel
-from campaigns.models import Contact, Delivery, DeliveryState, Message, MessageStatus, Quarantine
+from campaigns.models import (
+    CategoryOptOut,
+    Contact,
+    Delivery,
+    DeliveryState,
+    Message,
+    MessageStatus,
+    Quarantine,
+)
 
 CONSENT_FIELDS = {
     Channel.EMAIL: "contact__email_consent",
@@ -101,10 +109,19 @@ def _by_contact(pending: QuerySet, **conditions: Any) -> QuerySet:
 
 
 def _consent(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:
+    """No consent on the channel, or opted out of the delivery's category (the preference
+    page)."""
     field = CONSENT_FIELDS.get(delivery.channel)
-    if not field:
-        return 0
-    return _exclude(_by_contact(pending, **{field.removeprefix("contact__"): False}), "consent")
+    excluded = 0
+    if field:
+        refused = _by_contact(pending, **{field.removeprefix("contact__"): False})
+        excluded += _exclude(refused, "consent")
+    if delivery.category:
+        opted_out = CategoryOptOut.objects.filter(category=delivery.category)
+        excluded += _exclude(
+            pending.filter(contact_id__in=opted_out.values("contact_id")), "consent"
+        )
+    return excluded
 
 
 def _blocklist(delivery: Delivery, pending: QuerySet, rule: Mapping[str, Any]) -> int:

@@ -143,4 +143,11 @@ def contact_history(request: HttpRequest, pk: int) -> HttpResponse:
         Contact.objects.visible_to(request.user).select_related("entity"), pk=pk
     )
     page = Paginator(reports.history(contact.pk), 50).get_page(page_number(request))
-    return render(request, "campaigns/contact_history.html", {"contact": contact, "page": page})
+    consent_history = AuditLog.objects.for_object(contact).filter(
+        action__in=["consent_given", "consent_withdrawn", "category_opt_in", "category_opt_out"]
+    )[:50]
+    return render(
+        request,
+        "campaigns/contact_history.html",
+        {"contact": contact, "page": page, "consent_history": consent_history},
+    )

@@ -2,6 +2,7 @@
 
 from campaigns.models.audience import (
     Booking,
+    CategoryOptOut,
     Contact,
     ImportJob,
     Quarantine,
@@ -46,6 +47,7 @@ __all__ = [
     "Booking",
     "Campaign",
     "CampaignQuerySet",
+    "CategoryOptOut",
     "Contact",
     "Delivery",
     "DeliveryState",

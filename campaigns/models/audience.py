@@ -72,6 +72,23 @@ class Contact(models.Model):
         return self.entity
 
 
+class CategoryOptOut(models.Model):
+    """A contact who asked not to receive a category of messages (the categories pressure
+    rules use), on any channel: the consent rule excludes them from deliveries of it."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="opt_outs")
+    category = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["category"]
+        constraints = [models.UniqueConstraint(fields=["contact", "category"], name="opt_out_once")]
+        indexes = [models.Index(fields=["category", "contact"])]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: no {self.category}"
+
+
 class Quarantine(models.Model):
     """An address that bounced or was refused: deliveries skip it."""
 

@@ -26,7 +26,8 @@ from portal.models import Entity, EntityOwnedQuerySet
 RESERVED_NAMES = frozenset(
     {
         "contact", "entity", "record", "order", "campaign", "delivery", "perso", "message",
-        "package", "site_url", "unsubscribe_url", "loop", "self", "super", "range", "dict",
+        "package", "site_url", "unsubscribe_url", "preferences_url", "mirror_url",
+        "postal_address", "loop", "self", "super", "range", "dict",
         "lipsum", "cycler", "joiner", "namespace", "true", "false", "none", "and", "or", "not",
         "in", "is", "if", "else", "elif", "for", "endfor", "block", "extends", "include",
         "import", "macro", "call", "filter", "set", "with", "without", "context", "raw",

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
-from campaigns.choices import Channel, Dimension
+from campaigns.choices import Channel, Dimension, Purpose
 from campaigns.models.audience import Contact
 from campaigns.models.campaign import Campaign
 from campaigns.models.workflow import Activity, WorkflowRun
@@ -30,6 +30,13 @@ class Typology(models.Model):
     name = models.CharField(max_length=200)
     entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="typologies")
     description = models.TextField(blank=True)
+    purpose = models.CharField(
+        max_length=16,
+        choices=Purpose.choices,
+        default=Purpose.MARKETING,
+        help_text="Marketing emails carry unsubscribe links and headers and the sender's "
+        "postal address; transactional ones may omit them.",
+    )
     rules = models.JSONField(
         default=list,
         blank=True,
@@ -191,6 +198,10 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
             multi_level=self.dimension == Dimension.BOOKING,
             perso=perso_of(self.campaign),
         )  # fmt: skip
+        from campaigns.engagement.compliance import sender_problems
+
+        if self.channel == Channel.EMAIL and (refused := sender_problems(self.sender)):
+            problems["sender"] = refused
         if problems:
             raise ValidationError(problems)
 
