@@ -444,6 +444,7 @@ class Renderer:
                     for name, html in rendering.CHANNEL_FIELDS[self.delivery.channel].items()
                 ]
         out = dict(zip(self.fields, parts, strict=True))
+        self.compliance.finish(out, token, recipient["entity"])
         if self.columns:  # a direct-mail proof: the row the printer gets
             out["subject"] = self.delivery.label
             out["text_body"] = "\n".join(
