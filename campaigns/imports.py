@@ -847,3 +847,121 @@ def _enqueue(job_id: int) -> None:
     from campaigns.tasks import run_import_job
 
     run_import_job.delay(job_id)
+
+
+# Rows given as data (the API's bulk upsert) -------------------------------------------------
+
+
+class RowsRefused(Exception):
+    """Rows refused at write time (changed since the check): nothing was written."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("Rows changed during the write.")
+        self.problems = problems
+
+
+def import_scope(*, actor: Any, entity: Entity | None) -> None:
+    """Who may import rows for whom: the rule of ``create_job``, for rows given as data."""
+    from django.core.exceptions import PermissionDenied
+
+    from portal.models import is_central_user
+
+    if actor is None or is_central_user(actor):
+        if actor is not None and not actor.has_perm("campaigns.add_importjob"):
+            raise PermissionDenied("Your role does not allow this.")
+        return
+    if entity is None:
+        raise PermissionDenied("Choose the entity the rows are imported for.")
+    portal_services.check_may_act_for(actor=actor, entity=entity, perm="campaigns.add_importjob")
+
+
+def import_rows(
+    *,
+    kind: str,
+    rows: list[dict[str, Any]],
+    actor: Any,
+    entity: Entity | None = None,
+    import_valid_rows: bool = False,
+    dry_run: bool = False,
+    expect: str = "",
+) -> dict[str, Any]:
+    """Check then write rows given as dictionaries (column name → value) with the very
+    resources, scoping and messages of a file import: keys and references are looked up among
+    ``entity``'s rows only, a repeated key is refused, and nothing is written when a row is
+    wrong unless ``import_valid_rows``. The write is one transaction: all the accepted rows
+    or none. Rows are numbered from 0 in the problems ``(row, field, message)``.
+
+    ``expect="new"`` refuses rows whose key exists (a create); ``"existing"`` rows whose key
+    does not (an update). Idempotent: the same rows again are reported unchanged."""
+    import_scope(actor=actor, entity=entity)
+    resource_class = RESOURCES[kind]
+    keys = list(resource_class._meta.import_id_fields or [])
+    problems: list[Problem] = []
+    codes: dict[int, int] = {}
+    first: dict[str, int] = {}
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for number, row in enumerate(rows):
+        missing = [key for key in keys if str(row.get(key) or "").strip() == ""]
+        if missing:
+            problems.append((number, missing[0], "This field is required."))
+            codes[number] = ERROR
+            continue
+        key = "/".join(str(row[name]).strip() for name in keys)
+        if key in first:
+            problems.append((number, keys[0], f"“{key}” appears on several rows ({first[key]})."))
+            codes[number] = ERROR
+            continue
+        first[key] = number
+        groups.setdefault(tuple(sorted(row)), []).append(number)
+    pending: list[tuple[list[int], ScopedResource]] = []
+    for columns, numbers in groups.items():
+        for start in range(0, len(numbers), CHECK_CHUNK):
+            lines = numbers[start : start + CHECK_CHUNK]
+            dataset = tablib.Dataset(headers=list(columns))
+            for number in lines:
+                dataset.append([rows[number][column] for column in columns])
+            resource = resource_class(entity=entity)
+            result = resource.import_data(
+                dataset, dry_run=False, raise_errors=False, use_transactions=False
+            )
+            found, bad = _row_problems(result, lines)
+            problems += found
+            for number, row_result in zip(lines, result.rows, strict=True):
+                code = ERROR if number in bad else CODES.get(row_result.import_type, ERROR)
+                new = code == CODES[RowResult.IMPORT_TYPE_NEW]
+                if expect == "new" and code != ERROR and not new:
+                    key = "/".join(str(rows[number][name]).strip() for name in keys)
+                    problems.append((number, keys[0], f"“{key}” already exists."))
+                    code = ERROR
+                elif expect == "existing" and new:
+                    problems.append((number, keys[0], "No such row to update."))
+                    code = ERROR
+                codes[number] = code
+            pending.append((lines, resource))
+    bad_rows = {number for number, _, _ in problems}
+    write = not dry_run and (not bad_rows or import_valid_rows)
+    if write:
+        late: list[Problem] = []
+        try:
+            with transaction.atomic():
+                for lines, resource in pending:
+                    accepted = [
+                        (n, instance, new)
+                        for n, instance, new in resource.pending
+                        if lines[n - 1] not in bad_rows
+                    ]
+                    late += _save(accepted, lines)
+                if late:
+                    raise RowsRefused(late)
+        except RowsRefused:
+            problems += late
+            write = False
+    counts = list(codes.values())
+    return {
+        "new": counts.count(CODES[RowResult.IMPORT_TYPE_NEW]),
+        "updated": counts.count(CODES[RowResult.IMPORT_TYPE_UPDATE]),
+        "unchanged": counts.count(CODES[RowResult.IMPORT_TYPE_SKIP]),
+        "errors": len({number for number, _, _ in problems}),
+        "written": write,
+        "problems": sorted(problems, key=lambda item: (item[0], item[1])),
+    }

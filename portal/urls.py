@@ -27,6 +27,7 @@ urlpatterns = [
     ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
     path("health/", views.health, name="health"),
     path("favicon.ico", views.favicon, name="favicon"),
     # Every stored file, after a check of the rights on the row that owns it (never /media/).
