@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from api import problems, views
+from api import pages, problems, views
 
 router = SimpleRouter()
 router.register("entities", views.EntityViewSet, basename="entity")
@@ -24,6 +24,8 @@ app_name = "api"
 urlpatterns = [
     path("v1/counts/", views.CountView.as_view(), name="counts"),
     path("v1/", include(router.urls)),
+    path("tokens/", pages.tokens_page, name="tokens_page"),
+    path("tokens/<int:pk>/revoke/", pages.revoke_page, name="revoke_page"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     re_path(r"^.*$", problems.not_found),

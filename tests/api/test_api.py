@@ -148,3 +148,19 @@ def test_schema_and_docs_served(org):
     docs = APIClient().get("/api/docs/")
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
+
+
+def test_tokens_page_shows_key_once_and_revokes(org, client):
+    client.force_login(org.operator_a)
+    response = client.post("/api/tokens/", {"name": "crm", "scopes": ["read"]})
+    assert response.status_code == 200
+    token = ApiToken.objects.get(user=org.operator_a)
+    assert b"dmp_" + token.prefix.encode() in response.content
+    assert b"dmp_" not in client.get("/api/tokens/").content.replace(
+        b"<code>" + token.prefix.encode(), b""
+    )
+    client.force_login(org.operator_b)
+    assert client.post(f"/api/tokens/{token.pk}/revoke/").status_code == 404
+    client.force_login(org.operator_a)
+    client.post(f"/api/tokens/{token.pk}/revoke/")
+    assert ApiToken.objects.get().status == "revoked"
