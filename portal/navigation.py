@@ -34,6 +34,8 @@ SECTIONS: dict[str, str] = {
     "approvals:inbox": "approvals",
     "approvals:request_detail": "approvals",
     "approvals:link": "approvals",
+    # The user's own settings, linked beside their name.
+    "api:tokens_page": "profile",
 }
 
 

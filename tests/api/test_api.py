@@ -164,3 +164,37 @@ def test_tokens_page_shows_key_once_and_revokes(org, client):
     client.force_login(org.operator_a)
     client.post(f"/api/tokens/{token.pk}/revoke/")
     assert ApiToken.objects.get().status == "revoked"
+
+
+def test_order_create_submit_cancel_and_scoping(org):
+    from packages import services as package_services
+    from tests.factories import CampaignFactory, PackageFactory
+
+    campaign = CampaignFactory(collaborative_type="simple", entity=org.hq)
+    package = PackageFactory(reference_campaign=campaign, audience=[org.store_a, org.store_b])
+    package_services.publish_package(package=package, actor=org.marketer)
+    client_a, _ = client_for(org.operator_a)
+    client_b, _ = client_for(org.operator_b)
+    response = client_a.post(
+        "/api/v1/orders/", {"package": package.pk, "entity": "STORE_A"}, "json"
+    )
+    assert response.status_code == 201, response.json()
+    order_id = response.json()["id"]
+    assert client_b.get(f"/api/v1/orders/{order_id}/").status_code == 404
+    assert client_b.post(f"/api/v1/orders/{order_id}/submit/").status_code == 404
+    # STORE_B is not the caller's entity: refused like an unknown one
+    assert (
+        client_a.post(
+            "/api/v1/orders/", {"package": package.pk, "entity": "STORE_B"}, "json"
+        ).status_code
+        == 400
+    )
+    assert client_a.post(f"/api/v1/orders/{order_id}/submit/").json()["state"] == "submitted"
+    assert (
+        client_a.post(f"/api/v1/orders/{order_id}/cancel/", {}, "json").json()["state"]
+        == "cancelled"
+    )
+    # a second cancel is refused by the service's rule: 409 problem, never a 500
+    again = client_a.post(f"/api/v1/orders/{order_id}/cancel/", {}, "json")
+    assert again.status_code == 409
+    assert again["Content-Type"] == "application/problem+json"
