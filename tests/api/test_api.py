@@ -198,3 +198,20 @@ def test_order_create_submit_cancel_and_scoping(org):
     again = client_a.post(f"/api/v1/orders/{order_id}/cancel/", {}, "json")
     assert again.status_code == 409
     assert again["Content-Type"] == "application/problem+json"
+
+
+LISTS = [
+    "entities", "contacts", "stores", "bookings", "subscriptions", "packages", "orders",
+    "approvals", "campaigns", "deliveries", "tokens",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("resource", LISTS)
+def test_every_list_per_role(org, resource):
+    assert APIClient().get(f"/api/v1/{resource}/").status_code == 401
+    central, _ = client_for(org.marketer)
+    expected = 403 if resource == "approvals" else 200  # marketers hold no approval right
+    assert central.get(f"/api/v1/{resource}/").status_code == expected
+    outsider, _ = client_for(org.outsider)
+    own = 200 if resource == "tokens" else 403
+    assert outsider.get(f"/api/v1/{resource}/").status_code == own
