@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0018_sending_in_flight_and_progress"),
+        ("campaigns", "0019_personalisation_options_per_type"),
     ]
 
     operations = [
