@@ -54,7 +54,7 @@ def test_proofs_go_to_portal_users_own_addresses(
         page = post_proofs(
             client, store_delivery, ["OPERATOR_A@example.com", "approver_a@example.com"], sample="2"
         )
-    assert "The proofs are on their way." in page.content.decode()
+    assert "4 proofs on their way." in page.content.decode()
     assert (
         sorted(m.to[0] for m in mailoutbox)
         == ["OPERATOR_A@example.com"] * 2 + ["approver_a@example.com"] * 2
