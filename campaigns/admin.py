@@ -4,7 +4,7 @@ the list of child campaigns associated with each parent."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -23,7 +23,7 @@ from import_export.admin import ExportMixin
 
 from campaigns import imports, services
 from campaigns.choices import CampaignKind, CampaignState, Channel, FieldType
-from campaigns.delivery import preparation, sending
+from campaigns.delivery import preparation, sending, typology
 from campaigns.delivery import services as delivery_services
 from campaigns.models import (
     Activity,
@@ -62,6 +62,8 @@ from portal.admin_mixins import (
     AuditLogInline,
     BoundedJSONAdminMixin,
     EntityScopedAdminMixin,
+    IndexedValuesFilter,
+    LargeTableAdminMixin,
     ReadOnlyAdminMixin,
     ServiceTransitionAdminMixin,
 )
@@ -415,19 +417,61 @@ class CategoryOptOutInline(admin.TabularInline):
     extra = 0
 
 
+class BookingYearFilter(admin.SimpleListFilter):
+    """Booking year, from a fixed span of years (this one and the four before): the choices
+    cost no query, and the filter is a range on the booking date index."""
+
+    title = "booking year"
+    parameter_name = "year"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        this_year = timezone.localdate().year
+        return [(str(year), str(year)) for year in range(this_year, this_year - 5, -1)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() is None or not self.value().isdigit():
+            return queryset
+        year = int(self.value())
+        return queryset.filter(
+            booking_date__gte=date(year, 1, 1), booking_date__lt=date(year + 1, 1, 1)
+        )
+
+
+class MessageRuleFilter(admin.SimpleListFilter):
+    """The rule that excluded a message, from the typology rules' names (no DISTINCT)."""
+
+    title = "excluding rule"
+    parameter_name = "rule"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name.replace("_", " ")) for name in typology.CHECKS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(rule=self.value()) if self.value() else queryset
+
+
 @admin.register(Contact)
-class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+class ContactAdmin(ExportMixin, LargeTableAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     resource_classes = [ContactExportResource]
     formats = spreadsheets.EXPORT_FORMATS
     list_display = ["external_id", "first_name", "last_name", "email", "entity", "email_consent",
                     "sms_consent", "blocklisted"]  # fmt: skip
-    list_filter = ["email_consent", "sms_consent", "push_consent", "blocklisted", "language",
+    list_filter = ["email_consent", "sms_consent", "push_consent", "blocklisted",
+                   ("language", IndexedValuesFilter),
                    ("entity", admin.RelatedOnlyFieldListFilter)]  # fmt: skip
-    search_fields = ["=external_id", "email", "last_name", "phone"]
+    # Sorts on indexed columns only: the others sort the whole table for one page.
+    sortable_by = ["external_id", "last_name"]
     list_select_related = ["entity"]
     autocomplete_fields = ["entity"]
-    show_full_result_count = False
-    list_per_page = 100
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):  # type: ignore[no-untyped-def]
+        """The customer id or phone exactly, or part of a name or an email (trigram indexes on
+        PostgreSQL; see migration 0021)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(services.contact_search(term) | Q(phone=term)), False
+
     inlines = [CategoryOptOutInline, AuditLogInline]
 
     def save_model(self, request: HttpRequest, obj: Contact, form: Any, change: bool) -> None:
@@ -447,28 +491,46 @@ class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
             )  # fmt: skip
 
 
-class EntityThroughContactAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
+class EntityThroughContactAdmin(LargeTableAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ["contact__entity"]
     raw_id_fields = ["contact"]
-    show_full_result_count = False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):  # type: ignore[no-untyped-def]
+        """Exact keys through their indexes: the row's own key, or its contact's customer id
+        (looked up first, so that the list is read through the contact index, not joined)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        contacts = list(Contact.objects.filter(external_id=term).values_list("pk", flat=True))
+        return queryset.filter(self.key_search(term) | Q(contact_id__in=contacts)), False
+
+    def key_search(self, term: str) -> Q:
+        return Q(pk__in=[])
 
 
 @admin.register(Booking)
 class BookingAdmin(EntityThroughContactAdmin):
     list_display = ["reference", "contact", "product", "destination", "booking_date", "amount",
                     "status", "store"]  # fmt: skip
-    list_filter = ["status", "product"]
-    search_fields = ["=reference", "contact__external_id", "destination"]
+    list_filter = ["status", ("product", IndexedValuesFilter),
+                   ("destination", IndexedValuesFilter), BookingYearFilter]  # fmt: skip
+    search_fields = ["reference"]  # the help text; get_search_results does the search
+    search_help_text = "A booking reference or a customer id, exactly."
+    sortable_by = ["reference", "booking_date"]
     list_select_related = ["contact", "store"]
     raw_id_fields = ["contact", "store"]
-    date_hierarchy = "booking_date"
+
+    def key_search(self, term: str) -> Q:
+        return Q(reference=term)
 
 
 @admin.register(Subscription)
 class SubscriptionAdmin(EntityThroughContactAdmin):
     list_display = ["contact", "product", "start_date", "end_date", "status"]
-    list_filter = ["status", "product"]
-    search_fields = ["contact__external_id", "product"]
+    list_filter = ["status", ("product", IndexedValuesFilter)]
+    search_fields = ["contact__external_id"]
+    search_help_text = "A customer id, exactly."
+    sortable_by = ["start_date"]
     list_select_related = ["contact"]
 
 
@@ -554,7 +616,7 @@ class ImportJobAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
         queryset = admin.ModelAdmin.get_queryset(self, request)
         if is_central_user(request.user):
             return queryset
-        return queryset.filter(entity__in=Entity.objects.visible_to(request.user))
+        return queryset.filter(entity__in=Entity.objects.visible_ids(request.user))
 
     def get_form(self, request, obj=None, **kwargs):  # type: ignore[no-untyped-def]
         form_class = super().get_form(request, obj, **kwargs)
@@ -681,7 +743,7 @@ class WorkflowRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         queryset = super().get_queryset(request)
         if is_central_user(request.user):
             return queryset
-        return queryset.filter(campaign__entity__in=Entity.objects.visible_to(request.user))
+        return queryset.filter(campaign__entity__in=Entity.objects.visible_ids(request.user))
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("campaigns.view_campaign")
@@ -744,15 +806,27 @@ class TypologyAdmin(BoundedJSONAdminMixin, EntityScopedAdminMixin, admin.ModelAd
 
 
 @admin.register(Message)
-class MessageAdmin(EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class MessageAdmin(
+    LargeTableAdminMixin, EntityScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
+):
     """Message rows of the deliveries the user may see: status, excluding rule, errors."""
 
     list_display = ["contact", "delivery", "channel", "address", "status", "rule", "sent_at"]
-    list_filter = ["status", "rule", "channel"]
-    search_fields = ["address", "contact__external_id"]
+    list_filter = ["status", MessageRuleFilter, "channel"]
+    search_fields = ["contact__external_id"]  # the help text; get_search_results searches
+    search_help_text = "A customer id, exactly."
+    sortable_by = ["contact"]
     list_select_related = ["contact", "delivery"]
     raw_id_fields = ["contact", "delivery", "entity"]
-    show_full_result_count = False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):  # type: ignore[no-untyped-def]
+        """A customer id, looked up first: the messages are then read through the contact
+        history index (contact, sent_at) instead of joining a million contacts."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        contacts = list(Contact.objects.filter(external_id=term).values_list("pk", flat=True))
+        return queryset.filter(contact_id__in=contacts), False
 
 
 class StalledFilter(admin.SimpleListFilter):

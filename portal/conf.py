@@ -97,6 +97,10 @@ def database_config(env: Mapping[str, str], name: str, default_sqlite_path: Path
     elif engine == "django.db.backends.postgresql":
         if not config.get("NAME"):
             raise ImproperlyConfigured(f"{name}={url!r} names no database (…/dbname).")
+        # Persistent connections: a new PostgreSQL connection per request costs more than most
+        # pages' queries. Checked before each request's first use, so a restarted server is
+        # met with a reconnect, not an error page.
+        config["CONN_MAX_AGE"] = env_int(env, "DATABASE_CONN_MAX_AGE", 300, minimum=0)
         config["CONN_HEALTH_CHECKS"] = True
     else:
         raise ImproperlyConfigured(

@@ -24,7 +24,7 @@ def _scoped_messages(delivery: Delivery, user):  # type: ignore[no-untyped-def]
     """A local user sees the figures of its own entities only."""
     rows = delivery.messages.all()
     return (
-        rows if is_central_user(user) else rows.filter(entity__in=Entity.objects.visible_to(user))
+        rows if is_central_user(user) else rows.filter(entity__in=Entity.objects.visible_ids(user))
     )
 
 

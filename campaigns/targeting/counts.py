@@ -30,7 +30,7 @@ def target_queryset(
     spec = DIMENSIONS[dimension]
     queryset = spec.model.objects.filter(q)
     if user is not None and not is_central_user(user):
-        queryset = queryset.filter(**{f"{spec.entity_path}__in": Entity.objects.visible_to(user)})
+        queryset = queryset.filter(**{f"{spec.entity_path}__in": Entity.objects.visible_ids(user)})
     if entity is not None:
         # The subtree's ids as values, not as a subquery: the planner then knows how many
         # rows they select (all of them, for the central entity) and scans accordingly.

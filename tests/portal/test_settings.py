@@ -58,6 +58,16 @@ def test_postgres_url_is_parsed_with_health_checks():
     assert config["ENGINE"] == "django.db.backends.postgresql"
     assert (config["HOST"], config["PORT"], config["NAME"]) == ("db.internal", 5433, "portal")
     assert config["CONN_HEALTH_CHECKS"] is True
+    assert config["CONN_MAX_AGE"] == 300  # one connection per web or worker thread, kept
+
+
+def test_persistent_connections_can_be_turned_off():
+    config = conf.database_config(
+        {"DATABASE_URL": "postgres://db.internal/portal", "DATABASE_CONN_MAX_AGE": "0"},
+        "DATABASE_URL",
+        Path("unused"),
+    )
+    assert config["CONN_MAX_AGE"] == 0
 
 
 def test_default_database_is_sqlite_with_wal_and_immediate_transactions(tmp_path):
