@@ -28,6 +28,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.models import Count  # noqa: E402
 from django.test import Client  # noqa: E402
+from django.urls import reverse  # noqa: E402
 
 from campaigns.models import Booking, Contact  # noqa: E402
 from portal import services  # noqa: E402
@@ -61,6 +62,7 @@ def pages(entity: Entity) -> list[tuple[str, str, str]]:
     booking = Booking.objects.filter(contact=contact).first() if contact else None
     key = contact.external_id if contact else "none"
     reference = booking.reference if booking else "none"
+    audience = reverse("campaigns:audience")
     return [
         ("central", "admin contacts", "/admin/campaigns/contact/"),
         ("central", "admin contact search (id)", f"/admin/campaigns/contact/?q={key}"),
@@ -76,12 +78,10 @@ def pages(entity: Entity) -> list[tuple[str, str, str]]:
         ("central", "admin subscriptions", "/admin/campaigns/subscription/"),
         ("central", "admin messages", "/admin/campaigns/message/"),
         ("central", "admin message search (customer id)", f"/admin/campaigns/message/?q={key}"),
-        ("central", "portal audience", "/campaigns/audience/"),
-        ("store", "portal audience", "/campaigns/audience/"),
-        ("store", "portal audience search", "/campaigns/audience/?q=Last10"),
-        ("store", "admin contacts", "/admin/campaigns/contact/"),
-        ("store", "admin bookings", "/admin/campaigns/booking/"),
-        ("store", "portal dashboard", "/"),
+        ("central", "portal audience", audience),
+        ("store", "portal audience", audience),
+        ("store", "portal audience search", f"{audience}?q=Last10"),
+        ("store", "portal dashboard", reverse("portal:dashboard")),
     ]
 
 

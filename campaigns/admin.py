@@ -61,6 +61,7 @@ from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
     BoundedJSONAdminMixin,
+    EntityListFilter,
     EntityScopedAdminMixin,
     IndexedValuesFilter,
     LargeTableAdminMixin,
@@ -457,8 +458,7 @@ class ContactAdmin(ExportMixin, LargeTableAdminMixin, EntityScopedAdminMixin, ad
     list_display = ["external_id", "first_name", "last_name", "email", "entity", "email_consent",
                     "sms_consent", "blocklisted"]  # fmt: skip
     list_filter = ["email_consent", "sms_consent", "push_consent", "blocklisted",
-                   ("language", IndexedValuesFilter),
-                   ("entity", admin.RelatedOnlyFieldListFilter)]  # fmt: skip
+                   ("language", IndexedValuesFilter), ("entity", EntityListFilter)]  # fmt: skip
     # Sorts on indexed columns only: the others sort the whole table for one page.
     sortable_by = ["external_id", "last_name"]
     list_select_related = ["entity"]
