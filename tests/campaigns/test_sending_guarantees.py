@@ -352,6 +352,8 @@ def test_a_retry_lost_with_its_worker_is_recovered_after_its_retry_time(
     retry_in = sending.send_chunk(delivery.pk, ids[0], ids[-1])["retry_in"]
     assert retry_in == settings.DELIVERY_RETRY_BASE_SECONDS  # its retry task is then lost
     monkeypatch.setattr(sending, "provider_for", lambda channel: EmailProvider())
+    # The lost task is in no queue (and the developer's own broker may hold other tasks).
+    monkeypatch.setattr(sending, "_send_queue_is_empty", lambda: True)
     with later(retry_in - 5):
         assert sending.recover_stalled() == 0  # not due yet
     with later(retry_in + settings.DELIVERY_RECOVERY_SECONDS + 1):
