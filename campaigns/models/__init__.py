@@ -27,6 +27,7 @@ from campaigns.models.delivery import (
     Proof,
     Typology,
 )
+from campaigns.models.engagement import AgentClass, Event, EventKind
 from campaigns.models.workflow import (
     Activity,
     ActivityExecution,
@@ -44,6 +45,7 @@ __all__ = [
     "UNSENT",
     "Activity",
     "ActivityExecution",
+    "AgentClass",
     "Booking",
     "Campaign",
     "CampaignQuerySet",
@@ -51,6 +53,8 @@ __all__ = [
     "Contact",
     "Delivery",
     "DeliveryState",
+    "Event",
+    "EventKind",
     "ExecutionState",
     "ImportJob",
     "LocalApproval",

@@ -134,6 +134,17 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         help_text="Direct mail: the export file's format.",
     )
     requires_approval = models.BooleanField(default=False)
+    track_opens = models.BooleanField(
+        default=True, help_text="Email: add an open pixel to the HTML part."
+    )
+    track_clicks = models.BooleanField(
+        default=True, help_text="Email: send the HTML part's links through signed redirects."
+    )
+    tracked_links = models.JSONField(
+        default=list, blank=True, editable=False,
+        help_text="The links of the HTML template, frozen when sending starts; a click "
+        "token names one by its index.",
+    )  # fmt: skip
     saved_query = models.ForeignKey(
         "campaigns.SavedQuery",
         null=True,

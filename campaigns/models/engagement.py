@@ -1,0 +1,128 @@
+"""Engagement events: what happened to a message after it was handed to a provider.
+
+One narrow row per event (delivered, opened, clicked, bounced, complained, unsubscribed),
+written by the tracking endpoints, the provider webhooks and the bounce mailbox, read by the
+engagement reports. Built for volume: a big integer key, small-integer kinds and agent
+classes, the delivery and entity copied from the message so that reports read this table
+alone, and links that the database does not check row by row (no foreign key to scan or
+cascade through: a delivery's events are deleted with it by one indexed delete).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from campaigns.models.delivery import Delivery, Message
+from portal.models import Entity
+
+
+class EventKind(models.IntegerChoices):
+    """What happened. Stored as a small integer; ``parse`` reads the names too."""
+
+    DELIVERED = 1, "Delivered"
+    OPEN = 2, "Opened"
+    CLICK = 3, "Clicked"
+    BOUNCE_HARD = 4, "Hard bounce"
+    BOUNCE_SOFT = 5, "Soft bounce"
+    COMPLAINT = 6, "Complaint"
+    UNSUBSCRIBE = 7, "Unsubscribed"
+
+    @classmethod
+    def parse(cls, value: Any) -> EventKind:
+        """A kind from a member, its number or its name ("bounce_hard", "click")."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        if isinstance(value, str):
+            key = value.strip().upper()
+            if key in cls.__members__:
+                return cls[key]
+            if key.isdigit():
+                return cls(int(key))
+        raise ValueError(f"Unknown event kind: {value!r}.")
+
+
+class AgentClass(models.IntegerChoices):
+    """The kind of software that opened or clicked, read from its user agent."""
+
+    UNKNOWN = 0, "Unknown"
+    BROWSER = 1, "Desktop browser"
+    MOBILE = 2, "Mobile"
+    MAIL_CLIENT = 3, "Mail client"
+    APPLE_PROXY = 4, "Apple Mail Privacy Protection"
+    IMAGE_PROXY = 5, "Mailbox image proxy"
+    SCANNER = 6, "Security scanner"
+    BOT = 7, "Bot or script"
+    SERVER = 8, "Provider or server"  # webhooks, bounce mailbox
+
+    @classmethod
+    def parse(cls, value: Any) -> AgentClass:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        if not value:
+            return cls.UNKNOWN
+        key = str(value).strip().upper()
+        if key in cls.__members__:
+            return cls[key]
+        raise ValueError(f"Unknown agent class: {value!r}.")
+
+
+class Event(models.Model):
+    """One engagement event of one message. ``machine``: an open or click made by software
+    (Apple's proxy, a security scanner, a click seconds after the send, a HEAD request), kept
+    out of human rates. ``link``: the index of the clicked link in the delivery's frozen list
+    (``Delivery.tracked_links``). ``ip`` only when ENGAGEMENT_STORE_IP is on. ``ref``: the
+    provider's event id, so that a webhook delivered twice records one event."""
+
+    id = models.BigAutoField(primary_key=True)
+    message = models.ForeignKey(
+        Message, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        db_index=False, null=True, blank=True,
+    )  # fmt: skip
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        db_index=False, null=True, blank=True,
+    )  # fmt: skip
+    entity = models.ForeignKey(
+        Entity, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        db_index=False, null=True, blank=True,
+        help_text="The entity of the message's contact (its owner in reports).",
+    )  # fmt: skip
+    kind = models.PositiveSmallIntegerField(choices=EventKind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    link = models.PositiveSmallIntegerField(null=True, blank=True)
+    agent = models.PositiveSmallIntegerField(choices=AgentClass.choices, default=AgentClass.UNKNOWN)
+    machine = models.BooleanField(default=False)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.CharField(max_length=255, blank=True, help_text="A bounce's diagnostic.")
+    ref = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Every report: one delivery (or a campaign's few), per kind, over time. The
+            # message id and the machine flag ride along so that unique human counts are read
+            # from the index alone.
+            models.Index(
+                fields=["delivery", "kind", "at", "machine", "message"], name="event_report"
+            ),
+            # A message's history (its contact's page), and "first open" checks.
+            models.Index(fields=["message", "kind"], name="event_message"),
+            # Per-entity reports across deliveries.
+            models.Index(fields=["entity", "at"], name="event_entity"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "ref"], condition=~Q(ref=""), name="event_once_per_provider_ref"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of message {self.message_id}"
