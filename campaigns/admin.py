@@ -788,8 +788,8 @@ class DeliveryAdmin(
     autocomplete_fields = ["campaign"]
     fields = ["campaign", "label", "channel", "dimension", "saved_query", "typology",
               "category", "sender", "reply_to", "subject", "html_body", "text_body",
-              "push_title", "push_data", "columns", "export_format", "requires_approval",
-              "scheduled_at",
+              "push_title", "push_data", "columns", "export_format", "track_opens",
+              "track_clicks", "requires_approval", "scheduled_at",
               "state", "preparation", "targeted", "exclusions", "by_status", "prepared_at",
               "sent_at", "progress_at", "export_file", "error", "run", "activity",
               "created_by"]  # fmt: skip

@@ -18,8 +18,9 @@ TEMPLATE_FIELDS = rendering.CHANNEL_FIELDS  # what each channel renders, validat
 # Fields of a delivery that belong to some channels only: each channel shows its template
 # fields and these extras, and hides the rest.
 CHANNEL_ONLY_FIELDS = ("subject", "html_body", "text_body", "push_title", "push_data", "columns",
-                       "export_format", "export_file")  # fmt: skip
+                       "export_format", "export_file", "track_opens", "track_clicks")  # fmt: skip
 CHANNEL_EXTRA_FIELDS = {
+    Channel.EMAIL: ("track_opens", "track_clicks"),
     Channel.PUSH: ("push_data",),
     Channel.DIRECT_MAIL: ("columns", "export_format", "export_file"),
 }
@@ -166,6 +167,8 @@ def prepare_for_activity(ctx: Any) -> Delivery:
                     dimension=settings.get("dimension", "contact"),
                     typology_id=settings.get("typology"),
                     requires_approval=bool(settings.get("requires_approval")),
+                    track_opens=settings.get("track_opens", True) is not False,
+                    track_clicks=settings.get("track_clicks", True) is not False,
                     columns=settings.get("columns") or [],
                     export_format=settings.get("export_format") or "csv",
                     created_by=run.started_by,

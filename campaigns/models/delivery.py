@@ -252,6 +252,9 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
 
         reapply_at_send(self)
         self.progress_at = timezone.now()
+        from campaigns.engagement.tracking import links_of
+
+        self.tracked_links = links_of(self.html_body) if self.channel == Channel.EMAIL else []
 
     @transition(field=state, source=DeliveryState.SENDING, target=DeliveryState.SENT)
     def finish(self, *, at: Any) -> None:
