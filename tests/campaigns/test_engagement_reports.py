@@ -151,3 +151,26 @@ def test_the_delivery_report_is_readable_centrally(client, org, sent_delivery):
     client.force_login(org.marketer)
     response = client.get(url("delivery", sent_delivery.pk))
     assert response.status_code == 200 and response.context["figures"].clicked == 2
+
+
+def test_the_admin_shows_the_engagement_of_a_delivery_and_of_a_package(
+    client, org, sent_delivery, package
+):
+    from django.urls import reverse
+
+    client.force_login(org.marketer)
+    page = client.get(reverse("admin:campaigns_delivery_change", args=[sent_delivery.pk]))
+    assert b"opened 2 \xc2\xb7 clicked 2" in page.content
+    assert url("delivery", sent_delivery.pk).encode() in page.content
+    page = client.get(reverse("admin:packages_package_change", args=[package.pk]))
+    assert url("package", package.pk).encode() in page.content
+
+
+def test_only_the_central_team_reads_events_in_the_admin(client, org, sent_delivery):
+    from django.urls import reverse
+
+    changelist = reverse("admin:campaigns_event_changelist")
+    client.force_login(org.marketer)
+    assert client.get(changelist).status_code == 200
+    client.force_login(org.operator_a)
+    assert client.get(changelist).status_code in (302, 403)
