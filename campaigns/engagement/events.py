@@ -57,7 +57,7 @@ def record_event(
     event = build_event(
         message_id=message.pk if message else None,
         delivery_id=message.delivery_id if message else delivery_id,
-        entity_id=message.entity_id if message else None,
+        entity_id=(message.entity_id or message.contact.entity_id) if message else None,
         kind=kind, link=link, at=at, agent_class=agent_class, machine=machine, ip=ip,
         detail=detail, ref=ref,
     )  # fmt: skip

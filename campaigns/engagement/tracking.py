@@ -43,8 +43,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F
-from django.db.models.functions import Coalesce
 
 from campaigns.models import AgentClass, Delivery, Event, EventKind, Message
 
@@ -307,8 +305,13 @@ class Buffer:
         for start in range(0, len(ids), 1000):
             entity.update(
                 Message.objects.filter(pk__in=ids[start : start + 1000])
-                .annotate(owner=Coalesce(F("entity_id"), F("contact__entity_id")))
-                .values_list("pk", "owner")
+                .order_by()
+                .values_list("pk", "entity_id")
+            )
+        orphans = [pk for pk, owner in entity.items() if owner is None]
+        if orphans:  # a message without an entity: its contact's
+            entity.update(
+                Message.objects.filter(pk__in=orphans).values_list("pk", "contact__entity_id")
             )
         kept = [e for e in events if e.message_id in entity]
         for event in kept:
