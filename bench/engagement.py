@@ -118,6 +118,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (its gunicorn worker)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [pid, *map(int, children.read_text().split())] if children.exists() else [pid]
+    for one in pids:
+        fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def wait_for(port: int, seconds: float = 30) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -153,9 +165,11 @@ def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
     try:
         wait_for(port)
         asyncio.run(load(port, paths[:200], concurrency))  # warm-up (recorded too)
+        cpu = cpu_seconds(server.pid)
         started = time.perf_counter()
         latencies, statuses = asyncio.run(load(port, paths, concurrency))
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(server.pid) - cpu
     finally:
         server.send_signal(signal.SIGTERM)  # a clean shutdown: the worker flushes its buffer
         server.wait(timeout=60)
@@ -166,6 +180,7 @@ def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
         "requests": requests,
         "concurrency": concurrency,
         "per_second": round(requests / elapsed),
+        "per_cpu_second": round(requests / cpu) if cpu else None,
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
         "statuses": statuses,
@@ -173,7 +188,9 @@ def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
         "events_expected": answered + min(200, requests),
     }
     print(
-        f"Tracking endpoints, 1 gunicorn sync worker: {result['per_second']} req/s, p50 "
+        f"Tracking endpoints, 1 gunicorn sync worker: {result['per_second']} req/s "
+        f"({result['per_cpu_second']} per CPU-second of the worker; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), p50 "
         f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms, statuses {statuses}; events "
         f"recorded {recorded} of {result['events_expected']} hits (warm-up included)"
     )
