@@ -228,7 +228,8 @@ def ensure_events(delivery: Delivery, events: int) -> None:
         "  %s::timestamptz + (n %% 259200) * interval '1 second', "
         "  CASE WHEN r >= 70 AND r < 85 THEN n %% 3 END, 1, (n %% 5 = 0 AND r >= 40 AND r < 85), "
         "  '', '' "
-        "FROM generate_series(1, %s) n, LATERAL (SELECT (n * 7919) %% 100 AS r) x "
+        "FROM generate_series(1::bigint, %s::bigint) AS n "
+        "JOIN LATERAL (SELECT (n * 7919) %% 100 AS r) x ON true "
         f"JOIN {q(Message._meta.db_table)} m ON m.id = %s + (n * 104729) %% %s",
         [delivery.sent_at, events, first, count],
     )  # fmt: skip

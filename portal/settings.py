@@ -286,6 +286,8 @@ DELIVERY_SMS_INBOUND_TOKEN = env_str(ENV, "DELIVERY_SMS_INBOUND_TOKEN", "")
 # Engagement tracking (open pixel, click redirects). The client's IP address is stored with
 # each event only when this is on (it is personal data; off by default).
 ENGAGEMENT_STORE_IP = env_bool(ENV, "ENGAGEMENT_STORE_IP", False)
+# Behind a reverse proxy: the client's address is the first of X-Forwarded-For.
+ENGAGEMENT_TRUST_X_FORWARDED_FOR = env_bool(ENV, "ENGAGEMENT_TRUST_X_FORWARDED_FOR", False)
 # A click this many seconds or less after the message was sent is a machine's (a security
 # scanner following every link as the message arrives).
 ENGAGEMENT_MACHINE_CLICK_SECONDS = env_int(ENV, "ENGAGEMENT_MACHINE_CLICK_SECONDS", 10, minimum=0)

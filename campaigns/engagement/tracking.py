@@ -405,10 +405,10 @@ def hit(kind: str, token: str, *, method: str, user_agent: str, ip: str) -> str 
 
 
 def client_ip(environ: dict[str, Any]) -> str:
-    """The client's address: the first of X-Forwarded-For when behind the configured number
-    of proxies, else REMOTE_ADDR."""
+    """The client's address: the first of X-Forwarded-For when the portal runs behind a
+    proxy (ENGAGEMENT_TRUST_X_FORWARDED_FOR), else REMOTE_ADDR."""
     forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
-    if forwarded and getattr(settings, "ENGAGEMENT_TRUST_X_FORWARDED_FOR", False):
+    if forwarded and settings.ENGAGEMENT_TRUST_X_FORWARDED_FOR:
         return forwarded.split(",")[0].strip()
     return environ.get("REMOTE_ADDR", "")
 
