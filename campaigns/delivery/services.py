@@ -130,6 +130,8 @@ def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) ->
         perso=perso_of(campaign),
     )
     problems += [f"{name}: {message}" for name, items in found.items() for message in items]
+    problems += [f"{name} must be true or false" for name in ("track_opens", "track_clicks")
+                 if name in settings and not isinstance(settings[name], bool)]  # fmt: skip
     if channel == Channel.EMAIL:
         from campaigns.engagement.compliance import sender_problems
 

@@ -268,3 +268,11 @@ def test_the_wsgi_layer_answers_before_django_and_the_buffer_writes_on_flush(
     assert not Event.objects.exists()  # buffered
     assert tracking.flush() == 2
     assert Event.objects.count() == 2 and tracking.flush() == 0
+
+
+def test_a_workflow_delivery_activity_refuses_a_switch_that_is_not_a_boolean():
+    from campaigns.delivery.services import activity_problems
+
+    settings = {"channel": "sms", "text_body": "Hi", "track_clicks": "no"}
+    assert activity_problems(settings, None) == ["track_clicks must be true or false"]
+    assert activity_problems({**settings, "track_clicks": False}, None) == []
