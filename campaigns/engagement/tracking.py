@@ -131,7 +131,11 @@ class Tracker:
     """A delivery's tracking at render (one per renderer): its frozen links and switches."""
 
     def __init__(self, delivery: Any, *, live: bool) -> None:
-        email_html = delivery.channel == "email" and bool(delivery.html_body)
+        from campaigns.engagement.compliance import is_marketing
+
+        # Marketing emails only: transactional messages (an order confirmation) go untracked.
+        email_html = (delivery.channel == "email" and bool(delivery.html_body)
+                      and is_marketing(delivery))  # fmt: skip
         self.delivery_id = delivery.pk
         self.links = list(delivery.tracked_links or []) if live and delivery.track_clicks else []
         self.opens = live and email_html and delivery.track_opens

@@ -276,3 +276,15 @@ def test_a_workflow_delivery_activity_refuses_a_switch_that_is_not_a_boolean():
     settings = {"channel": "sms", "text_body": "Hi", "track_clicks": "no"}
     assert activity_problems(settings, None) == ["track_clicks must be true or false"]
     assert activity_problems({**settings, "track_clicks": False}, None) == []
+
+
+def test_transactional_emails_are_not_tracked(
+    campaign, people, org, django_capture_on_commit_callbacks, mailoutbox
+):
+    from campaigns.models import Typology
+
+    typology = Typology.objects.create(name="Orders", entity=org.hq, purpose="transactional")
+    _, emails = emails_of(campaign, org, django_capture_on_commit_callbacks, mailoutbox,
+                          typology=typology)  # fmt: skip
+    html = html_of(emails[0])
+    assert "/t/o/" not in html and "/t/c/" not in html
