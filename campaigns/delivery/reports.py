@@ -277,8 +277,12 @@ def engagement_by_entity(
         _sent(ids, entities).values_list("entity_id").annotate(n=Count("id"))
     ):  # fmt: skip
         found.setdefault(entity_id, Engagement()).sent = sent
+    # Grouped by message alone (a message has one entity), as ``engagement`` does: the
+    # report index gives the rows in that order.
     per_message = (
-        _events(ids, entities).values("entity_id", "message_id").annotate(**_per_message())
+        _events(ids, entities)
+        .values("message_id")
+        .annotate(owner=Max("entity_id"), **_per_message())
     )
     # Sum the per-message flags per entity: a grouping over the grouped rows (the ORM's SQL
     # as a subquery, its parameters bound; no user input in the statement).
@@ -287,7 +291,7 @@ def engagement_by_entity(
     sums = ", ".join(f"SUM({q(name)})" for name in EVENT_FIGURES)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {q('entity_id')}, {sums} FROM ({sql}) per_message GROUP BY {q('entity_id')}",
+            f"SELECT {q('owner')}, {sums} FROM ({sql}) per_message GROUP BY {q('owner')}",
             params,
         )
         for entity_id, *values in cursor.fetchall():

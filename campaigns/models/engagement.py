@@ -107,16 +107,19 @@ class Event(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            # Every report: one delivery (or a campaign's few), per kind, over time. The
-            # message id and the machine flag ride along so that unique human counts are read
-            # from the index alone.
+            # The figures: one delivery's events message by message (a streaming group by
+            # message, no sort and no hash), read from the index alone (PostgreSQL).
             models.Index(
-                fields=["delivery", "kind", "at", "machine", "message"], name="event_report"
+                fields=["delivery", "message", "kind", "machine"],
+                include=["link", "entity"],
+                name="event_report",
             ),
-            # A message's history (its contact's page), and "first open" checks.
+            # The timeline: one delivery's events in time order.
+            models.Index(
+                fields=["delivery", "at"], include=["kind", "machine"], name="event_timeline"
+            ),
+            # A message's events (its contact's history; a webhook's "seen already?").
             models.Index(fields=["message", "kind"], name="event_message"),
-            # Per-entity reports across deliveries.
-            models.Index(fields=["entity", "at"], name="event_entity"),
         ]
         constraints = [
             models.UniqueConstraint(
