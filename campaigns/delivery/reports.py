@@ -7,10 +7,19 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection
-from django.db.models import Case, Count, IntegerField, Max, Q, QuerySet, Sum, Value, When
+from django.db.models import Count, F, Q, QuerySet, Sum
 
-from campaigns.models import Campaign, Delivery, Event, EventKind, Message, MessageStatus
+from campaigns.models import (
+    Campaign,
+    Delivery,
+    EngagementHour,
+    Event,
+    EventKind,
+    Message,
+    MessageEngagement,
+    MessageStatus,
+    Seen,
+)
 from portal import spreadsheets
 
 STATUSES = [status.value for status in MessageStatus]
@@ -202,27 +211,15 @@ ENGAGEMENT_COLUMNS = ["sent", "delivered", "bounced_hard", "bounced_soft", "open
                       "unsubscribed", "complaints", "machine_opens", "machine_clicks"]  # fmt: skip
 
 
-def _per_message() -> dict[str, Any]:
-    """Per message: whether it had each kind of event (0/1), for a sum over messages. A
-    grouping by message then a sum reads the events once (one hash aggregate), where a
-    COUNT(DISTINCT) per figure would sort them once per figure."""
+def _counted() -> dict[str, Any]:
+    """For each figure, the number of messages whose summary has its bit."""
+    return {name: Count("message_id", filter=Q(**{f"bit_{name}__gt": 0})) for name in EVENT_FIGURES}
 
-    def seen(condition: Q) -> Max:
-        return Max(Case(When(condition, then=Value(1)), default=Value(0),
-                        output_field=IntegerField()))  # fmt: skip
 
-    human = Q(machine=False)
-    return {
-        "delivered": seen(Q(kind=EventKind.DELIVERED)),
-        "bounced_hard": seen(Q(kind=EventKind.BOUNCE_HARD)),
-        "bounced_soft": seen(Q(kind=EventKind.BOUNCE_SOFT)),
-        "opened": seen(human & Q(kind__in=[EventKind.OPEN, EventKind.CLICK])),
-        "clicked": seen(human & Q(kind=EventKind.CLICK)),
-        "unsubscribed": seen(Q(kind=EventKind.UNSUBSCRIBE)),
-        "complaints": seen(Q(kind=EventKind.COMPLAINT)),
-        "machine_opens": seen(Q(machine=True, kind=EventKind.OPEN)),
-        "machine_clicks": seen(Q(machine=True, kind=EventKind.CLICK)),
-    }
+def _bits(summaries: QuerySet) -> QuerySet:
+    return summaries.alias(
+        **{f"bit_{name}": F("seen").bitand(Seen[name.upper()].value) for name in EVENT_FIGURES}
+    )
 
 
 EVENT_FIGURES = [c for c in ENGAGEMENT_COLUMNS if c != "sent"]
@@ -252,15 +249,20 @@ def _sent(ids: list[int], entities: Any) -> QuerySet:
     return messages if entities is None else messages.filter(entity_id__in=_entity_ids(entities))
 
 
+def _summaries(ids: list[int], entities: Any) -> QuerySet:
+    rows = MessageEngagement.objects.filter(delivery_id__in=ids).order_by()
+    return _bits(rows if entities is None else rows.filter(entity_id__in=_entity_ids(entities)))
+
+
 def engagement(deliveries: Any, *, entities: Any = None) -> Engagement:
     """The engagement figures of ``deliveries`` (a delivery, a queryset or ids), for the
-    contacts of ``entities`` (None: all). Two queries: sent messages, and the events."""
+    contacts of ``entities`` (None: all). Two queries: the sent messages, and the messages'
+    engagement summaries (one narrow row per engaged message, kept by every event write)."""
     ids = _ids(deliveries)
     figures = Engagement(sent=_sent(ids, entities).count())
-    per_message = _events(ids, entities).values("message_id").annotate(**_per_message())
-    row = per_message.aggregate(**{f"n_{name}": Sum(name) for name in EVENT_FIGURES})
+    row = _summaries(ids, entities).aggregate(**_counted())
     for name in EVENT_FIGURES:
-        setattr(figures, name, row[f"n_{name}"] or 0)
+        setattr(figures, name, row[name] or 0)
     return figures
 
 
@@ -277,27 +279,10 @@ def engagement_by_entity(
         _sent(ids, entities).values_list("entity_id").annotate(n=Count("id"))
     ):  # fmt: skip
         found.setdefault(entity_id, Engagement()).sent = sent
-    # Grouped by message alone (a message has one entity), as ``engagement`` does: the
-    # report index gives the rows in that order.
-    per_message = (
-        _events(ids, entities)
-        .values("message_id")
-        .annotate(owner=Max("entity_id"), **_per_message())
-    )
-    # Sum the per-message flags per entity: a grouping over the grouped rows (the ORM's SQL
-    # as a subquery, its parameters bound; no user input in the statement).
-    sql, params = per_message.query.sql_with_params()
-    q = connection.ops.quote_name
-    sums = ", ".join(f"SUM({q(name)})" for name in EVENT_FIGURES)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {q('owner')}, {sums} FROM ({sql}) per_message GROUP BY {q('owner')}",
-            params,
-        )
-        for entity_id, *values in cursor.fetchall():
-            figures = found.setdefault(entity_id, Engagement())
-            for name, value in zip(EVENT_FIGURES, values, strict=True):
-                setattr(figures, name, int(value or 0))
+    for row in _summaries(ids, entities).values("entity_id").annotate(**_counted()):
+        figures = found.setdefault(row["entity_id"], Engagement())
+        for name in EVENT_FIGURES:
+            setattr(figures, name, row[name])
     known = Entity.objects.filter(pk__in=[pk for pk in found if pk])
     names = {pk: (code, name) for pk, code, name in known.values_list("pk", "code", "name")}
     rows = [(*names.get(pk, ("—", "")), figures) for pk, figures in found.items()]
@@ -333,8 +318,6 @@ def timeline(deliveries: Any, *, entities: Any = None, hours: int = HOURS) -> di
     after the first send (the chart's data)."""
     from datetime import timedelta
 
-    from django.db.models.functions import TruncHour
-
     ids = _ids(deliveries)
     started = (
         Message.objects.filter(delivery_id__in=ids, status=MessageStatus.SENT)
@@ -348,13 +331,12 @@ def timeline(deliveries: Any, *, entities: Any = None, hours: int = HOURS) -> di
         return {"labels": [], "opens": [], "clicks": [], "machine": []}
     start = started.replace(minute=0, second=0, microsecond=0)
     end = start + timedelta(hours=hours)
-    rows = (
-        _events(ids, entities)
-        .filter(at__gte=start, at__lt=end, kind__in=[EventKind.OPEN, EventKind.CLICK])
-        .annotate(hour=TruncHour("at"))
-        .values("hour", "kind", "machine")
-        .annotate(n=Count("id"))
-    )
+    hours_rows = EngagementHour.objects.filter(
+        delivery_id__in=ids, hour__gte=start, hour__lt=end
+    ).order_by()
+    if entities is not None:
+        hours_rows = hours_rows.filter(entity_id__in=_entity_ids(entities))
+    rows = hours_rows.values("hour", "kind", "machine").annotate(n=Sum("events"))
     series = {"opens": [0] * hours, "clicks": [0] * hours, "machine": [0] * hours}
     for row in rows:
         hour = row["hour"]

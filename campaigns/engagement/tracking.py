@@ -37,6 +37,7 @@ import logging
 import re
 import threading
 import time
+from collections import namedtuple
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -251,6 +252,9 @@ COLUMNS = ("message_id", "delivery_id", "entity_id", "kind", "at", "link", "agen
            "ip", "detail", "ref")  # fmt: skip
 
 
+Row = namedtuple("Row", COLUMNS)  # an event row as ``summarise`` reads it
+
+
 class Buffer:
     """Events waiting to be written, per process. ``add`` is a list append under a lock; a
     daemon thread flushes every ENGAGEMENT_BUFFER_MS; ``flush`` also runs at exit. A flush
@@ -313,7 +317,7 @@ class Buffer:
         """Fill each event's entity from its message (one query per thousand) and insert
         them (PostgreSQL: one COPY; else bulk inserts); events of messages that no longer
         exist are dropped."""
-        from campaigns.engagement.events import record_many
+        from campaigns.engagement.events import record_many, summarise
 
         ids = sorted({hit[0] for hit in hits})
         entity: dict[int, int | None] = {}
@@ -340,13 +344,11 @@ class Buffer:
                 sql.Identifier(Event._meta.db_table),
                 sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS),
             )
-            with (
-                transaction.atomic(),
-                connection.cursor() as cursor,
-                cursor.copy(statement) as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
+            with transaction.atomic():
+                with connection.cursor() as cursor, cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                summarise(Row(*row) for row in rows)
             return len(rows)
         return record_many(Event(**dict(zip(COLUMNS, row, strict=True))) for row in rows)
 

@@ -27,7 +27,14 @@ from campaigns.models.delivery import (
     Proof,
     Typology,
 )
-from campaigns.models.engagement import AgentClass, Event, EventKind
+from campaigns.models.engagement import (
+    AgentClass,
+    EngagementHour,
+    Event,
+    EventKind,
+    MessageEngagement,
+    Seen,
+)
 from campaigns.models.workflow import (
     Activity,
     ActivityExecution,
@@ -53,6 +60,7 @@ __all__ = [
     "Contact",
     "Delivery",
     "DeliveryState",
+    "EngagementHour",
     "Event",
     "EventKind",
     "ExecutionState",
@@ -60,6 +68,7 @@ __all__ = [
     "LocalApproval",
     "LocalApprovalMode",
     "Message",
+    "MessageEngagement",
     "MessageStatus",
     "PersonalisationField",
     "PreparationChunk",
@@ -67,6 +76,7 @@ __all__ = [
     "Quarantine",
     "SavedQuery",
     "ScheduledRun",
+    "Seen",
     "Store",
     "Subscription",
     "TargetRemoval",

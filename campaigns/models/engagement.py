@@ -129,3 +129,63 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} of message {self.message_id}"
+
+
+class Seen(models.IntegerChoices):
+    """Bits of ``MessageEngagement.seen``: what a message's events showed at least once."""
+
+    DELIVERED = 1, "delivered"
+    BOUNCED_HARD = 2, "bounced_hard"
+    BOUNCED_SOFT = 4, "bounced_soft"
+    OPENED = 8, "opened"  # a human open, or a human click
+    CLICKED = 16, "clicked"  # a human click
+    UNSUBSCRIBED = 32, "unsubscribed"
+    COMPLAINTS = 64, "complaints"
+    MACHINE_OPENS = 128, "machine_opens"
+    MACHINE_CLICKS = 256, "machine_clicks"
+
+
+class MessageEngagement(models.Model):
+    """One row per message with events: the bits of what they showed (``Seen``), OR-ed in by
+    every event write (an upsert). The reports' unique figures read this (one narrow row per
+    engaged message) instead of grouping the events."""
+
+    message_id = models.BigIntegerField(primary_key=True)
+    delivery_id = models.BigIntegerField()
+    entity_id = models.BigIntegerField(null=True)
+    seen = models.IntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["delivery_id", "entity_id"],
+                include=["seen"],
+                name="engagement_per_delivery",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.message_id}: {self.seen}"
+
+
+class EngagementHour(models.Model):
+    """Opens and clicks per delivery, entity, hour, kind and machine flag: the timeline,
+    added to by every event write (an upsert)."""
+
+    delivery_id = models.BigIntegerField()
+    entity_id = models.BigIntegerField(default=0, help_text="0: none")
+    hour = models.DateTimeField()
+    kind = models.PositiveSmallIntegerField(choices=EventKind.choices)
+    machine = models.BooleanField()
+    events = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery_id", "hour", "entity_id", "kind", "machine"],
+                name="engagement_hour_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} {self.hour:%Y-%m-%d %H}: {self.events}"

@@ -174,3 +174,19 @@ def test_only_the_central_team_reads_events_in_the_admin(client, org, sent_deliv
     assert client.get(changelist).status_code == 200
     client.force_login(org.operator_a)
     assert client.get(changelist).status_code in (302, 403)
+
+
+def test_the_summaries_kept_by_each_write_equal_a_rebuild_from_the_events(sent_delivery):
+    from campaigns.engagement.events import rebuild
+    from campaigns.models import EngagementHour, MessageEngagement
+
+    def snapshot():
+        return (
+            sorted(MessageEngagement.objects.values_list("message_id", "entity_id", "seen")),
+            sorted(EngagementHour.objects.values_list("entity_id", "hour", "kind", "machine",
+                                                      "events")),
+        )  # fmt: skip
+
+    kept = snapshot()
+    assert rebuild(sent_delivery.pk) == 4
+    assert snapshot() == kept
