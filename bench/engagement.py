@@ -36,13 +36,27 @@ from django.utils import timezone  # noqa: E402
 
 from campaigns.delivery import reports  # noqa: E402
 from campaigns.engagement import tracking  # noqa: E402
-from campaigns.models import Campaign, Delivery, Event, Message  # noqa: E402
+from campaigns.engagement.events import rebuild  # noqa: E402
+from campaigns.models import (  # noqa: E402
+    Campaign,
+    Delivery,
+    EngagementHour,
+    Event,
+    Message,
+    MessageEngagement,
+)
 from portal.models import Entity  # noqa: E402
 
 NAME = "Bench engagement"
 LINKS = ["https://shop.example/spring", "https://shop.example/summer", "https://blog.example/"]
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+
+
+def forget(delivery_id: int) -> None:
+    """The delivery's events and their summaries, deleted."""
+    for model in (Event, MessageEngagement, EngagementHour):
+        model.objects.filter(delivery_id=delivery_id).delete()
 
 
 def raw(sql: str, params: list | tuple = ()) -> int:
@@ -144,7 +158,7 @@ def wait_for(port: int, seconds: float = 30) -> None:
 def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
     entities = list(Entity.objects.order_by("pk").values_list("pk", flat=True)[:20])
     delivery = bench_delivery("Bench tracking endpoints", messages, entities)
-    Event.objects.filter(delivery_id=delivery.pk).delete()
+    forget(delivery.pk)
     ids = list(delivery.messages.order_by("pk").values_list("pk", flat=True)[:messages])
     sent = int(time.time()) - 3600
     paths = []
@@ -208,8 +222,10 @@ def ensure_events(delivery: Delivery, events: int) -> None:
     unsubscribes), over the first three days."""
     have = Event.objects.filter(delivery_id=delivery.pk).count()
     if have == events:
+        if not MessageEngagement.objects.filter(delivery_id=delivery.pk).exists():
+            summarise_again(delivery)
         return
-    Event.objects.filter(delivery_id=delivery.pk).delete()
+    forget(delivery.pk)
     first, last = (
         delivery.messages.order_by("pk").values_list("pk", flat=True)[0],
         (delivery.messages.order_by("-pk").values_list("pk", flat=True)[0]),
@@ -233,8 +249,19 @@ def ensure_events(delivery: Delivery, events: int) -> None:
         f"JOIN {q(Message._meta.db_table)} m ON m.id = %s + (n * 104729) %% %s",
         [delivery.sent_at, events, first, count],
     )  # fmt: skip
-    raw(f"ANALYZE {q(Event._meta.db_table)}")
+    raw(f"VACUUM ANALYZE {q(Event._meta.db_table)}")
     print(f"Made {events} events in {time.perf_counter() - started:.1f} s")
+    summarise_again(delivery)
+
+
+def summarise_again(delivery: Delivery) -> None:
+    """The summaries the event writes keep, computed from the generated events at once."""
+    started = time.perf_counter()
+    engaged = rebuild(delivery.pk)
+    q = connection.ops.quote_name
+    for model in (MessageEngagement, EngagementHour):
+        raw(f"VACUUM ANALYZE {q(model._meta.db_table)}")
+    print(f"Summarised {engaged} engaged messages in {time.perf_counter() - started:.1f} s")
 
 
 def measure_reports(messages: int, events: int, repeat: int) -> dict:
