@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, F, Min, Q, QuerySet, Sum
 
 from campaigns.models import (
     Campaign,
@@ -319,24 +319,20 @@ def timeline(deliveries: Any, *, entities: Any = None, hours: int = HOURS) -> di
     from datetime import timedelta
 
     ids = _ids(deliveries)
-    started = (
-        Message.objects.filter(delivery_id__in=ids, status=MessageStatus.SENT)
-        .order_by("sent_at")
-        .values_list("sent_at", flat=True)
-        .first()
-    ) or Delivery.objects.filter(pk__in=ids).order_by("sent_at").values_list(
-        "sent_at", flat=True
-    ).first()
+    # The first hour with opens or clicks: the send's first hour (the summaries' index).
+    hours_rows = EngagementHour.objects.filter(delivery_id__in=ids).order_by()
+    if entities is not None:
+        hours_rows = hours_rows.filter(entity_id__in=_entity_ids(entities))
+    started = hours_rows.aggregate(first=Min("hour"))["first"]
     if started is None:
         return {"labels": [], "opens": [], "clicks": [], "machine": []}
     start = started.replace(minute=0, second=0, microsecond=0)
     end = start + timedelta(hours=hours)
-    hours_rows = EngagementHour.objects.filter(
-        delivery_id__in=ids, hour__gte=start, hour__lt=end
-    ).order_by()
-    if entities is not None:
-        hours_rows = hours_rows.filter(entity_id__in=_entity_ids(entities))
-    rows = hours_rows.values("hour", "kind", "machine").annotate(n=Sum("events"))
+    rows = (
+        hours_rows.filter(hour__gte=start, hour__lt=end)
+        .values("hour", "kind", "machine")
+        .annotate(n=Sum("events"))
+    )
     series = {"opens": [0] * hours, "clicks": [0] * hours, "machine": [0] * hours}
     for row in rows:
         hour = row["hour"]

@@ -399,6 +399,13 @@ class Message(models.Model):
                 condition=Q(status__in=UNSENT),
                 name="message_unsent",
             ),
+            # Sent messages per delivery and entity (the engagement reports' "sent"), counted
+            # from the index alone.
+            models.Index(
+                fields=["delivery", "entity"],
+                condition=Q(status="sent"),
+                name="message_sent_per_entity",
+            ),
             # Sent messages per channel and day (capacity rules); pending rows skip it.
             models.Index(
                 fields=["channel", "sent_at"],
