@@ -118,6 +118,13 @@ class Event(models.Model):
             models.Index(
                 fields=["delivery", "at"], include=["kind", "machine"], name="event_timeline"
             ),
+            # The clicks per link (clicks only), with what the link table counts.
+            models.Index(
+                fields=["delivery", "link", "message"],
+                include=["machine", "entity"],
+                condition=Q(kind=3),  # EventKind.CLICK
+                name="event_clicks",
+            ),
             # A message's events (its contact's history; a webhook's "seen already?").
             models.Index(fields=["message", "kind"], name="event_message"),
         ]
