@@ -213,7 +213,7 @@ def engagement_report(request: HttpRequest, level: str, pk: int) -> HttpResponse
             ],
             "subject": subject,
             "title": title,
-            "figures": reports.engagement(ids, entities=entities),
+            "figures": reports.added_up(by_entity),
             "by_entity": by_entity,
             "links": reports.link_clicks(ids, entities=entities)[:100],
             "timeline": reports.timeline(ids, entities=entities),

@@ -190,3 +190,8 @@ def test_the_summaries_kept_by_each_write_equal_a_rebuild_from_the_events(sent_d
     kept = snapshot()
     assert rebuild(sent_delivery.pk) == 4
     assert snapshot() == kept
+
+
+def test_the_entity_rows_added_up_are_the_delivery_figures(sent_delivery):
+    added = reports.added_up(reports.engagement_by_entity(sent_delivery))
+    assert added.as_dict() == reports.engagement(sent_delivery).as_dict()
