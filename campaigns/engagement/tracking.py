@@ -37,7 +37,6 @@ import logging
 import re
 import threading
 import time
-from collections import namedtuple
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -248,11 +247,6 @@ def classify(*, kind: EventKind, method: str, user_agent: str, ip: str, sent: in
 # A buffered hit: (message id, delivery id, kind, link, at, agent class, machine, ip). Plain
 # tuples: building a model instance per hit would cost more than the rest of the hit.
 Hit = tuple[int, int, int, "int | None", datetime, int, bool, "str | None"]
-COLUMNS = ("message_id", "delivery_id", "entity_id", "kind", "at", "link", "agent", "machine",
-           "ip", "detail", "ref")  # fmt: skip
-
-
-Row = namedtuple("Row", COLUMNS)  # an event row as ``summarise`` reads it
 
 
 class Buffer:
@@ -314,10 +308,13 @@ class Buffer:
 
     @staticmethod
     def write(hits: list[Hit]) -> int:
-        """Fill each event's entity from its message (one query per thousand) and insert
-        them (PostgreSQL: one COPY; else bulk inserts); events of messages that no longer
-        exist are dropped."""
-        from campaigns.engagement.events import record_many, summarise
+        """Insert the hits as events, each with its message's entity (else its contact's),
+        and add them to the summaries, in one transaction; hits of messages that no longer
+        exist are dropped. PostgreSQL: one COPY into a temporary table, then set-based SQL
+        (no per-row Python beyond the COPY)."""
+        if connection.vendor == "postgresql":
+            return write_postgresql(hits)
+        from campaigns.engagement.events import record_many
 
         ids = sorted({hit[0] for hit in hits})
         entity: dict[int, int | None] = {}
@@ -332,25 +329,74 @@ class Buffer:
             entity.update(
                 Message.objects.filter(pk__in=orphans).values_list("pk", "contact__entity_id")
             )
-        rows = [
-            (m, d, entity[m], kind, at, link, agent, machine, ip, "", "")
+        return record_many(
+            Event(message_id=m, delivery_id=d, entity_id=entity[m], kind=kind, at=at, link=link,
+                  agent=agent, machine=machine, ip=ip)
             for m, d, kind, link, at, agent, machine, ip in hits
             if m in entity
-        ]
-        if connection.vendor == "postgresql":
-            from psycopg import sql
+        )  # fmt: skip
 
-            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(Event._meta.db_table),
-                sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS),
-            )
-            with transaction.atomic():
-                with connection.cursor() as cursor, cursor.copy(statement) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                summarise(Row(*row) for row in rows)
-            return len(rows)
-        return record_many(Event(**dict(zip(COLUMNS, row, strict=True))) for row in rows)
+
+HITS = ("message_id", "delivery_id", "kind", "link", "at", "agent", "machine", "ip")
+# The Seen bits of an event row (``events.seen_bits``, in SQL).
+SEEN_SQL = (
+    "CASE h.kind WHEN 1 THEN 1 WHEN 4 THEN 2 WHEN 5 THEN 4 WHEN 7 THEN 32 WHEN 6 THEN 64 "
+    "WHEN 2 THEN (CASE WHEN h.machine THEN 128 ELSE 8 END) "
+    "WHEN 3 THEN (CASE WHEN h.machine THEN 256 ELSE 24 END) ELSE 0 END"
+)
+
+
+def write_postgresql(hits: list[Hit]) -> int:
+    from psycopg import sql
+
+    from campaigns.models import Contact, EngagementHour, MessageEngagement
+
+    names = {
+        "event": sql.Identifier(Event._meta.db_table),
+        "message": sql.Identifier(Message._meta.db_table),
+        "contact": sql.Identifier(Contact._meta.db_table),
+        "summary": sql.Identifier(MessageEngagement._meta.db_table),
+        "hour": sql.Identifier(EngagementHour._meta.db_table),
+    }
+    statements = [
+        "INSERT INTO {event} (message_id, delivery_id, entity_id, kind, at, link, agent, "
+        "machine, ip, detail, ref) SELECT h.message_id, h.delivery_id, "
+        "COALESCE(m.entity_id, c.entity_id), h.kind, h.at, h.link, h.agent, h.machine, h.ip, "
+        "'', '' FROM engagement_hits h JOIN {message} m ON m.id = h.message_id "
+        "LEFT JOIN {contact} c ON c.id = m.contact_id AND m.entity_id IS NULL",
+        "INSERT INTO {summary} (message_id, delivery_id, entity_id, seen) "
+        "SELECT h.message_id, MAX(h.delivery_id), MAX(COALESCE(m.entity_id, c.entity_id)), "
+        f"BIT_OR({SEEN_SQL}) FROM engagement_hits h JOIN {{message}} m ON m.id = h.message_id "
+        "LEFT JOIN {contact} c ON c.id = m.contact_id AND m.entity_id IS NULL "
+        "GROUP BY h.message_id "
+        "ON CONFLICT (message_id) DO UPDATE SET seen = {summary}.seen | EXCLUDED.seen",
+        "INSERT INTO {hour} (delivery_id, entity_id, hour, kind, machine, events) "
+        "SELECT h.delivery_id, COALESCE(m.entity_id, c.entity_id, 0), "
+        "date_trunc('hour', h.at), h.kind, h.machine, COUNT(*) "
+        "FROM engagement_hits h JOIN {message} m ON m.id = h.message_id "
+        "LEFT JOIN {contact} c ON c.id = m.contact_id AND m.entity_id IS NULL "
+        "WHERE h.kind IN (2, 3) GROUP BY 1, 2, 3, 4, 5 "
+        "ON CONFLICT (delivery_id, hour, entity_id, kind, machine) "
+        "DO UPDATE SET events = {hour}.events + EXCLUDED.events",
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS engagement_hits (message_id bigint, "
+            "delivery_id bigint, kind smallint, link smallint, at timestamptz, agent smallint, "
+            "machine boolean, ip inet) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("DELETE FROM engagement_hits")  # inside an outer transaction too
+        copy_sql = sql.SQL("COPY engagement_hits ({}) FROM STDIN").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in HITS)
+        )
+        with cursor.copy(copy_sql) as copy:
+            for hit in hits:
+                copy.write_row(hit)
+        cursor.execute(sql.SQL(statements[0]).format(**names))
+        written = cursor.rowcount
+        for statement in statements[1:]:
+            cursor.execute(sql.SQL(statement).format(**names))
+    return written
 
 
 BUFFER = Buffer()
