@@ -21,10 +21,11 @@ or a script, when it is a HEAD request, or (clicks) when it comes within
 ENGAGEMENT_MACHINE_CLICK_SECONDS of the send. Machine events are stored, flagged, and kept
 out of the human rates.
 
-Buffer. Events are appended to a per-process buffer and written in bulk (one INSERT per few
-hundred events) every ENGAGEMENT_BUFFER_MS by a background thread, and on a clean shutdown
-(``atexit``; gunicorn's ``worker_exit`` hook calls ``flush`` too). With the setting at 0
-each event is written at once.
+Buffer. Events are appended to a per-process buffer and written in bulk (PostgreSQL: one
+COPY, then set-based SQL for the events and their summaries; elsewhere bulk inserts) every
+ENGAGEMENT_BUFFER_MS by a background thread, and on a clean shutdown (``atexit``;
+gunicorn's ``worker_exit`` hook calls ``flush`` too). With the setting at 0 each event is
+written at once. A process killed without a clean shutdown loses its last buffer.
 """
 
 from __future__ import annotations
