@@ -33,6 +33,7 @@ from campaigns.models import (
     CategoryOptOut,
     Contact,
     Delivery,
+    Event,
     ImportJob,
     LocalApproval,
     Message,
@@ -862,14 +863,15 @@ class DeliveryAdmin(
     autocomplete_fields = ["campaign"]
     fields = ["campaign", "label", "channel", "dimension", "saved_query", "typology",
               "category", "sender", "reply_to", "subject", "html_body", "text_body",
-              "push_title", "push_data", "columns", "export_format", "requires_approval",
-              "scheduled_at",
-              "state", "preparation", "targeted", "exclusions", "by_status", "prepared_at",
+              "push_title", "push_data", "columns", "export_format", "track_opens",
+              "track_clicks", "requires_approval", "scheduled_at",
+              "state", "preparation", "targeted", "exclusions", "by_status", "engagement",
+              "prepared_at",
               "sent_at", "progress_at", "export_file", "error", "run", "activity",
               "created_by"]  # fmt: skip
     readonly_fields = ["state", "preparation", "targeted", "exclusions", "by_status",
-                       "prepared_at", "sent_at", "progress_at", "export_file", "error", "run",
-                       "activity", "created_by"]  # fmt: skip
+                       "engagement", "prepared_at", "sent_at", "progress_at", "export_file",
+                       "error", "run", "activity", "created_by"]  # fmt: skip
     inlines = [AuditLogInline]
     transition_actions = {
         "start_preparation": (
@@ -989,6 +991,24 @@ class DeliveryAdmin(
             f"{done.rows_done:,}", f"{done.rows:,}",
         )  # fmt: skip
 
+    @admin.display(description="engagement")
+    def engagement(self, obj: Delivery) -> str:
+        """Its engagement figures (all entities: the admin is the central team's) and a link to
+        the report with its charts."""
+        from campaigns.delivery import reports
+
+        if not obj.pk or (obj.sent_at is None and obj.state != "sending"):
+            return "—"
+        f = reports.engagement(obj)
+        return format_html(
+            "sent {} · delivered {} · bounced {} ({} hard) · opened {} · clicked {} · "
+            'click-to-open {} · unsubscribed {} · complaints {} · <a href="{}">report and '
+            "charts</a>",
+            f.sent, f.delivered, f.bounced, f.bounced_hard, f.opened, f.clicked,
+            "—" if f.click_to_open is None else f"{f.click_to_open}%", f.unsubscribed,
+            f.complaints, reverse("campaigns:engagement", args=["delivery", obj.pk]),
+        )  # fmt: skip
+
     @admin.display(description="messages by status")
     def by_status(self, obj: Delivery) -> str:
         from django.db.models import Count
@@ -1004,3 +1024,32 @@ class DeliveryAdmin(
             )
             or "—"
         )
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """Engagement events, read-only, for the central team (local entities read their own
+    figures in the engagement reports). No full count and no joins: the table is large."""
+
+    list_display = ["id", "kind", "at", "message_id", "delivery_id", "entity_id", "link",
+                    "agent", "machine", "detail"]  # fmt: skip
+    list_filter = ["kind", "machine", "agent"]
+    search_fields = ["=delivery__id", "=message__id"]
+    show_full_result_count = False
+    ordering = ["-id"]
+    list_per_page = 100
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return is_central_user(request.user)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return is_central_user(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -30,6 +30,12 @@ class CampaignsConfig(AppConfig):
         Delivery.hooks.append(delivery_for_activity)
         checks.register(check_providers)
 
+        from django.db.models.signals import pre_delete
+
+        from campaigns.engagement.events import delete_with_delivery
+
+        pre_delete.connect(delete_with_delivery, sender=models.Delivery, dispatch_uid="events")
+
     def seed_demo(self, **kwargs) -> None:
         from campaigns.demo import seed
 

@@ -24,6 +24,11 @@ urlpatterns = [
         delivery_views.delivery_action,
         name="delivery_action",
     ),
+    path(
+        "reports/engagement/<str:level>/<int:pk>/",
+        delivery_views.engagement_report,
+        name="engagement",
+    ),
     path("audience/contacts/<int:pk>/", delivery_views.contact_history, name="contact"),
     path("audience/", views.audience, name="audience"),
     path("audience/count/", views.audience_count, name="audience_count"),

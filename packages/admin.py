@@ -189,9 +189,13 @@ class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
             return "—"
         deliveries = reports.package_deliveries(obj)
         figures = reports.totals(deliveries)
+        engaged = reports.engagement(deliveries)
         return format_html(
-            "{} deliveries · targeted {} · excluded {} · sent {} · failed {}",
+            "{} deliveries · targeted {} · excluded {} · sent {} · failed {} · opened {} · "
+            'clicked {} · unsubscribed {} · <a href="{}">engagement by entity</a>',
             deliveries.count(), figures.targeted, figures.excluded, figures.sent, figures.failed,
+            engaged.opened, engaged.clicked, engaged.unsubscribed,
+            reverse("campaigns:engagement", args=["package", obj.pk]),
         )  # fmt: skip
 
     @admin.display(description="orders by state")

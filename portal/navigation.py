@@ -24,6 +24,7 @@ SECTIONS: dict[str, str] = {
     "campaigns:activity_edit": "campaigns",
     # A delivery belongs to its campaign (its breadcrumb is Campaigns > campaign > delivery).
     "campaigns:delivery": "campaigns",
+    "campaigns:engagement": "campaigns",
     "campaigns:audience": "audience",
     "campaigns:contact": "audience",
     "campaigns:import_create": "audience",

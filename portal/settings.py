@@ -283,6 +283,17 @@ DELIVERY_UNSUBSCRIBE_MAILTO = env_str(ENV, "DELIVERY_UNSUBSCRIBE_MAILTO", "")
 # The SMS gateway's inbound webhook (STOP replies) is accepted with this bearer token; unset,
 # the webhook is off (404).
 DELIVERY_SMS_INBOUND_TOKEN = env_str(ENV, "DELIVERY_SMS_INBOUND_TOKEN", "")
+# Engagement tracking (open pixel, click redirects). The client's IP address is stored with
+# each event only when this is on (it is personal data; off by default).
+ENGAGEMENT_STORE_IP = env_bool(ENV, "ENGAGEMENT_STORE_IP", False)
+# Behind a reverse proxy: the client's address is the first of X-Forwarded-For.
+ENGAGEMENT_TRUST_X_FORWARDED_FOR = env_bool(ENV, "ENGAGEMENT_TRUST_X_FORWARDED_FOR", False)
+# A click this many seconds or less after the message was sent is a machine's (a security
+# scanner following every link as the message arrives).
+ENGAGEMENT_MACHINE_CLICK_SECONDS = env_int(ENV, "ENGAGEMENT_MACHINE_CLICK_SECONDS", 10, minimum=0)
+# Tracking events are buffered in each web process and written in bulk every this many
+# milliseconds (and on a clean shutdown); 0 writes each event at once.
+ENGAGEMENT_BUFFER_MS = env_int(ENV, "ENGAGEMENT_BUFFER_MS", 200, minimum=0)
 # Proofs (test sends) go only to the portal users' own email addresses, to addresses at these
 # domains (e.g. "example.com,agency.example") and to these exact addresses (test phones too).
 DELIVERY_PROOF_DOMAINS = [d.lower() for d in env_list(ENV, "DELIVERY_PROOF_DOMAINS", [])]

@@ -7,9 +7,19 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Min, Q, QuerySet, Sum
 
-from campaigns.models import Campaign, Delivery, Message, MessageStatus
+from campaigns.models import (
+    Campaign,
+    Delivery,
+    EngagementHour,
+    Event,
+    EventKind,
+    Message,
+    MessageEngagement,
+    MessageStatus,
+    Seen,
+)
 from portal import spreadsheets
 
 STATUSES = [status.value for status in MessageStatus]
@@ -131,3 +141,246 @@ def entity_csv(delivery: Delivery, messages: QuerySet) -> bytes:
                          figures.failed, figures.waiting, figures.in_doubt,
                          figures.cancelled])  # fmt: skip
     return out.getvalue().encode()
+
+
+# --------------------------------------------------------------------------------------------
+# Engagement: what the events say (campaigns.models.Event), at every level
+# --------------------------------------------------------------------------------------------
+#
+# Every level is "some deliveries, seen by someone": a delivery; a campaign and its child
+# campaigns; a package (its reference campaign and the orders' children); an entity (the
+# deliveries its contacts received). ``entities`` narrows the figures to the messages of those
+# entities' contacts (a local user's own), None: all. Unique counts count messages: a message
+# opened three times is one open. A human click also counts as an open (images blocked, the
+# reader clicked). Machine events (see ``campaigns.engagement.tracking``) are kept out of the
+# opened and clicked figures and shown apart.
+
+HOURS = 72  # the timeline: per hour over the first three days after the first send
+
+
+@dataclass
+class Engagement:
+    """Engagement figures of a set of messages."""
+
+    sent: int = 0
+    delivered: int = 0
+    bounced_hard: int = 0
+    bounced_soft: int = 0
+    opened: int = 0
+    clicked: int = 0
+    unsubscribed: int = 0
+    complaints: int = 0
+    machine_opens: int = 0
+    machine_clicks: int = 0
+
+    @property
+    def bounced(self) -> int:
+        return self.bounced_hard + self.bounced_soft
+
+    @staticmethod
+    def _rate(part: int, whole: int) -> float | None:
+        return round(100 * part / whole, 1) if whole else None
+
+    @property
+    def open_rate(self) -> float | None:
+        """Unique human opens per message sent, in percent."""
+        return self._rate(self.opened, self.sent)
+
+    @property
+    def click_rate(self) -> float | None:
+        return self._rate(self.clicked, self.sent)
+
+    @property
+    def click_to_open(self) -> float | None:
+        """Unique human clicks per unique human open, in percent."""
+        return self._rate(self.clicked, self.opened)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        return self._rate(self.unsubscribed, self.sent)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **{name: getattr(self, name) for name in ENGAGEMENT_COLUMNS},
+            "open_rate": self.open_rate, "click_rate": self.click_rate,
+            "click_to_open": self.click_to_open,
+        }  # fmt: skip
+
+
+ENGAGEMENT_COLUMNS = ["sent", "delivered", "bounced_hard", "bounced_soft", "opened", "clicked",
+                      "unsubscribed", "complaints", "machine_opens", "machine_clicks"]  # fmt: skip
+
+
+def _counted() -> dict[str, Any]:
+    """For each figure, the number of messages whose summary has its bit."""
+    return {name: Count("message_id", filter=Q(**{f"bit_{name}__gt": 0})) for name in EVENT_FIGURES}
+
+
+def _bits(summaries: QuerySet) -> QuerySet:
+    return summaries.alias(
+        **{f"bit_{name}": F("seen").bitand(Seen[name.upper()].value) for name in EVENT_FIGURES}
+    )
+
+
+EVENT_FIGURES = [c for c in ENGAGEMENT_COLUMNS if c != "sent"]
+
+
+def _ids(deliveries: Any) -> list[int]:
+    if isinstance(deliveries, Delivery):
+        return [deliveries.pk]
+    if isinstance(deliveries, QuerySet):
+        return list(deliveries.order_by().values_list("pk", flat=True))
+    return [d if isinstance(d, int) else d.pk for d in deliveries]
+
+
+def _events(ids: list[int], entities: Any) -> QuerySet:
+    events = Event.objects.filter(delivery_id__in=ids).order_by()
+    return events if entities is None else events.filter(entity_id__in=_entity_ids(entities))
+
+
+def _entity_ids(entities: Any) -> list[int]:
+    if isinstance(entities, QuerySet):
+        return list(entities.order_by().values_list("pk", flat=True))
+    return [e if isinstance(e, int) else e.pk for e in entities]
+
+
+def _sent(ids: list[int], entities: Any) -> QuerySet:
+    messages = Message.objects.filter(delivery_id__in=ids, status=MessageStatus.SENT).order_by()
+    return messages if entities is None else messages.filter(entity_id__in=_entity_ids(entities))
+
+
+def _summaries(ids: list[int], entities: Any) -> QuerySet:
+    rows = MessageEngagement.objects.filter(delivery_id__in=ids).order_by()
+    return _bits(rows if entities is None else rows.filter(entity_id__in=_entity_ids(entities)))
+
+
+def engagement(deliveries: Any, *, entities: Any = None) -> Engagement:
+    """The engagement figures of ``deliveries`` (a delivery, a queryset or ids), for the
+    contacts of ``entities`` (None: all). Two queries: the sent messages, and the messages'
+    engagement summaries (one narrow row per engaged message, kept by every event write)."""
+    ids = _ids(deliveries)
+    figures = Engagement(sent=_sent(ids, entities).count())
+    row = _summaries(ids, entities).aggregate(**_counted())
+    for name in EVENT_FIGURES:
+        setattr(figures, name, row[name] or 0)
+    return figures
+
+
+def engagement_by_entity(
+    deliveries: Any, *, entities: Any = None
+) -> list[tuple[str, str, Engagement]]:
+    """Figures per entity of the contacts (the central view of a package: the entities that
+    ordered it, side by side), sorted by entity code."""
+    from portal.models import Entity
+
+    ids = _ids(deliveries)
+    found: dict[int | None, Engagement] = {}
+    for entity_id, sent in (
+        _sent(ids, entities).values_list("entity_id").annotate(n=Count("id"))
+    ):  # fmt: skip
+        found.setdefault(entity_id, Engagement()).sent = sent
+    for row in _summaries(ids, entities).values("entity_id").annotate(**_counted()):
+        figures = found.setdefault(row["entity_id"], Engagement())
+        for name in EVENT_FIGURES:
+            setattr(figures, name, row[name])
+    known = Entity.objects.filter(pk__in=[pk for pk in found if pk])
+    names = {pk: (code, name) for pk, code, name in known.values_list("pk", "code", "name")}
+    rows = [(*names.get(pk, ("—", "")), figures) for pk, figures in found.items()]
+    return sorted(rows, key=lambda row: row[0])
+
+
+def added_up(rows: list[tuple[str, str, Engagement]]) -> Engagement:
+    """The total of ``engagement_by_entity``'s rows (each message has one entity): the page
+    gets both from one pass."""
+    total = Engagement()
+    for *_, row in rows:
+        for name in ENGAGEMENT_COLUMNS:
+            setattr(total, name, getattr(total, name) + getattr(row, name))
+    return total
+
+
+def link_clicks(deliveries: Any, *, entities: Any = None) -> list[dict[str, Any]]:
+    """Clicks per tracked link: all clicks, unique human clicks (messages), machine clicks;
+    most clicked first."""
+    ids = _ids(deliveries)
+    links = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "tracked_links"))
+    rows = (
+        _events(ids, entities)
+        .filter(kind=EventKind.CLICK)
+        .values("delivery_id", "link")
+        .annotate(  # columns of the clicks index only (no table read)
+            clicks=Count("message_id"),
+            human=Count("message_id", distinct=True, filter=Q(machine=False)),
+            machine=Count("message_id", filter=Q(machine=True)),
+        )
+    )
+    table = []
+    for row in rows:
+        frozen = links.get(row["delivery_id"]) or []
+        link = row["link"]
+        url = frozen[link] if link is not None and link < len(frozen) else "?"
+        table.append({**row, "url": url})
+    return sorted(table, key=lambda row: (-row["human"], -row["clicks"], row["url"]))
+
+
+def timeline(deliveries: Any, *, entities: Any = None, hours: int = HOURS) -> dict[str, Any]:
+    """Human opens, human clicks and machine events per hour, over the first ``hours`` hours
+    after the first send (the chart's data)."""
+    from datetime import timedelta
+
+    ids = _ids(deliveries)
+    # The first hour with opens or clicks: the send's first hour (the summaries' index).
+    hours_rows = EngagementHour.objects.filter(delivery_id__in=ids).order_by()
+    if entities is not None:
+        hours_rows = hours_rows.filter(entity_id__in=_entity_ids(entities))
+    started = hours_rows.aggregate(first=Min("hour"))["first"]
+    if started is None:
+        return {"labels": [], "opens": [], "clicks": [], "machine": []}
+    start = started.replace(minute=0, second=0, microsecond=0)
+    end = start + timedelta(hours=hours)
+    rows = (
+        hours_rows.filter(hour__gte=start, hour__lt=end)
+        .values("hour", "kind", "machine")
+        .annotate(n=Sum("events"))
+    )
+    series = {"opens": [0] * hours, "clicks": [0] * hours, "machine": [0] * hours}
+    for row in rows:
+        hour = row["hour"]
+        index = int((hour - start).total_seconds() // 3600) if hour else -1
+        if not 0 <= index < hours:
+            continue
+        if row["machine"]:
+            series["machine"][index] += row["n"]
+        else:
+            series["opens" if row["kind"] == EventKind.OPEN else "clicks"][index] += row["n"]
+    labels = [(start + timedelta(hours=n)).strftime("%m-%d %H:00") for n in range(hours)]
+    return {"labels": labels, **series}
+
+
+def engagement_csv(deliveries: Any, *, entities: Any = None) -> bytes:
+    """The engagement figures per entity, a total line, then the per-link clicks."""
+    out = io.StringIO()
+    writer = spreadsheets.csv_writer(out)
+    writer.writerow(["entity", "name", *ENGAGEMENT_COLUMNS, "open_rate", "click_rate",
+                     "click_to_open"])  # fmt: skip
+
+    def line(code: str, name: str, figures: Engagement) -> list[Any]:
+        values = figures.as_dict()
+        return [code, name, *[values[c] for c in ENGAGEMENT_COLUMNS], figures.open_rate,
+                figures.click_rate, figures.click_to_open]  # fmt: skip
+
+    rows = engagement_by_entity(deliveries, entities=entities)
+    for code, name, figures in rows:
+        writer.writerow(line(code, name, figures))
+    writer.writerow(line("TOTAL", "", added_up(rows)))
+    writer.writerow([])
+    writer.writerow(["link", "clicks", "unique_human_clicks", "machine_clicks"])
+    for row in link_clicks(deliveries, entities=entities):
+        writer.writerow([row["url"], row["clicks"], row["human"], row["machine"]])
+    return out.getvalue().encode()
+
+
+def entity_deliveries(entity: Any) -> QuerySet:
+    """The deliveries that reached an entity's contacts (its report)."""
+    ids = Message.objects.filter(entity=entity).order_by().values("delivery_id").distinct()
+    return Delivery.objects.filter(pk__in=ids)

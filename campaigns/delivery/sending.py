@@ -40,6 +40,7 @@ from campaigns.choices import Channel
 from campaigns.delivery import rendering
 from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
 from campaigns.engagement.compliance import Compliance
+from campaigns.engagement.tracking import Tracker
 from campaigns.models import (
     UNSENT,
     ActivityExecution,
@@ -354,6 +355,10 @@ class Renderer:
         self.sources = self.compliance.with_footers(
             {name: getattr(delivery, name) or "" for name in self.fields}
         )
+        # Open pixel and click redirects (live email sends only: proofs keep plain links).
+        self.tracker = Tracker(delivery, live=live)
+        if "html_body" in self.sources:
+            self.sources["html_body"] = self.tracker.source(self.sources["html_body"])
         parts = [
             "{% autoescape true %}" + source + "{% endautoescape %}" if fields[name] else source
             for name, source in self.sources.items()
@@ -445,6 +450,8 @@ class Renderer:
                 ]
         out = dict(zip(self.fields, parts, strict=True))
         self.compliance.finish(out, token, recipient["entity"])
+        if out.get("html_body"):
+            out["html_body"] = self.tracker.finish(out["html_body"], recipient["id"])
         if self.columns:  # a direct-mail proof: the row the printer gets
             out["subject"] = self.delivery.label
             out["text_body"] = "\n".join(

@@ -18,8 +18,9 @@ TEMPLATE_FIELDS = rendering.CHANNEL_FIELDS  # what each channel renders, validat
 # Fields of a delivery that belong to some channels only: each channel shows its template
 # fields and these extras, and hides the rest.
 CHANNEL_ONLY_FIELDS = ("subject", "html_body", "text_body", "push_title", "push_data", "columns",
-                       "export_format", "export_file")  # fmt: skip
+                       "export_format", "export_file", "track_opens", "track_clicks")  # fmt: skip
 CHANNEL_EXTRA_FIELDS = {
+    Channel.EMAIL: ("track_opens", "track_clicks"),
     Channel.PUSH: ("push_data",),
     Channel.DIRECT_MAIL: ("columns", "export_format", "export_file"),
 }
@@ -129,6 +130,8 @@ def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) ->
         perso=perso_of(campaign),
     )
     problems += [f"{name}: {message}" for name, items in found.items() for message in items]
+    problems += [f"{name} must be true or false" for name in ("track_opens", "track_clicks")
+                 if name in settings and not isinstance(settings[name], bool)]  # fmt: skip
     if channel == Channel.EMAIL:
         from campaigns.engagement.compliance import sender_problems
 
@@ -166,6 +169,8 @@ def prepare_for_activity(ctx: Any) -> Delivery:
                     dimension=settings.get("dimension", "contact"),
                     typology_id=settings.get("typology"),
                     requires_approval=bool(settings.get("requires_approval")),
+                    track_opens=settings.get("track_opens", True) is not False,
+                    track_clicks=settings.get("track_clicks", True) is not False,
                     columns=settings.get("columns") or [],
                     export_format=settings.get("export_format") or "csv",
                     created_by=run.started_by,

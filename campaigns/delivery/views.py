@@ -3,17 +3,19 @@ report and its export, and a contact's communication history."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django_fsm import can_proceed
 
 from campaigns.delivery import preparation, reports, sending, services
-from campaigns.models import Contact, Delivery, DeliveryState
+from campaigns.models import Campaign, Contact, Delivery, DeliveryState
 from portal import confirm
 from portal.models import AuditLog, Entity, is_central_user
 from portal.validation import InputError, whole_number
@@ -150,4 +152,72 @@ def contact_history(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         "campaigns/contact_history.html",
         {"contact": contact, "page": page, "consent_history": consent_history},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Engagement reports
+# --------------------------------------------------------------------------------------------
+
+LEVELS = ("delivery", "campaign", "package", "entity")
+
+
+def _report_subject(request: HttpRequest, level: str, pk: int) -> tuple[Any, Any, str]:
+    """(the object, its deliveries, its title) of a report the user may read; 404 otherwise."""
+    user = request.user
+    if level == "delivery":
+        delivery = get_object_or_404(Delivery.objects.visible_to(user), pk=pk)
+        return delivery, Delivery.objects.filter(pk=delivery.pk), delivery.label
+    if level == "campaign":
+        campaign = get_object_or_404(Campaign.objects.visible_to(user), pk=pk)
+        deliveries = reports.campaign_deliveries(campaign)
+        if not is_central_user(user):
+            deliveries = deliveries.visible_to(user)
+        return campaign, deliveries, campaign.name
+    if level == "package":
+        from packages.models import Package
+
+        package = get_object_or_404(Package.objects.visible_to(user), pk=pk)
+        return package, reports.package_deliveries(package), package.label
+    if level == "entity":
+        entity = get_object_or_404(Entity.objects.visible_to(user), pk=pk)
+        return entity, reports.entity_deliveries(entity), entity.name
+    raise Http404
+
+
+@login_required
+def engagement_report(request: HttpRequest, level: str, pk: int) -> HttpResponse:
+    """Engagement of a delivery, a campaign with its children, a package (entities side by
+    side) or an entity: figures, per entity, per link, per hour; CSV with ``?export=csv``.
+    A local user sees the figures of its own entities' contacts only."""
+    subject, deliveries, title = _report_subject(request, level, pk)
+    entities = None if is_central_user(request.user) else Entity.objects.visible_to(request.user)
+    if level == "entity":
+        entities = subject.descendants(include_self=True)
+    ids = reports._ids(deliveries)
+    if request.GET.get("export") == "csv":
+        response = HttpResponse(
+            reports.engagement_csv(ids, entities=entities), content_type="text/csv"
+        )
+        response["Content-Disposition"] = f'attachment; filename="engagement-{level}-{pk}.csv"'
+        return response
+    by_entity = reports.engagement_by_entity(ids, entities=entities)
+    return render(
+        request,
+        "campaigns/engagement_report.html",
+        {
+            "level": level,
+            "entity_chart": [
+                {"entity": code, "open_rate": row.open_rate or 0, "click_rate": row.click_rate or 0}
+                for code, _name, row in by_entity
+            ],
+            "subject": subject,
+            "title": title,
+            "figures": reports.added_up(by_entity),
+            "by_entity": by_entity,
+            "links": reports.link_clicks(ids, entities=entities)[:100],
+            "timeline": reports.timeline(ids, entities=entities),
+            "deliveries": Delivery.objects.filter(pk__in=ids).select_related("campaign")[:100],
+            "hours": reports.HOURS,
+        },
     )

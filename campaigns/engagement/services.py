@@ -120,12 +120,18 @@ def set_category(*, contact: Contact, category: str, receiving: bool, source: st
 
 def unsubscribe(*, message: Message, source: str) -> bool:
     """The recipient of ``message`` unsubscribes from its channel (an email's link or its
-    one-click header). Idempotent."""
+    one-click header), recorded as the message's unsubscribe event. Idempotent."""
+    from campaigns.engagement.events import record_event
+
     channel = message.channel if message.channel in CONSENT_CHANNELS else Channel.EMAIL
-    return set_consent(
-        contact=message.contact, channel=channel, receiving=False, source=source,
-        extra={"message": message.pk, "delivery": message.delivery_id},
-    )  # fmt: skip
+    with transaction.atomic():
+        changed = set_consent(
+            contact=message.contact, channel=channel, receiving=False, source=source,
+            extra={"message": message.pk, "delivery": message.delivery_id},
+        )  # fmt: skip
+        if changed:  # the delivery's unsubscribe figure (once per message)
+            record_event(message, "unsubscribe", agent_class="", detail=source)
+    return changed
 
 
 def set_preferences(

@@ -187,3 +187,33 @@ def sms_inbound(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"stop": False, "stopped": 0})
     stopped = services.sms_stop(phone=phone, text=text, gateway_id=str(gateway_id))
     return JsonResponse({"stop": True, "stopped": stopped})
+
+
+def _tracking(request: HttpRequest, kind: str, token: str) -> HttpResponse:
+    """The tracking endpoints through Django (the test client, ``runserver``); under gunicorn
+    ``tracking.TrackingMiddleware`` answers them before Django, with the same ``hit``."""
+    from campaigns.engagement import tracking
+
+    target = tracking.hit(kind, token, method=request.method or "GET",
+                          user_agent=request.headers.get("User-Agent", ""),
+                          ip=tracking.client_ip(request.META))  # fmt: skip
+    if target is None:
+        return HttpResponse(tracking.NOT_FOUND, status=404, content_type="text/plain")
+    if kind == "c":
+        response = HttpResponse(status=302)
+        response["Location"] = target
+        response["Referrer-Policy"] = "no-referrer"
+    else:
+        response = HttpResponse(tracking.GIF, content_type="image/gif")
+    response["Cache-Control"] = tracking.NO_STORE[1]
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+def click(request: HttpRequest, token: str) -> HttpResponse:
+    return _tracking(request, "c", token)
+
+
+@require_http_methods(["GET", "HEAD"])
+def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
+    return _tracking(request, "o", token)

@@ -134,6 +134,17 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         help_text="Direct mail: the export file's format.",
     )
     requires_approval = models.BooleanField(default=False)
+    track_opens = models.BooleanField(
+        default=True, help_text="Email: add an open pixel to the HTML part."
+    )
+    track_clicks = models.BooleanField(
+        default=True, help_text="Email: send the HTML part's links through signed redirects."
+    )
+    tracked_links = models.JSONField(
+        default=list, blank=True, editable=False,
+        help_text="The links of the HTML template, frozen when sending starts; a click "
+        "token names one by its index.",
+    )  # fmt: skip
     saved_query = models.ForeignKey(
         "campaigns.SavedQuery",
         null=True,
@@ -241,6 +252,9 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
 
         reapply_at_send(self)
         self.progress_at = timezone.now()
+        from campaigns.engagement.tracking import links_of
+
+        self.tracked_links = links_of(self.html_body) if self.channel == Channel.EMAIL else []
 
     @transition(field=state, source=DeliveryState.SENDING, target=DeliveryState.SENT)
     def finish(self, *, at: Any) -> None:
@@ -384,6 +398,13 @@ class Message(models.Model):
                 fields=["delivery", "id"],
                 condition=Q(status__in=UNSENT),
                 name="message_unsent",
+            ),
+            # Sent messages per delivery and entity (the engagement reports' "sent"), counted
+            # from the index alone.
+            models.Index(
+                fields=["delivery", "entity"],
+                condition=Q(status="sent"),
+                name="message_sent_per_entity",
             ),
             # Sent messages per channel and day (capacity rules); pending rows skip it.
             models.Index(
