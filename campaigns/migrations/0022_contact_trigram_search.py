@@ -30,6 +30,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("campaigns", "0020_typology_purpose_and_category_opt_outs")]
+    dependencies = [("campaigns", "0021_engagement_events")]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]
