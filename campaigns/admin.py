@@ -192,8 +192,31 @@ class ChildCampaignInline(admin.TabularInline):
         return False
 
 
+class ActivityInlineForm(forms.ModelForm):
+    """The settings are checked by the activity type's settings form (the canvas above the
+    inlines edits them field by field)."""
+
+    class Meta:
+        model = Activity
+        fields = ["key", "type", "label", "settings", "local_edit", "position_x", "position_y"]
+
+    def clean(self) -> dict[str, Any]:
+        from campaigns.workflow.forms import settings_problems
+
+        cleaned = super().clean()
+        if cleaned.get("type") and "settings" not in self.errors:
+            for problem in settings_problems(
+                cleaned["type"],
+                cleaned.get("settings"),
+                campaign=self.instance.campaign if self.instance.campaign_id else None,
+            ):
+                self.add_error("settings", problem)
+        return cleaned
+
+
 class ActivityInline(BoundedJSONAdminMixin, admin.TabularInline):
     model = Activity
+    form = ActivityInlineForm
     extra = 0
     fields = ["key", "type", "label", "settings", "local_edit", "position_x", "position_y"]
 

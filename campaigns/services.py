@@ -200,7 +200,7 @@ def editable_steps(
 ) -> dict[int, frozenset[str]]:
     """For a child campaign's activities (all by default): the settings its local entity
     may change on each, read from the parent in one query."""
-    from campaigns.workflow.activities import TYPES
+    from campaigns.workflow.forms import local_fields
 
     if campaign.kind != CampaignKind.CHILD or campaign.parent_id is None:
         return {}
@@ -211,9 +211,9 @@ def editable_steps(
     )
     editable = {}
     for activity in campaign.activities.all() if activities is None else activities:
-        kind = TYPES.get(activity.type)
-        if kind and kind.local_keys and (activity.key, activity.type) in allowed:
-            editable[activity.pk] = kind.local_keys
+        keys = local_fields(activity.type)
+        if keys and (activity.key, activity.type) in allowed:
+            editable[activity.pk] = keys
     return editable
 
 
