@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 
 from campaigns.choices import CampaignKind, CampaignState, CollaborativeType, RunState
 from campaigns.models import Activity, Campaign, ScheduledRun
@@ -249,6 +249,10 @@ def update_child_activity(
         before = activity.settings
         activity.settings = dict(settings)
         activity.save(update_fields=["settings"])
+        # An open canvas of this workflow is now stale: its save will be refused.
+        Campaign.objects.filter(pk=activity.campaign_id).update(
+            workflow_version=F("workflow_version") + 1
+        )
         problems = validate_workflow(activity.campaign)
         if problems:
             raise DomainError("The change would break the workflow.", problems=problems)
