@@ -29,6 +29,7 @@ from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
 from campaigns.targeting.words import condition_words
 from campaigns.workflow import diagram, local_approval
+from campaigns.workflow.views import canvas_context
 from packages.forms import PersonalisationForm
 from portal import confirm
 from portal.models import AuditLog, Entity, is_central_user
@@ -74,10 +75,16 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             for name, label in ACTIONS.items()
             if has_transition_perm(getattr(campaign, name), request.user)
         ]
+    canvas = (
+        canvas_context(campaign, request.user)
+        if campaign.kind == CampaignKind.CHILD and campaign.activities.exists()
+        else {}
+    )
     return render(
         request,
         "campaigns/campaign_detail.html",
         {
+            **canvas,
             "campaign": campaign,
             "rows": rows,
             "actions": actions,
@@ -86,7 +93,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             and campaign.state in services.EDITABLE_CHILD_STATES,
             "history": AuditLog.objects.for_object(campaign).select_related("actor"),
             "diagram": diagram.render(campaign, campaign.runs.first())
-            if campaign.activities.exists()
+            if campaign.activities.exists() and not canvas
             else None,
             "editable_steps": campaign.activities.filter(
                 pk__in=list(services.editable_steps(campaign))

@@ -24,6 +24,7 @@ from campaigns.choices import Channel
 from campaigns.models import SavedQuery
 from campaigns.targeting.registry import DIMENSIONS
 from campaigns.targeting.worktables import PRIORITY_FIELDS
+from portal import validation
 from portal.models import Entity
 
 ENTITY_PATHS = {"contact": {"entity"}, "booking": {"contact__entity", "store__entity"},
@@ -68,9 +69,9 @@ def _json(value: Any, name: str) -> Any:
     if not value.strip():
         return None
     try:
-        return json.loads(value)
-    except ValueError:
-        raise ValidationError(f"{name} is not valid JSON") from None
+        return validation.load_json(value)
+    except validation.InputError as exc:
+        raise ValidationError(f"{name}: {exc.message}") from None
 
 
 # Fields --------------------------------------------------------------------------------------
@@ -93,8 +94,10 @@ class WholeNumberField(forms.Field):
     def to_python(self, value: Any) -> Any:
         if value in (None, ""):
             return None
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value.strip())
+        text = value.strip() if isinstance(value, str) else ""
+        digits = text[1:] if text[:1] in "+-" else text
+        if digits.isascii() and digits.isdigit() and len(digits) <= 30:
+            return int(text)
         return value
 
     def validate(self, value: Any) -> None:
@@ -258,11 +261,13 @@ class SettingsForm(forms.Form):
         data: Any = None,
         *,
         settings: dict[str, Any] | None = None,
+        initial: dict[str, Any] | None = None,
         campaign: Any = None,
         editable: frozenset[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.stored = dict(settings or {}) if isinstance(settings, dict) else {}
+        base = settings if settings is not None else initial
+        self.stored = dict(base) if isinstance(base, dict) else {}
         # Bound to the stored settings themselves when no POST is given.
         self.raw = self.stored if data is None and settings is not None else None
         super().__init__(data if data is not None else ({} if self.raw is not None else None),
@@ -280,10 +285,16 @@ class SettingsForm(forms.Form):
         return super()._widget_data_value(widget, html_name)
 
     def settings(self) -> dict[str, Any]:
-        """The settings to store: the form's values (empty ones left out) and any key the
-        form does not know kept as it was."""
-        kept = {k: v for k, v in self.stored.items() if k not in self.fields}
-        values = {k: v for k, v in self.cleaned_data.items() if v not in EMPTY}
+        """The settings to store: the form's values (empty ones left out); any key the form
+        does not know, or that it shows disabled (the parent's), kept exactly as it was."""
+        kept = {
+            k: v for k, v in self.stored.items() if k not in self.fields or self.fields[k].disabled
+        }
+        values = {
+            k: v
+            for k, v in self.cleaned_data.items()
+            if v not in EMPTY and not self.fields[k].disabled
+        }
         return {**kept, **values}
 
     def problems(self) -> list[str]:
@@ -338,9 +349,6 @@ class QueryForm(SettingsForm):
         choices=[("", "—"), *sorted({(p, p) for paths in ENTITY_PATHS.values() for p in paths})],
         help_text="Which entity a row belongs to, for distribution.",
     )
-
-    def clean_dimension(self) -> str:
-        return self.cleaned_data.get("dimension") or "contact"
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

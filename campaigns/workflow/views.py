@@ -3,10 +3,8 @@ its child campaign's workflow within what the parent allows."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -16,10 +14,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from campaigns import services
-from campaigns.models import Activity, Campaign, LocalApproval, LocalApprovalMode
+from campaigns.models import Campaign, LocalApproval, LocalApprovalMode
 from campaigns.targeting import registry
 from campaigns.targeting.words import condition_words
 from campaigns.workflow import local_approval
+from campaigns.workflow.forms import FORMS
 from portal import validation
 from portal.exceptions import DomainError
 from portal.models import AuditLog
@@ -126,63 +125,6 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
 
 # Child workflow editing ----------------------------------------------------------------------
 
-WHOLE_NUMBERS = {"days", "hours", "minutes", "minute", "times", "default_limit", "deadline_hours",
-                 "saved_query"}  # fmt: skip
-TEXTS = {"at": "Date and time (ISO 8601)", "every": "Every (hour, day or week)",
-         "time": "Time of day (HH:MM)", "until": "Until (ISO 8601)"}  # fmt: skip
-
-
-class ActivitySettingsForm(forms.Form):
-    """One field per setting the local entity may change; the rest is the parent's."""
-
-    def __init__(self, *args: Any, activity: Activity, editable: frozenset[str], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.activity = activity
-        self.json_keys: set[str] = set()
-        for key in sorted(editable):
-            current = activity.settings.get(key)
-            if key in WHOLE_NUMBERS:
-                field: forms.Field = forms.IntegerField(
-                    required=False, min_value=0, initial=current
-                )
-            elif key in TEXTS:
-                field = forms.CharField(required=False, label=TEXTS[key], initial=current)
-            else:
-                # Conditions are edited with the query builder and read in words: the JSON
-                # it writes travels in a hidden field, never shown to the store operator.
-                widget = (
-                    forms.HiddenInput()
-                    if key == "conditions"
-                    else forms.Textarea(attrs={"rows": 6, "spellcheck": "false"})
-                )
-                field = forms.CharField(
-                    required=False,
-                    widget=widget,
-                    initial=json.dumps(current, indent=1) if current is not None else "",
-                    help_text="" if key == "conditions" else "JSON",
-                )
-                self.json_keys.add(key)
-            field.label = field.label or key.replace("_", " ").capitalize()
-            self.fields[key] = field
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        settings = dict(self.activity.settings)
-        for key in self.fields:
-            value = cleaned.get(key)
-            if key in self.json_keys and value:
-                try:
-                    value = validation.load_json(value)
-                except validation.InputError as exc:
-                    self.add_error(key, exc.message)
-                    continue
-            if value in (None, ""):
-                settings.pop(key, None)
-            else:
-                settings[key] = value
-        cleaned["settings"] = settings
-        return cleaned
-
 
 @login_required
 def activity_edit(request: HttpRequest, pk: int, activity_pk: int) -> HttpResponse:
@@ -193,12 +135,17 @@ def activity_edit(request: HttpRequest, pk: int, activity_pk: int) -> HttpRespon
     editable = services.child_may_edit(activity)
     if not editable:
         raise PermissionDenied("The parent campaign does not let you change this step.")
-    form = ActivitySettingsForm(request.POST or None, activity=activity, editable=editable)
+    form = FORMS[activity.type](
+        request.POST if request.method == "POST" else None,
+        initial=activity.settings,
+        campaign=campaign,
+        editable=editable,
+    )
     if request.method == "POST" and form.is_valid():
         ok, _ = attempt(
             request,
             lambda: services.update_child_activity(
-                activity=activity, settings=form.cleaned_data["settings"], actor=request.user
+                activity=activity, settings=form.settings(), actor=request.user
             ),
         )
         if ok:
