@@ -241,7 +241,8 @@ def test_distribution_limits_are_a_table_of_entities(campaign, org, client):
     html = client.post(url, {"type": "distribution", "key": "d", "settings": "{}"}).content
     assert b'name="s-limits-STORE_A"' in html and b"Store B" in html
     posted = {"action": "check", "type": "distribution", "key": "d", "settings": "{}",
-              "s-limits-STORE_A": "40", "s-limits-STORE_B": "", "s-default_limit": "10"}  # fmt: skip
+              "s-limits-STORE_A": "40", "s-limits-STORE_B": "",
+              "s-default_limit": "10"}  # fmt: skip
     checked = client.post(url, posted).json()
     assert checked["settings"] == {"limits": {"STORE_A": 40}, "default_limit": 10}
 
