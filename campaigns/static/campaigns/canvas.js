@@ -117,6 +117,11 @@
         state.counts[arrowKey(arrow.source, arrow.label, arrow.target)] = arrow.count;
       }
     });
+    // Steps made outside the canvas (admin rows, copies) may all sit at one spot: lay
+    // them out for reading (their positions are saved only with the next save).
+    var spots = {};
+    graph.steps.forEach(function (step) { spots[step.x + "," + step.y] = true; });
+    if (graph.steps.length > 1 && Object.keys(spots).length < graph.steps.length) layout(true);
     drawCounts();
     state.dirty = false;
   }
@@ -461,7 +466,7 @@
 
   // Auto-layout: columns by longest distance from a start ------------------------------------
 
-  function layout() {
+  function layout(quiet) {
     var all = nodes();
     var level = {};
     Object.keys(all).forEach(function (id) { level[id] = 0; });
@@ -487,7 +492,7 @@
       var node = all[id];
       moveBy(id, 40 + column * 250 - node.pos_x, 30 + (rows[column] - 1) * 150 - node.pos_y);
     });
-    say("Laid out: save to keep the positions.");
+    if (!quiet) say("Laid out: save to keep the positions.");
   }
 
   // Toolbar -----------------------------------------------------------------------------------
@@ -498,7 +503,7 @@
     var action = button.dataset.action;
     if (action === "save") save();
     else if (action === "simulate") simulate();
-    else if (action === "layout") layout();
+    else if (action === "layout") layout(false);
     else if (action === "delete" && state.selected) remove(state.selected);
     else if (action === "zoom-in") editor.zoom_in();
     else if (action === "zoom-out") editor.zoom_out();
