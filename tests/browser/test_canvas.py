@@ -51,7 +51,6 @@ def test_a_marketer_builds_configures_saves_and_simulates_on_the_canvas(
                                entity=org.hq)  # fmt: skip
     log_in(org.marketer)
     page = admin_page(wide, live_server, campaign)
-    page.screenshot(path=str(SHOTS / "canvas-start.png"), full_page=True)
     board = page.locator("#wf-drawflow")
     # Drag two types from the palette onto the canvas.
     page.get_by_role("button", name="Query (build an audience)").drag_to(
@@ -157,7 +156,8 @@ def test_a_local_operator_changes_an_allowed_step_and_not_a_locked_one(
             const data = JSON.parse(document.getElementById('wf-canvas-data').textContent);
             const graph = data.graph;
             graph.steps.forEach(s => { if (s.key === 'q') s.settings = {conditions: {}}; });
-            const token = document.querySelector('#wf-canvas input[name=csrfmiddlewaretoken]').value;
+            const token = document.querySelector(
+                '#wf-canvas input[name=csrfmiddlewaretoken]').value;
             const response = await fetch(url, {method: 'POST', body: JSON.stringify(
                 {version: 1, graph: graph}), headers: {'X-CSRFToken': token,
                 'Content-Type': 'application/json'}});
