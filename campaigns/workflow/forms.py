@@ -342,7 +342,9 @@ class QueryForm(SettingsForm):
         error_messages={"invalid_choice": f"dimension must be one of {', '.join(DIMENSIONS)}"},
         help_text="What a row is: a contact, or one of its records (booking, subscription).",
     )
-    conditions = ConditionsField()
+    conditions = ConditionsField(
+        help_text="Who is targeted, within the campaign's entity; empty: everyone there."
+    )
     entity_path = forms.ChoiceField(
         required=False,
         label="Entity path",
@@ -516,7 +518,7 @@ class DistributionForm(SettingsForm):
         "Shares the input among local entities: at most the entity's limit (or the default "
         "limit) rows each, in the given order of priority."
     )
-    example = {"limits": {"STORE-A": 100}, "default_limit": 50, "order": ["-contact__created_at"]}
+    example = {"limits": {"STORE_A": 100}, "default_limit": 50, "order": ["-contact__created_at"]}
     local_fields = frozenset({"limits", "default_limit"})
 
     limits = LimitsField(help_text="Rows each entity may keep; empty: the default limit.")
@@ -542,9 +544,11 @@ class WaitForm(SettingsForm):
     example = {"days": 2}
     local_fields = frozenset({"days", "hours", "minutes"})
 
-    days = WholeNumberField(high=MAX_WAIT_DAYS)
-    hours = WholeNumberField(high=MAX_WAIT_DAYS * 24)
-    minutes = WholeNumberField(high=MAX_WAIT_DAYS * 24 * 60)
+    days = WholeNumberField(high=MAX_WAIT_DAYS, help_text="Days to wait.")
+    hours = WholeNumberField(high=MAX_WAIT_DAYS * 24, help_text="Hours, added to the days.")
+    minutes = WholeNumberField(
+        high=MAX_WAIT_DAYS * 24 * 60, help_text="Minutes, added to the rest."
+    )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -647,7 +651,7 @@ class EnrichmentForm(SettingsForm):
         "row's record, or an aggregate (count, sum, min, max, avg) over a relation."
     )
     example = {"fields": [{"name": "bookings", "relation": "bookings", "aggregate": "count"},
-               {"name": "city", "field": "city"}]}  # fmt: skip
+               {"name": "lang", "field": "language"}]}  # fmt: skip
 
     fields = forms.Field(
         required=False,
@@ -704,19 +708,23 @@ class LocalApprovalForm(DistributionForm):
         "entities that did not answer get ``on_deadline``. In report mode the input passes "
         "on and each entity is sent a report instead."
     )
-    example = {"limits": {"STORE-A": 200}, "default_limit": 100, "deadline_hours": 48,
+    example = {"limits": {"STORE_A": 200}, "default_limit": 100, "deadline_hours": 48,
                "on_deadline": "send_none"}  # fmt: skip
     local_fields = frozenset({"deadline_hours"})
 
     mode = forms.ChoiceField(
         required=False,
         choices=[("approve", "Approve the list"), ("report", "Report what was sent")],
+        help_text="approve (default): each entity reviews its list; report: it is sent a report.",
         error_messages={"invalid_choice": "mode must be approve or report"},
     )
-    deadline_hours = WholeNumberField(low=1, high=24 * 90, label="Deadline (hours)")
+    deadline_hours = WholeNumberField(
+        low=1, high=24 * 90, label="Deadline (hours)", help_text="Hours to decide (default 72)."
+    )
     on_deadline = forms.ChoiceField(
         required=False,
         label="At the deadline",
+        help_text="For entities that did not answer (default: send to all).",
         choices=[("send_all", "Send to all (as if approved)"), ("send_none", "Send to none")],
         error_messages={"invalid_choice": "on_deadline must be send_all or send_none"},
     )
@@ -737,6 +745,7 @@ class DeliveryForm(SettingsForm):
 
     channel = forms.ChoiceField(
         choices=Channel.choices,
+        help_text="Email, SMS, push or a direct-mail export file.",
         error_messages={
             "required": f"channel must be one of {', '.join(Channel.values)}",
             "invalid_choice": f"channel must be one of {', '.join(Channel.values)}",
@@ -748,6 +757,7 @@ class DeliveryForm(SettingsForm):
     )
     typology = forms.TypedChoiceField(
         coerce=int, required=False, empty_value=None,
+        help_text="The typology rules applied at preparation (consent, pressure, capacity…).",
         error_messages={"invalid_choice": "typology must be the id of a typology"},
     )  # fmt: skip
     requires_approval = forms.BooleanField(required=False)
