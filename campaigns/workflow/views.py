@@ -290,12 +290,35 @@ def canvas_step(request: HttpRequest, pk: int) -> HttpResponse:
         if form.is_valid():
             settings = form.settings()
             return JsonResponse(
-                {"ok": True, "settings": settings, "outputs": canvas.outputs_of(type_, settings)}
+                {
+                    "ok": True,
+                    "settings": settings,
+                    "outputs": canvas.outputs_of(type_, settings),
+                    "preview": _content_preview(settings, campaign)
+                    if type_ == "delivery"
+                    else None,
+                }
             )
         html = _step_html(request, form, type_, stored, editable)
         return JsonResponse({"ok": False, "html": html, "problems": form.problems()})
     form = form_class(initial=stored, campaign=campaign, editable=editable, prefix="s")
     return HttpResponse(_step_html(request, form, type_, stored, editable))
+
+
+def _content_preview(settings: dict[str, Any], campaign: Campaign) -> dict[str, str]:
+    """A delivery step's content rendered for a sample recipient (every field shown as
+    ``<name>``), as the side panel previews it; the templates are valid (the form said so)."""
+    from campaigns.delivery import rendering
+    from campaigns.delivery.services import perso_of
+
+    context = rendering.sample_context(
+        multi_level=settings.get("dimension") == "booking", perso=perso_of(campaign)
+    )
+    return {
+        key: rendering.render(settings.get(key) or "", html=key == "html_body", context=context)
+        for key in ("subject", "push_title", "text_body", "html_body")
+        if settings.get(key)
+    }
 
 
 def _step_html(

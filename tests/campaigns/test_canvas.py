@@ -220,7 +220,7 @@ def test_the_step_panel_renders_the_typed_form_and_checks_it(campaign, org, clie
     assert 'name="s-days"' in html.content.decode() and 'value="2"' in html.content.decode()
     checked = client.post(url, {"action": "check", "type": "wait", "key": "w", "settings": "{}",
                                 "s-days": "", "s-hours": "4", "s-minutes": ""}).json()  # fmt: skip
-    assert checked == {"ok": True, "settings": {"hours": 4}, "outputs": ["out"]}
+    assert checked == {"ok": True, "settings": {"hours": 4}, "outputs": ["out"], "preview": None}
     refused = client.post(url, {"action": "check", "type": "wait", "key": "w", "settings": "{}",
                                 "s-days": "9999"}).json()  # fmt: skip
     assert refused["ok"] is False and "days must be a whole number" in refused["html"]
@@ -271,3 +271,19 @@ def test_the_admin_campaign_page_holds_the_canvas(campaign, org, client):
     assert page.status_code == 200
     assert 'id="wf-canvas-data"' in body and "campaigns/canvas.js" in body
     assert "drawflow.min.js" in body and "<script>" not in body.split("wf-canvas")[1][:2000]
+
+
+def test_a_delivery_step_is_checked_and_previewed_in_the_panel(campaign, org, client):
+    client.force_login(org.marketer)
+    url = reverse("campaigns:canvas_step", args=[campaign.pk])
+    posted = {"action": "check", "type": "delivery", "key": "mail", "settings": "{}",
+              "s-channel": "email", "s-subject": "Hi {{ contact.first_name }}",
+              "s-text_body": "Hello {{ contact.first_name }}",
+              "s-html_body": "<p>Hello {{ contact.first_name }}</p>"}  # fmt: skip
+    checked = client.post(url, posted).json()
+    assert checked["ok"], checked
+    assert checked["preview"]["subject"] == "Hi <first_name>"
+    assert checked["preview"]["html_body"] == "<p>Hello &lt;first_name&gt;</p>"
+    posted["s-subject"] = "Hi {{ contact.salary }}"
+    refused = client.post(url, posted).json()
+    assert refused["ok"] is False and "unknown variable" in refused["html"]

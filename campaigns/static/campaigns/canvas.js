@@ -351,6 +351,35 @@
     if (window.campaignsQueryBuilder) window.campaignsQueryBuilder.mount(fieldsBox);
   }
 
+  // A delivery's content for a sample recipient: texts as text, the HTML body in a sandboxed
+  // frame (no scripts, no same-origin access).
+  function showPreview(preview) {
+    var old = fieldsBox.querySelector(".wf-preview");
+    if (old) old.remove();
+    if (!preview) return;
+    var box = document.createElement("section");
+    box.className = "wf-preview";
+    box.setAttribute("aria-label", "Preview");
+    var title = document.createElement("h4");
+    title.textContent = "Preview (sample recipient)";
+    box.appendChild(title);
+    ["subject", "push_title", "text_body"].forEach(function (key) {
+      if (!preview[key]) return;
+      var block = document.createElement("pre");
+      block.className = "wf-preview-" + key;
+      block.textContent = preview[key];
+      box.appendChild(block);
+    });
+    if (preview.html_body) {
+      var frame = document.createElement("iframe");
+      frame.setAttribute("sandbox", "");
+      frame.setAttribute("title", "HTML body preview");
+      frame.srcdoc = preview.html_body;
+      box.appendChild(frame);
+    }
+    fieldsBox.appendChild(box);
+  }
+
   function fillConnect(node) {
     connectOutput.textContent = "";
     connectTarget.textContent = "";
@@ -402,6 +431,7 @@
       var title = nodeElement(id).querySelector(".wf-node-title");
       if (title) title.textContent = data.label || data.key;
       setOutputs(id, result.outputs);
+      showPreview(result.preview);
       state.dirty = true;
       say("Settings of “" + (data.label || data.key) + "” applied: save the workflow to keep them.");
     }).catch(function () { say("You may not change this step.", true); });
