@@ -93,7 +93,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             and campaign.state in services.EDITABLE_CHILD_STATES,
             "history": AuditLog.objects.for_object(campaign).select_related("actor"),
             "diagram": diagram.render(campaign, campaign.runs.first())
-            if campaign.activities.exists() and not canvas
+            if campaign.activities.exists()
             else None,
             "editable_steps": campaign.activities.filter(
                 pk__in=list(services.editable_steps(campaign))

@@ -10,12 +10,12 @@ settings its parent campaign lets it change, on a child campaign.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import F
-from django.utils.text import slugify
 
 from campaigns import services
 from campaigns.choices import CampaignKind, CampaignState
@@ -28,6 +28,7 @@ from portal import services as portal_services
 from portal.exceptions import DomainError
 from portal.models import is_central_user
 
+SLUG = re.compile(r"^[-a-zA-Z0-9_]+\Z")  # the Activity.key SlugField's own rule
 MAX_STEPS = 200
 MAX_ARROWS = 600
 MAX_POSITION = 100_000
@@ -146,7 +147,7 @@ def _shape(graph: Any) -> tuple[list[dict], list[tuple[str, str, str]], list[Pro
             problems.append(Problem(None, f"Step {index + 1} must be an object."))
             continue
         key = step.get("key")
-        if not isinstance(key, str) or not key or slugify(key) != key or len(key) > 50:
+        if not isinstance(key, str) or not SLUG.match(key) or len(key) > 50:
             problems.append(
                 Problem(
                     None, f"Step {index + 1}: the key must be a short identifier (a-z, 0-9, -, _)."
@@ -274,6 +275,11 @@ def save_graph(*, campaign: Campaign, graph: Any, version: Any, actor: Any) -> i
             )
         mode = mode_for(campaign, actor)
         if mode == "view":
+            if is_central_user(actor) and actor.has_perm("campaigns.change_campaign"):
+                raise DomainError(
+                    f"This campaign is {campaign.get_state_display().lower()}: only a draft "
+                    "or ready campaign's workflow can be changed."
+                )
             if campaign.kind == CampaignKind.CHILD and (
                 refusal := services.child_edit_refusal(campaign)
             ):

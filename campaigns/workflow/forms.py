@@ -21,7 +21,6 @@ from django.utils.dateparse import parse_datetime, parse_time
 
 from campaigns import targeting
 from campaigns.choices import Channel
-from campaigns.models import SavedQuery
 from campaigns.targeting.registry import DIMENSIONS
 from campaigns.targeting.worktables import PRIORITY_FIELDS
 from portal import validation
@@ -225,6 +224,31 @@ class LimitsField(forms.Field):
             raise ValidationError(problems)
 
 
+class ObjectIdField(forms.TypedChoiceField):
+    """The id of a row (a saved audience, a typology), offered as a list of the first ones
+    but accepted for any existing row: validity is asked of the database, not the list."""
+
+    def __init__(self, *, model_path: str, **kwargs: Any) -> None:
+        kwargs.setdefault("coerce", int)
+        super().__init__(**kwargs)
+        self.model_path = model_path
+
+    def _model(self) -> Any:
+        from django.apps import apps
+
+        return apps.get_model(self.model_path)
+
+    def offer(self, empty: str) -> None:
+        rows = self._model().objects.order_by("-pk").values_list("pk", "name")[:500]
+        self.choices = [("", empty)] + [(str(pk), name) for pk, name in rows]
+
+    def valid_value(self, value: Any) -> bool:
+        text = str(value)
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= validation.MAX_ID:
+            return False
+        return self._model().objects.filter(pk=int(text)).exists()
+
+
 class ListField(forms.Field):
     """A list of words: comma-separated in a text box, or a JSON list as data."""
 
@@ -376,17 +400,15 @@ class ReadAudienceForm(SettingsForm):
     local_fields = frozenset({"saved_query"})
     MESSAGE = "saved_query must be the id of a saved audience"
 
-    saved_query = forms.TypedChoiceField(
-        coerce=int,
+    saved_query = ObjectIdField(
+        model_path="campaigns.SavedQuery",
         label="Saved audience",
         error_messages={"required": MESSAGE, "invalid_choice": MESSAGE},
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["saved_query"].choices = [("", "—")] + [
-            (str(pk), name) for pk, name in SavedQuery.objects.values_list("pk", "name")[:1000]
-        ]
+        self.fields["saved_query"].offer("—")
 
 
 class UnionForm(NoSettingsForm):
@@ -755,8 +777,8 @@ class DeliveryForm(SettingsForm):
         required=False,
         choices=[("", "contact"), ("booking", "booking (one message per booking)")],
     )
-    typology = forms.TypedChoiceField(
-        coerce=int, required=False, empty_value=None,
+    typology = ObjectIdField(
+        model_path="campaigns.Typology", required=False, empty_value=None,
         help_text="The typology rules applied at preparation (consent, pressure, capacity…).",
         error_messages={"invalid_choice": "typology must be the id of a typology"},
     )  # fmt: skip
@@ -774,12 +796,8 @@ class DeliveryForm(SettingsForm):
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from campaigns.models import Typology
-
         super().__init__(*args, **kwargs)
-        self.fields["typology"].choices = [("", "— none —")] + [
-            (str(pk), name) for pk, name in Typology.objects.values_list("pk", "name")[:500]
-        ]
+        self.fields["typology"].offer("— none —")
 
     def clean(self) -> dict[str, Any]:
         from campaigns.delivery.services import activity_problems
