@@ -352,8 +352,9 @@ def _write(
         if existing is None:
             continue
         activity.pk = existing.pk
-        updates.append(activity)
         saved[activity.key] = activity
+        if any(getattr(activity, f) != getattr(existing, f) for f in fields):
+            updates.append(activity)  # only the steps that changed are written
     Activity.objects.bulk_update(updates, fields)
     created = [a for a in activities if a.key not in saved]
     for activity in created:  # a handful at most: save() keeps the pk on every database
