@@ -13,7 +13,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.files import File
-from django.db.models import Case, Q, QuerySet, When
+from django.db.models import Case, F, Q, QuerySet, When
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -196,8 +196,31 @@ class ChildCampaignInline(admin.TabularInline):
         return False
 
 
+class ActivityInlineForm(forms.ModelForm):
+    """The settings are checked by the activity type's settings form (the canvas above the
+    inlines edits them field by field)."""
+
+    class Meta:
+        model = Activity
+        fields = ["key", "type", "label", "settings", "local_edit", "position_x", "position_y"]
+
+    def clean(self) -> dict[str, Any]:
+        from campaigns.workflow.forms import settings_problems
+
+        cleaned = super().clean()
+        if cleaned.get("type") and "settings" not in self.errors:
+            for problem in settings_problems(
+                cleaned["type"],
+                cleaned.get("settings"),
+                campaign=self.instance.campaign if self.instance.campaign_id else None,
+            ):
+                self.add_error("settings", problem)
+        return cleaned
+
+
 class ActivityInline(BoundedJSONAdminMixin, admin.TabularInline):
     model = Activity
+    form = ActivityInlineForm
     extra = 0
     fields = ["key", "type", "label", "settings", "local_edit", "position_x", "position_y"]
 
@@ -337,6 +360,21 @@ class CampaignAdmin(
     def child_count(self, obj: Campaign) -> int:
         return obj.children_total
 
+    change_form_template = "admin/campaigns/campaign/change_form.html"
+
+    def change_view(  # type: ignore[no-untyped-def]
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ):
+        """The campaign's page opens with its workflow canvas (above the fields)."""
+        from campaigns.workflow.views import canvas_context
+
+        context = dict(extra_context or {})
+        obj = self.get_object(request, object_id)
+        if obj is not None and request.method == "GET":
+            context.update(canvas_context(obj, request.user))
+            context.pop("campaign", None)
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> list:
         inlines: list = []
         if obj is None or obj.kind == "reference":
@@ -360,6 +398,12 @@ class CampaignAdmin(
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
+        if any(
+            formset.has_changed() for formset in formsets if formset.model in (Activity, Transition)
+        ):  # an open canvas of this workflow is now stale
+            Campaign.objects.filter(pk=form.instance.pk).update(
+                workflow_version=F("workflow_version") + 1
+            )
         if form.instance.activities.exists():
             from campaigns.workflow import engine
 

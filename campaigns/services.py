@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 
 from campaigns.choices import CampaignKind, CampaignState, CollaborativeType, RunState
 from campaigns.models import Activity, Campaign, ScheduledRun
@@ -200,7 +200,7 @@ def editable_steps(
 ) -> dict[int, frozenset[str]]:
     """For a child campaign's activities (all by default): the settings its local entity
     may change on each, read from the parent in one query."""
-    from campaigns.workflow.activities import TYPES
+    from campaigns.workflow.forms import local_fields
 
     if campaign.kind != CampaignKind.CHILD or campaign.parent_id is None:
         return {}
@@ -211,9 +211,9 @@ def editable_steps(
     )
     editable = {}
     for activity in campaign.activities.all() if activities is None else activities:
-        kind = TYPES.get(activity.type)
-        if kind and kind.local_keys and (activity.key, activity.type) in allowed:
-            editable[activity.pk] = kind.local_keys
+        keys = local_fields(activity.type)
+        if keys and (activity.key, activity.type) in allowed:
+            editable[activity.pk] = keys
     return editable
 
 
@@ -249,6 +249,10 @@ def update_child_activity(
         before = activity.settings
         activity.settings = dict(settings)
         activity.save(update_fields=["settings"])
+        # An open canvas of this workflow is now stale: its save will be refused.
+        Campaign.objects.filter(pk=activity.campaign_id).update(
+            workflow_version=F("workflow_version") + 1
+        )
         problems = validate_workflow(activity.campaign)
         if problems:
             raise DomainError("The change would break the workflow.", problems=problems)

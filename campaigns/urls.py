@@ -18,6 +18,14 @@ urlpatterns = [
         name="activity_edit",
     ),
     path("campaigns/lists/<int:pk>/", workflow_views.review, name="local_approval"),
+    path("campaigns/<int:pk>/canvas/", workflow_views.canvas_graph, name="canvas_graph"),
+    path("campaigns/<int:pk>/canvas/save/", workflow_views.canvas_save, name="canvas_save"),
+    path("campaigns/<int:pk>/canvas/step/", workflow_views.canvas_step, name="canvas_step"),
+    path(
+        "campaigns/<int:pk>/canvas/simulate/",
+        workflow_views.canvas_simulate,
+        name="canvas_simulate",
+    ),
     path("deliveries/<int:pk>/", delivery_views.delivery_detail, name="delivery"),
     path(
         "deliveries/<int:pk>/<str:action>/",

@@ -29,6 +29,7 @@ from campaigns.personalisation import value_rows
 from campaigns.targeting import registry
 from campaigns.targeting.words import condition_words
 from campaigns.workflow import diagram, local_approval
+from campaigns.workflow.views import canvas_context
 from packages.forms import PersonalisationForm
 from portal import confirm
 from portal.models import AuditLog, Entity, is_central_user
@@ -74,10 +75,16 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             for name, label in ACTIONS.items()
             if has_transition_perm(getattr(campaign, name), request.user)
         ]
+    canvas = (
+        canvas_context(campaign, request.user)
+        if campaign.kind == CampaignKind.CHILD and campaign.activities.exists()
+        else {}
+    )
     return render(
         request,
         "campaigns/campaign_detail.html",
         {
+            **canvas,
             "campaign": campaign,
             "rows": rows,
             "actions": actions,

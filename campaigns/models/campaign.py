@@ -85,6 +85,12 @@ class Campaign(ConcurrentTransitionMixin, models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
+    workflow_version = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Grows with every saved change of the workflow: a canvas save names the "
+        "version it started from and is refused when another save came first.",
+    )
     targeted_count = models.PositiveIntegerField(default=0)
     sent_count = models.PositiveIntegerField(default=0)
 

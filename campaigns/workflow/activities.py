@@ -1,4 +1,5 @@
-"""Activity types: each validates its settings and runs as set operations over work tables.
+"""Activity types: each runs as set operations over work tables (their settings are typed
+and validated by the forms of ``campaigns.workflow.forms``).
 
 An activity reads one work table per incoming transition and writes one work table per
 output (``out``, or a split's branch labels), named ``a<activity id>.<label>`` within the run.
@@ -7,7 +8,6 @@ No activity loads contacts into Python: every step is an ``INSERT … SELECT``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,16 +34,7 @@ from django.utils.dateparse import parse_datetime, parse_time
 from campaigns import targeting
 from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery, WorkTableRow
 from campaigns.targeting.registry import DIMENSIONS
-from campaigns.targeting.worktables import PRIORITY_FIELDS
 from portal.models import Entity
-from portal.validation import MAX_ID
-
-ENTITY_PATHS = {"contact": {"entity"}, "booking": {"contact__entity", "store__entity"},
-                "subscription": {"contact__entity"}}  # fmt: skip
-MAX_LIMIT = 100_000_000
-MAX_WAIT_DAYS = 3650  # ten years: a wait or schedule beyond that is a typing error
-MAX_TIMES = 100_000
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 
 
 def output_table(activity: Activity, label: str) -> str:
@@ -76,11 +67,6 @@ class ActivityType:
     max_inputs: int | None = 1
     # A type that builds its own population may only be started by a scheduler or a wait.
     triggered_only = False
-    # The settings a local entity may change in its child campaign (when the parent allows).
-    local_keys: frozenset[str] = frozenset()
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        return []
 
     def outputs(self, settings: Mapping[str, Any]) -> list[str]:
         return ["out"]
@@ -93,37 +79,10 @@ class ActivityType:
         raise NotImplementedError
 
 
-def _limit(value: Any, name: str = "limit") -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
-        return [f"{name} must be a whole number between 0 and {MAX_LIMIT}"]
-    return []
-
-
-def _conditions_problems(dimension: str, conditions: Any, where: str = "conditions") -> list[str]:
-    try:
-        targeting.compile_conditions(dimension, conditions)
-    except targeting.TargetingError as exc:
-        return [f"{where}: {message}" for message in exc.messages]
-    return []
-
-
 class Query(ActivityType):
     min_inputs = 0
     max_inputs = 1
     triggered_only = True
-    local_keys = frozenset({"conditions"})
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        dimension = settings.get("dimension", "contact")
-        if not isinstance(dimension, str) or dimension not in DIMENSIONS:
-            return [f"dimension must be one of {', '.join(DIMENSIONS)}"]
-        problems = _conditions_problems(dimension, settings.get("conditions") or {})
-        entity_path = settings.get("entity_path")
-        if entity_path and str(entity_path) not in ENTITY_PATHS[dimension]:
-            problems.append(f"entity_path must be one of {sorted(ENTITY_PATHS[dimension])}")
-        return problems
 
     def run(self, ctx: Context) -> None:
         settings = ctx.activity.settings
@@ -152,17 +111,6 @@ class Query(ActivityType):
 
 
 class ReadAudience(Query):
-    local_keys = frozenset({"saved_query"})
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        pk = settings.get("saved_query")
-        if isinstance(pk, bool) or not isinstance(pk, int) or not 1 <= pk <= MAX_ID:
-            return ["saved_query must be the id of a saved audience"]
-        query = SavedQuery.objects.filter(pk=pk).first()
-        if query is None:
-            return ["saved_query must be the id of a saved audience"]
-        return []
-
     def run(self, ctx: Context) -> None:
         query = SavedQuery.objects.get(pk=ctx.activity.settings["saved_query"])
         self.materialise(ctx, query.dimension, query.conditions)
@@ -191,9 +139,13 @@ class Intersection(ActivityType):
 
 
 class Exclusion(ActivityType):
-    """The first input without the contacts of the others."""
+    """The first input without the contacts of the others (``out``, the kept rows); the
+    rows taken out go to ``removed`` when a transition reads them."""
 
     min_inputs, max_inputs = 2, None
+
+    def outputs(self, settings: Mapping[str, Any]) -> list[str]:
+        return ["out", "removed"]
 
     def run(self, ctx: Context) -> None:
         rows = ctx.inputs[0]
@@ -202,6 +154,11 @@ class Exclusion(ActivityType):
             # subquery larger than work_mem and would compare every pair of rows.
             rows = rows.exclude(Exists(other.filter(contact_id=OuterRef("contact_id"))))
         ctx.write("out", rows)
+        if ctx.activity.outgoing.filter(label="removed").exists():
+            removed = ctx.inputs[0]
+            kept = targeting.work_table(ctx.run_key, ctx.table("out"))
+            removed = removed.exclude(Exists(kept.filter(contact_id=OuterRef("contact_id"))))
+            ctx.write("removed", removed)
 
 
 class Deduplication(ActivityType):
@@ -216,44 +173,6 @@ class Split(ActivityType):
     """Branches by conditions on the contact, or by percentages (a stable pseudo-random
     bucket per contact), each optionally limited; a row goes to the first branch it fits.
     ``remainder`` names an output for the rows no branch took."""
-
-    local_keys = frozenset({"branches"})
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        branches = settings.get("branches")
-        if not isinstance(branches, list) or not branches:
-            return ["branches must be a non-empty list"]
-        problems, labels, total = [], set(), 0
-        for index, branch in enumerate(branches):
-            where = f"branches[{index}]"
-            if not isinstance(branch, dict):
-                problems.append(f"{where} must be an object")
-                continue
-            label = branch.get("label")
-            if not isinstance(label, str) or not label or label in labels:
-                problems.append(f"{where}.label must be a distinct, non-empty text")
-            labels.add(label)
-            if "percent" in branch:
-                percent = branch["percent"]
-                if (
-                    isinstance(percent, bool)
-                    or not isinstance(percent, int)
-                    or not (0 < percent <= 100)
-                ):
-                    problems.append(f"{where}.percent must be a whole number from 1 to 100")
-                else:
-                    total += percent
-            else:
-                problems += _conditions_problems(
-                    "contact", branch.get("conditions") or {}, f"{where}.conditions"
-                )
-            problems += _limit(branch.get("limit"), f"{where}.limit")
-        if total > 100:
-            problems.append("percentages add up to more than 100")
-        remainder = settings.get("remainder")
-        if remainder is not None and (not isinstance(remainder, str) or remainder in labels):
-            problems.append("remainder must be a label distinct from the branches")
-        return problems
 
     def outputs(self, settings: Mapping[str, Any]) -> list[str]:
         labels = [branch["label"] for branch in settings.get("branches", [])]
@@ -295,26 +214,6 @@ class Split(ActivityType):
 
 
 class Distribution(ActivityType):
-    local_keys = frozenset({"limits", "default_limit"})
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        problems = _limit(settings.get("default_limit"), "default_limit")
-        limits = settings.get("limits", {})
-        if not isinstance(limits, dict):
-            return [*problems, "limits must map entity codes to numbers"]
-        unknown = set(limits) - set(Entity.objects.filter(code__in=list(limits)).values_list(
-            "code", flat=True))  # fmt: skip
-        if unknown:
-            problems.append(f"unknown entity code(s) in limits: {', '.join(sorted(unknown))}")
-        for code, limit in limits.items():
-            problems += _limit(limit, f"limits.{code}")
-        order = settings.get("order", [])
-        if not isinstance(order, list) or any(
-            not isinstance(item, str) or item.lstrip("-") not in PRIORITY_FIELDS for item in order
-        ):
-            problems.append(f"order may use {', '.join(sorted(PRIORITY_FIELDS))}")
-        return problems
-
     def run(self, ctx: Context) -> None:
         self.distribute(ctx, "out")
 
@@ -337,22 +236,6 @@ class Distribution(ActivityType):
 class Wait(ActivityType):
     """Passes its input on after a duration (``days``, ``hours``, ``minutes``)."""
 
-    local_keys = frozenset({"days", "hours", "minutes"})
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        units = {key: settings.get(key, 0) for key in ("days", "hours", "minutes")}
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in units.values()):
-            return ["days, hours and minutes must be whole numbers of at least 0"]
-        if not any(units.values()):
-            return ["give a duration in days, hours or minutes"]
-        most = {"days": MAX_WAIT_DAYS, "hours": MAX_WAIT_DAYS * 24,
-                "minutes": MAX_WAIT_DAYS * 24 * 60}  # fmt: skip
-        if any(units[key] > most[key] for key in units) or timedelta(**units) > timedelta(
-            days=MAX_WAIT_DAYS
-        ):
-            return [f"a wait lasts at most {MAX_WAIT_DAYS} days (days, hours and minutes together)"]
-        return []
-
     def wake_at(self, settings: Mapping[str, Any], now: datetime) -> datetime | None:
         return now + timedelta(
             days=settings.get("days", 0),
@@ -370,7 +253,6 @@ class Wait(ActivityType):
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-EVERY = ("hour", "day", "week")
 
 
 class Scheduler(Wait):
@@ -380,34 +262,6 @@ class Scheduler(Wait):
     starts a new run of the workflow at each occurrence."""
 
     min_inputs = 0
-    local_keys = frozenset({"at", "every", "time", "minute", "weekdays", "times", "until"})
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        if "every" not in settings:
-            if _parse(parse_datetime, settings.get("at")) is None:
-                return ["at must be a date and time such as 2030-05-01T09:00:00+02:00"]
-            return []
-        problems = []
-        every = settings["every"]
-        if every not in EVERY:
-            return [f"every must be one of {', '.join(EVERY)}"]
-        if every == "hour":
-            minute = settings.get("minute", 0)
-            if isinstance(minute, bool) or not isinstance(minute, int) or not 0 <= minute < 60:
-                problems.append("minute must be a whole number from 0 to 59")
-        elif _parse(parse_time, settings.get("time")) is None:
-            problems.append("time must be a time of day such as 09:30")
-        if every == "week":
-            days = settings.get("weekdays")
-            if not isinstance(days, list) or not days or any(d not in WEEKDAYS for d in days):
-                problems.append(f"weekdays must list some of {', '.join(WEEKDAYS)}")
-        times = settings.get("times")
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int)
-                                  or not 1 <= times <= MAX_TIMES):  # fmt: skip
-            problems.append(f"times must be a whole number from 1 to {MAX_TIMES}")
-        if "until" in settings and _parse(parse_datetime, settings["until"]) is None:
-            problems.append("until must be a date and time such as 2030-05-01T09:00:00+02:00")
-        return problems
 
     @staticmethod
     def recurring(settings: Mapping[str, Any]) -> bool:
@@ -459,31 +313,7 @@ class Enrichment(ActivityType):
 
     AGGREGATES = {"count": Count, "sum": Sum, "min": Min, "max": Max, "avg": Avg}
 
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        items = settings.get("fields")
-        if not isinstance(items, list) or not items:
-            return ["fields must be a non-empty list"]
-        problems: list[str] = []
-        names: set[str] = set()
-        for index, item in enumerate(items):
-            where = f"fields[{index}]"
-            if not isinstance(item, dict):
-                problems.append(f"{where} must be an object")
-                continue
-            name = item.get("name")
-            if not isinstance(name, str) or not IDENTIFIER.match(name) or name in names:
-                problems.append(
-                    f"{where}.name must be a distinct identifier (lower-case letters, digits, _)"
-                )
-            names.add(name)
-            try:
-                self._expression(item)
-            except (KeyError, TypeError, ValueError, targeting.TargetingError) as exc:
-                message = "; ".join(getattr(exc, "messages", [str(exc).strip("'")]))
-                problems.append(f"{where}: {message}")
-        return problems
-
-    def _expression(self, item: Mapping[str, Any]) -> Any:
+    def expression(self, item: Mapping[str, Any]) -> Any:
         """The SQL expression for one enrichment, keyed on the work-table row."""
         if "relation" in item:
             relation = DIMENSIONS["contact"].relations.get(item["relation"])
@@ -527,7 +357,7 @@ class Enrichment(ActivityType):
         return Subquery(source.values(field.path)[:1])
 
     def run(self, ctx: Context) -> None:
-        values = {item["name"]: self._expression(item) for item in ctx.activity.settings["fields"]}
+        values = {item["name"]: self.expression(item) for item in ctx.activity.settings["fields"]}
         ctx.write("out", ctx.inputs[0], data=MergeJSON(F("data"), JSONObject(**values)))
 
 
@@ -556,20 +386,7 @@ class LocalApproval(Distribution):
     deadline, entities that did not answer get ``on_deadline`` (send_all or send_none).
     In ``report`` mode the input passes on and each entity is sent a report instead."""
 
-    local_keys = frozenset({"deadline_hours"})
     DEFAULTS = ("send_all", "send_none")
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        problems = super().validate(settings)
-        mode = settings.get("mode", "approve")
-        if mode not in ("approve", "report"):
-            problems.append("mode must be approve or report")
-        hours = settings.get("deadline_hours", 72)
-        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 24 * 90:
-            problems.append("deadline_hours must be a whole number from 1 to 2160")
-        if settings.get("on_deadline", "send_all") not in self.DEFAULTS:
-            problems.append("on_deadline must be send_all or send_none")
-        return problems
 
     def park(self, ctx: Context, now: datetime) -> datetime | None:
         from campaigns.workflow import local_approval
@@ -598,11 +415,6 @@ class Delivery(ActivityType):
     unchanged, so later steps (a report to the entities) see who was targeted."""
 
     hooks: ClassVar[list[Callable[[Context, datetime], datetime | None]]] = []
-
-    def validate(self, settings: Mapping[str, Any]) -> list[str]:
-        from campaigns.delivery.services import activity_problems
-
-        return activity_problems(settings, None)
 
     def park(self, ctx: Context, now: datetime) -> datetime | None:
         moments = [moment for hook in self.hooks if (moment := hook(ctx, now))]

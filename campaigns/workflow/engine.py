@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -19,102 +20,155 @@ from campaigns.models import (
     ActivityExecution,
     Campaign,
     ExecutionState,
-    Transition,
     TransitionCount,
     WorkflowRun,
     WorkflowRunState,
     WorkTableRow,
 )
 from campaigns.workflow.activities import TYPES, Context, output_table
+from campaigns.workflow.forms import settings_problems
 from portal import services as portal_services
 from portal.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A problem of a workflow, naming its step (an activity key) when it has one."""
+
+    step: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def validate_workflow(campaign: Campaign) -> list[str]:
     """Every problem of the graph, each naming its activity."""
     activities = list(campaign.activities.all())
     transitions = list(campaign.transitions.select_related("source", "target"))
-    if not activities:
-        return ["The workflow has no activity."]
-    problems: list[str] = []
     by_id = {activity.pk: activity for activity in activities}
-    incoming: dict[int, list[Transition]] = defaultdict(list)
-    outgoing: dict[int, list[Transition]] = defaultdict(list)
+    problems: list[str] = []
+    arrows = []
     for item in transitions:
         if item.source_id not in by_id or item.target_id not in by_id:
             problems.append(f"Transition {item} links an activity of another campaign.")
             continue
-        incoming[item.target_id].append(item)
-        outgoing[item.source_id].append(item)
+        arrows.append((by_id[item.source_id].key, item.label, by_id[item.target_id].key))
+    return problems + [str(p) for p in graph_problems(activities, arrows, campaign=campaign)]
+
+
+def graph_problems(
+    activities: list[Activity], arrows: list[tuple[str, str, str]], *, campaign: Any = None
+) -> list[Problem]:
+    """Every problem of a graph given as (possibly unsaved) activities and arrows
+    ``(source key, output label, target key)``: settings (by the type's form), inputs,
+    outputs, cycles and unreachable steps, each naming its step."""
+    if not activities:
+        return [Problem(None, "The workflow has no activity.")]
+    problems: list[Problem] = []
+    by_key = {activity.key: activity for activity in activities}
+    incoming: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    outgoing: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for arrow in arrows:
+        source, _label, target = arrow
+        if source not in by_key or target not in by_key:
+            missing = target if target not in by_key else source
+            step = source if source in by_key else (target if target in by_key else None)
+            problems.append(Problem(step, f"A transition links the unknown step “{missing}”."))
+            continue
+        incoming[target].append(arrow)
+        outgoing[source].append(arrow)
     for activity in activities:
         kind = TYPES.get(activity.type)
         name = f"Activity “{activity}”"
+        key = activity.key
+
+        def add(message: str, key: str = key) -> None:
+            problems.append(Problem(key, message))
+
         if kind is None:
-            problems.append(f"{name}: unknown type {activity.type!r}.")
+            add(f"{name}: unknown type {activity.type!r}.")
             continue
         settings = activity.settings if isinstance(activity.settings, dict) else None
         if settings is None:
-            problems.append(f"{name}: settings must be an object.")
+            add(f"{name}: settings must be an object.")
             continue
-        problems += [f"{name}: {problem}" for problem in kind.validate(settings)]
-        count = len(incoming[activity.pk])
+        own = settings_problems(activity.type, settings, campaign=campaign)
+        for problem in own:
+            add(f"{name}: {problem}")
+        count = len(incoming[key])
         if count < kind.min_inputs:
-            problems.append(f"{name} needs at least {kind.min_inputs} incoming transition(s).")
+            add(f"{name} needs at least {kind.min_inputs} incoming transition(s).")
         if kind.max_inputs is not None and count > kind.max_inputs:
-            problems.append(f"{name} takes at most {kind.max_inputs} incoming transition(s).")
+            add(f"{name} takes at most {kind.max_inputs} incoming transition(s).")
         if kind.triggered_only and any(
-            by_id[item.source_id].type not in ("scheduler", "wait")
-            for item in incoming[activity.pk]
-            if item.source_id in by_id
+            by_key[source].type not in ("scheduler", "wait") for source, _, _ in incoming[key]
         ):
-            problems.append(f"{name} builds its own population: only a scheduler may start it.")
-        if not problems or all(not p.startswith(name) for p in problems):
+            add(f"{name} builds its own population: only a scheduler may start it.")
+        if not own:
             labels = set(kind.outputs(settings))
-            for item in outgoing[activity.pk]:
-                if item.label not in labels:
+            for _, label, _ in outgoing[key]:
+                if label not in labels:
                     allowed = ", ".join(sorted(labels)) or "none"
-                    problems.append(f"{name} has no output “{item.label}” (outputs: {allowed}).")
-    order = _topological(activities, transitions)
-    if order is None:
-        problems.append("The workflow has a cycle: transitions must not loop back.")
-    starts = [a for a in activities if not incoming[a.pk]]
-    reachable = _reachable(starts, outgoing)
+                    add(f"{name} has no output “{label}” (outputs: {allowed}).")
+    edges = [(s, t) for s, _, t in arrows if s in by_key and t in by_key]
+    looping = _in_cycles([a.key for a in activities], edges)
+    if looping:
+        problems.append(Problem(None, "The workflow has a cycle: transitions must not loop back."))
+        for key in looping:
+            problems.append(
+                Problem(key, f"Activity “{by_key[key]}” is on a cycle: a transition loops back.")
+            )
+    reachable = _reachable([a.key for a in activities if not incoming[a.key]], outgoing)
     for activity in activities:
-        if activity.pk not in reachable:
-            problems.append(f"Activity “{activity}” cannot be reached from a start.")
+        if activity.key not in reachable:
+            problems.append(
+                Problem(activity.key, f"Activity “{activity}” cannot be reached from a start.")
+            )
     return problems
 
 
-def _topological(activities: list[Activity], transitions: list[Transition]) -> list[int] | None:
-    indegree = {a.pk: 0 for a in activities}
-    edges: dict[int, list[int]] = defaultdict(list)
-    for item in transitions:
-        if item.source_id in indegree and item.target_id in indegree:
-            edges[item.source_id].append(item.target_id)
-            indegree[item.target_id] += 1
-    queue = deque(pk for pk, degree in indegree.items() if degree == 0)
-    order = []
+def _in_cycles(keys: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    """The steps left when sources are peeled off repeatedly (Kahn): those on or after a
+    cycle, of which the ones that can reach themselves are on it."""
+    indegree = dict.fromkeys(keys, 0)
+    following: dict[str, list[str]] = defaultdict(list)
+    for source, target in edges:
+        following[source].append(target)
+        indegree[target] += 1
+    queue = deque(key for key, degree in indegree.items() if degree == 0)
     while queue:
-        pk = queue.popleft()
-        order.append(pk)
-        for nxt in edges[pk]:
+        key = queue.popleft()
+        for nxt in following[key]:
             indegree[nxt] -= 1
             if indegree[nxt] == 0:
                 queue.append(nxt)
-    return order if len(order) == len(activities) else None
+    left = [key for key, degree in indegree.items() if degree > 0]
+    on_cycle = []
+    for start in left:
+        seen, stack = set(), list(following[start])
+        while stack:
+            key = stack.pop()
+            if key == start:
+                on_cycle.append(start)
+                break
+            if key not in seen:
+                seen.add(key)
+                stack += following[key]
+    return on_cycle
 
 
-def _reachable(starts: list[Activity], outgoing: dict[int, list[Transition]]) -> set[int]:
-    seen: set[int] = set()
-    stack = [a.pk for a in starts]
+def _reachable(starts: list[str], outgoing: dict[str, list[tuple[str, str, str]]]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(starts)
     while stack:
-        pk = stack.pop()
-        if pk in seen:
+        key = stack.pop()
+        if key in seen:
             continue
-        seen.add(pk)
-        stack += [item.target_id for item in outgoing[pk]]
+        seen.add(key)
+        stack += [target for _, _, target in outgoing[key]]
     return seen
 
 

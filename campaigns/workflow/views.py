@@ -3,23 +3,24 @@ its child campaign's workflow within what the parent allows."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from campaigns import services
-from campaigns.models import Activity, Campaign, LocalApproval, LocalApprovalMode
+from campaigns.models import Campaign, LocalApproval, LocalApprovalMode
 from campaigns.targeting import registry
 from campaigns.targeting.words import condition_words
 from campaigns.workflow import local_approval
+from campaigns.workflow.forms import FORMS
 from portal import validation
+from portal.exceptions import DomainError
 from portal.models import AuditLog
 from portal.web import attempt, page_number
 
@@ -124,63 +125,6 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
 
 # Child workflow editing ----------------------------------------------------------------------
 
-WHOLE_NUMBERS = {"days", "hours", "minutes", "minute", "times", "default_limit", "deadline_hours",
-                 "saved_query"}  # fmt: skip
-TEXTS = {"at": "Date and time (ISO 8601)", "every": "Every (hour, day or week)",
-         "time": "Time of day (HH:MM)", "until": "Until (ISO 8601)"}  # fmt: skip
-
-
-class ActivitySettingsForm(forms.Form):
-    """One field per setting the local entity may change; the rest is the parent's."""
-
-    def __init__(self, *args: Any, activity: Activity, editable: frozenset[str], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.activity = activity
-        self.json_keys: set[str] = set()
-        for key in sorted(editable):
-            current = activity.settings.get(key)
-            if key in WHOLE_NUMBERS:
-                field: forms.Field = forms.IntegerField(
-                    required=False, min_value=0, initial=current
-                )
-            elif key in TEXTS:
-                field = forms.CharField(required=False, label=TEXTS[key], initial=current)
-            else:
-                # Conditions are edited with the query builder and read in words: the JSON
-                # it writes travels in a hidden field, never shown to the store operator.
-                widget = (
-                    forms.HiddenInput()
-                    if key == "conditions"
-                    else forms.Textarea(attrs={"rows": 6, "spellcheck": "false"})
-                )
-                field = forms.CharField(
-                    required=False,
-                    widget=widget,
-                    initial=json.dumps(current, indent=1) if current is not None else "",
-                    help_text="" if key == "conditions" else "JSON",
-                )
-                self.json_keys.add(key)
-            field.label = field.label or key.replace("_", " ").capitalize()
-            self.fields[key] = field
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        settings = dict(self.activity.settings)
-        for key in self.fields:
-            value = cleaned.get(key)
-            if key in self.json_keys and value:
-                try:
-                    value = validation.load_json(value)
-                except validation.InputError as exc:
-                    self.add_error(key, exc.message)
-                    continue
-            if value in (None, ""):
-                settings.pop(key, None)
-            else:
-                settings[key] = value
-        cleaned["settings"] = settings
-        return cleaned
-
 
 @login_required
 def activity_edit(request: HttpRequest, pk: int, activity_pk: int) -> HttpResponse:
@@ -191,12 +135,17 @@ def activity_edit(request: HttpRequest, pk: int, activity_pk: int) -> HttpRespon
     editable = services.child_may_edit(activity)
     if not editable:
         raise PermissionDenied("The parent campaign does not let you change this step.")
-    form = ActivitySettingsForm(request.POST or None, activity=activity, editable=editable)
+    form = FORMS[activity.type](
+        request.POST if request.method == "POST" else None,
+        initial=activity.settings,
+        campaign=campaign,
+        editable=editable,
+    )
     if request.method == "POST" and form.is_valid():
         ok, _ = attempt(
             request,
             lambda: services.update_child_activity(
-                activity=activity, settings=form.cleaned_data["settings"], actor=request.user
+                activity=activity, settings=form.settings(), actor=request.user
             ),
         )
         if ok:
@@ -217,3 +166,194 @@ def activity_edit(request: HttpRequest, pk: int, activity_pk: int) -> HttpRespon
             ),
         },
     )
+
+
+# The canvas ----------------------------------------------------------------------------------
+
+
+def canvas_context(campaign: Campaign, user: Any) -> dict[str, Any]:
+    """What the canvas template needs: its data (as json_script) and its URLs."""
+    from django.urls import reverse
+
+    from campaigns.workflow import canvas
+
+    return {
+        "campaign": campaign,
+        "canvas_mode": canvas.mode_for(campaign, user),
+        "canvas_data": {
+            "graph": canvas.graph_of(campaign, user=user),
+            "palette": canvas.palette(),
+            "urls": {
+                "graph": reverse("campaigns:canvas_graph", args=[campaign.pk]),
+                "save": reverse("campaigns:canvas_save", args=[campaign.pk]),
+                "step": reverse("campaigns:canvas_step", args=[campaign.pk]),
+                "simulate": reverse("campaigns:canvas_simulate", args=[campaign.pk]),
+            },
+        },
+        "registry": registry.describe(),
+    }
+
+
+def _canvas_campaign(request: HttpRequest, pk: int) -> Campaign:
+    return get_object_or_404(
+        Campaign.objects.visible_to(request.user).select_related("entity", "parent"), pk=pk
+    )
+
+
+def _refused(status: int, message: str, problems: list | None = None) -> JsonResponse:
+    return JsonResponse({"error": message, "problems": problems or []}, status=status)
+
+
+@login_required
+def canvas_graph(request: HttpRequest, pk: int) -> HttpResponse:
+    """The graph as JSON, with the counts of the last run (the canvas polls it after a
+    simulation)."""
+    from campaigns.workflow import canvas
+
+    campaign = _canvas_campaign(request, pk)
+    return JsonResponse(canvas.graph_of(campaign, user=request.user))
+
+
+@login_required
+@require_POST
+def canvas_save(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save the whole graph: 200 with the new version; 400 naming each problem on its step;
+    409 when someone saved since; 403 for a step the user may not change."""
+    from campaigns.workflow import canvas
+
+    campaign = _canvas_campaign(request, pk)
+    try:
+        payload = validation.load_json(request.body.decode("utf-8", "replace"))
+    except validation.InputError as exc:
+        return _refused(400, f"The request is not valid JSON: {exc.message}")
+    if not isinstance(payload, dict):
+        return _refused(400, "The request must be an object with version and graph.")
+    try:
+        version = canvas.save_graph(
+            campaign=campaign,
+            graph=payload.get("graph"),
+            version=payload.get("version"),
+            actor=request.user,
+        )
+    except canvas.StaleGraph as exc:
+        return _refused(409, str(exc))
+    except canvas.GraphRefused as exc:
+        return _refused(
+            400,
+            "The workflow was not saved: fix the problems shown on the steps.",
+            [{"step": p.step, "message": p.message} for p in exc.graph_problems],
+        )
+    except PermissionDenied as exc:
+        return _refused(403, str(exc) or "You may not change this step.")
+    except DomainError as exc:
+        return _refused(400, str(exc))
+    campaign.refresh_from_db()
+    return JsonResponse({"version": version, "graph": canvas.graph_of(campaign, user=request.user)})
+
+
+@login_required
+@require_POST
+def canvas_step(request: HttpRequest, pk: int) -> HttpResponse:
+    """The side panel: the selected step's typed settings form as HTML (``action=render``),
+    or the posted form checked (``action=check``): its settings as JSON when valid, else
+    the form again with each error beside its field."""
+    from campaigns.workflow import canvas
+    from campaigns.workflow.forms import FORMS
+
+    campaign = _canvas_campaign(request, pk)
+    mode = canvas.mode_for(campaign, request.user)
+    type_ = request.POST.get("type", "")
+    key = request.POST.get("key", "")
+    form_class = FORMS.get(type_)
+    if form_class is None:
+        raise Http404("Unknown activity type.")
+    try:
+        stored = validation.load_json(request.POST.get("settings") or "{}")
+    except validation.InputError:
+        stored = {}
+    if not isinstance(stored, dict):
+        stored = {}
+    editable: frozenset[str] | None = None
+    if mode != "edit":
+        activity = campaign.activities.filter(key=key, type=type_).first()
+        if activity is None:
+            raise Http404("Unknown step.")
+        editable = services.editable_steps(campaign, [activity]).get(activity.pk, frozenset())
+        if mode == "view":
+            editable = frozenset()
+    action = request.POST.get("action", "render")
+    if action == "check":
+        if not editable and editable is not None:
+            raise PermissionDenied("The parent campaign does not let you change this step.")
+        form = form_class(request.POST, settings=stored, campaign=campaign, editable=editable,
+                          prefix="s")  # fmt: skip
+        if form.is_valid():
+            settings = form.settings()
+            return JsonResponse(
+                {
+                    "ok": True,
+                    "settings": settings,
+                    "outputs": canvas.outputs_of(type_, settings),
+                    "preview": _content_preview(settings, campaign)
+                    if type_ == "delivery"
+                    else None,
+                }
+            )
+        html = _step_html(request, form, type_, stored, editable)
+        return JsonResponse({"ok": False, "html": html, "problems": form.problems()})
+    form = form_class(initial=stored, campaign=campaign, editable=editable, prefix="s")
+    return HttpResponse(_step_html(request, form, type_, stored, editable))
+
+
+def _content_preview(settings: dict[str, Any], campaign: Campaign) -> dict[str, str]:
+    """A delivery step's content rendered for a sample recipient (every field shown as
+    ``<name>``), as the side panel previews it; the templates are valid (the form said so)."""
+    from campaigns.delivery import rendering
+    from campaigns.delivery.services import perso_of
+
+    context = rendering.sample_context(
+        multi_level=settings.get("dimension") == "booking", perso=perso_of(campaign)
+    )
+    return {
+        key: rendering.render(settings.get(key) or "", html=key == "html_body", context=context)
+        for key in ("subject", "push_title", "text_body", "html_body")
+        if settings.get(key)
+    }
+
+
+def _step_html(
+    request: HttpRequest, form: Any, type_: str, stored: dict, editable: frozenset[str] | None
+) -> str:
+    from django.template.loader import render_to_string
+
+    return render_to_string(
+        "campaigns/canvas_step.html",
+        {
+            "form": form,
+            "type": type_,
+            "dimension": stored.get("dimension", "contact"),
+            "conditions_words": condition_words(
+                stored.get("conditions"), stored.get("dimension", "contact")
+            ),
+            "read_only": editable is not None and not editable,
+        },
+        request=request,
+    )
+
+
+@login_required
+@require_POST
+def canvas_simulate(request: HttpRequest, pk: int) -> HttpResponse:
+    """A simulation of the saved workflow (counts only); the canvas then polls the graph."""
+    from campaigns.workflow import canvas, engine
+
+    campaign = _canvas_campaign(request, pk)
+    if canvas.mode_for(campaign, request.user) == "view":
+        return _refused(403, "You may not simulate this campaign.")
+    try:
+        run = engine.start_run(campaign=campaign, actor=request.user, simulate=True)
+    except PermissionDenied as exc:
+        return _refused(403, str(exc))
+    except DomainError as exc:
+        return _refused(400, str(exc), [str(p) for p in getattr(exc, "problems", None) or []])
+    return JsonResponse({"run": run.pk})

@@ -311,16 +311,20 @@ def test_the_admin_edits_simulates_and_shows_counts(
 
 
 def test_activity_settings_are_validated_in_the_admin_form(campaign):
-    from django.core.exceptions import ValidationError
+    from campaigns.admin import ActivityInlineForm
 
-    activity = Activity(
-        campaign=campaign,
-        key="q",
-        type="query",
-        settings={"conditions": {"field": "secret", "op": "eq", "value": 1}},
+    form = ActivityInlineForm(
+        data={
+            "key": "q",
+            "type": "query",
+            "settings": '{"conditions": {"field": "secret", "op": "eq", "value": 1}}',
+            "position_x": 0,
+            "position_y": 0,
+        },
+        instance=Activity(campaign=campaign),
     )
-    with pytest.raises(ValidationError, match="unknown field"):
-        activity.full_clean()
+    assert not form.is_valid()
+    assert any("unknown field" in error for error in form.errors["settings"])
 
 
 def test_the_diagram_draws_activities_and_counts_and_escapes_labels(

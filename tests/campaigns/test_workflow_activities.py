@@ -15,6 +15,7 @@ from campaigns.targeting.words import condition_words
 from campaigns.workflow import engine
 from campaigns.workflow.activities import TYPES, Delivery, output_table
 from campaigns.workflow.copy import copy_workflow
+from campaigns.workflow.forms import settings_problems
 from portal import services as portal_services
 from portal.exceptions import DomainError
 from portal.models import AuditLog
@@ -171,7 +172,7 @@ def test_a_query_may_only_be_started_by_a_scheduler(campaign):
     ],
 )
 def test_recurring_scheduler_settings_are_validated(options, message):
-    assert any(message in p for p in TYPES["scheduler"].validate(options))
+    assert any(message in p for p in settings_problems("scheduler", options))
 
 
 def test_next_occurrences_of_recurring_schedulers():

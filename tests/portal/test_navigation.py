@@ -16,6 +16,10 @@ NOT_PAGES = {
     "campaigns:delivery_action",
     "campaigns:audience_count",
     "campaigns:import_report",
+    "campaigns:canvas_graph",
+    "campaigns:canvas_save",
+    "campaigns:canvas_step",
+    "campaigns:canvas_simulate",
 }
 
 

@@ -214,11 +214,14 @@
     return row;
   };
 
-  function mount() {
-    Array.prototype.forEach.call(document.querySelectorAll("[data-query-builder]"), function (root) {
+  function mount(scope) {
+    var where = scope && scope.querySelectorAll ? scope : document;
+    Array.prototype.forEach.call(where.querySelectorAll("[data-query-builder]"), function (root) {
       if (!root.builder) root.builder = new Builder(root);
     });
   }
+  // The workflow canvas loads step forms after the page: it mounts their builders itself.
+  window.campaignsQueryBuilder = { mount: mount };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mount);
   else mount();
 })();
