@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0020_typology_purpose_and_category_opt_outs"),
+        ("campaigns", "0022_contact_trigram_search"),
     ]
 
     operations = [
