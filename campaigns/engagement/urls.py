@@ -1,6 +1,6 @@
 from django.urls import path
 
-from campaigns.engagement import views
+from campaigns.engagement import views, webhooks
 
 app_name = "engagement"
 
@@ -9,4 +9,11 @@ urlpatterns = [
     path("preferences/<str:token>/", views.preferences, name="preferences"),
     path("view/<str:token>/", views.mirror, name="mirror"),
     path("webhooks/sms/inbound/", views.sms_inbound, name="sms_inbound"),
+    path("webhooks/bounces/ses/", webhooks.ses, name="bounces_ses"),
+    path("webhooks/bounces/sendgrid/", webhooks.sendgrid, name="bounces_sendgrid"),
+    path("webhooks/bounces/mailgun/", webhooks.mailgun, name="bounces_mailgun"),
+    path("webhooks/bounces/postmark/", webhooks.postmark, name="bounces_postmark"),
+    path(
+        "webhooks/bounces/postmark/<str:token>/", webhooks.postmark, name="bounces_postmark_token"
+    ),
 ]

@@ -11,6 +11,7 @@ from campaigns.models.audience import (
     Subscription,
     WorkTableRow,
 )
+from campaigns.models.bounce import BounceKind, BounceProvider, ProviderEvent
 from campaigns.models.campaign import (
     Campaign,
     CampaignQuerySet,
@@ -45,6 +46,8 @@ __all__ = [
     "Activity",
     "ActivityExecution",
     "Booking",
+    "BounceKind",
+    "BounceProvider",
     "Campaign",
     "CampaignQuerySet",
     "CategoryOptOut",
@@ -60,6 +63,7 @@ __all__ = [
     "PersonalisationField",
     "PreparationChunk",
     "Proof",
+    "ProviderEvent",
     "Quarantine",
     "SavedQuery",
     "ScheduledRun",
