@@ -6,33 +6,100 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0020_typology_purpose_and_category_opt_outs'),
+        ("campaigns", "0020_typology_purpose_and_category_opt_outs"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProviderEvent',
+            name="ProviderEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(choices=[('ses', 'Amazon SES (SNS)'), ('sendgrid', 'SendGrid'), ('mailgun', 'Mailgun'), ('postmark', 'Postmark'), ('dsn', 'Bounce mailbox (DSN)')], max_length=16)),
-                ('event_id', models.CharField(help_text="The provider's id of this event.", max_length=255)),
-                ('kind', models.CharField(choices=[('bounce_hard', 'Hard bounce'), ('bounce_soft', 'Soft bounce'), ('complaint', 'Complaint')], max_length=16)),
-                ('recipient', models.CharField(blank=True, max_length=255)),
-                ('reference', models.CharField(blank=True, help_text='Message-ID or provider message id reported.', max_length=255)),
-                ('detail', models.CharField(blank=True, help_text='Status and diagnostic.', max_length=500)),
-                ('unmatched', models.BooleanField(default=False, help_text='No message of ours matched.')),
-                ('quarantined', models.BooleanField(default=False)),
-                ('unsubscribed', models.BooleanField(default=False)),
-                ('at', models.DateTimeField(default=django.utils.timezone.now, help_text='When the provider saw it.')),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('message', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='bounces', to='campaigns.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[
+                            ("ses", "Amazon SES (SNS)"),
+                            ("sendgrid", "SendGrid"),
+                            ("mailgun", "Mailgun"),
+                            ("postmark", "Postmark"),
+                            ("dsn", "Bounce mailbox (DSN)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "event_id",
+                    models.CharField(help_text="The provider's id of this event.", max_length=255),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("bounce_hard", "Hard bounce"),
+                            ("bounce_soft", "Soft bounce"),
+                            ("complaint", "Complaint"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("recipient", models.CharField(blank=True, max_length=255)),
+                (
+                    "reference",
+                    models.CharField(
+                        blank=True,
+                        help_text="Message-ID or provider message id reported.",
+                        max_length=255,
+                    ),
+                ),
+                (
+                    "detail",
+                    models.CharField(
+                        blank=True, help_text="Status and diagnostic.", max_length=500
+                    ),
+                ),
+                (
+                    "unmatched",
+                    models.BooleanField(default=False, help_text="No message of ours matched."),
+                ),
+                ("quarantined", models.BooleanField(default=False)),
+                ("unsubscribed", models.BooleanField(default=False)),
+                (
+                    "at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, help_text="When the provider saw it."
+                    ),
+                ),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "message",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="bounces",
+                        to="campaigns.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at', '-id'],
-                'indexes': [models.Index(fields=['recipient', 'kind', 'at'], name='provider_event_recipient')],
-                'constraints': [models.UniqueConstraint(fields=('provider', 'event_id'), name='provider_event_once')],
+                "ordering": ["-received_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["recipient", "kind", "at"], name="provider_event_recipient"
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "event_id"), name="provider_event_once"
+                    )
+                ],
             },
         ),
     ]
