@@ -144,6 +144,23 @@ def test_without_message_id_the_recipients_latest_sent_email_matches(delivery, a
     assert event.message == older
 
 
+def test_the_central_team_reads_provider_events_in_the_admin_and_stores_do_not(
+    client, org, delivery, alice
+):
+    bounces.record(report(sent(delivery, alice), detail="5.1.1 user unknown"))
+    url = reverse("admin:campaigns_providerevent_changelist")
+    client.force_login(org.marketer)
+    response = client.get(url)
+    assert response.status_code == 200 and "alice@example.com" in response.text
+    event = ProviderEvent.objects.get()
+    detail = reverse("admin:campaigns_providerevent_change", args=[event.pk])
+    assert "5.1.1 user unknown" in client.get(detail).text
+    client.force_login(org.operator_a)
+    assert client.get(url).status_code in (302, 403)
+    client.logout()
+    assert client.get(url).status_code == 302
+
+
 # --------------------------------------------------------------------------------------------
 # Amazon SES through SNS
 # --------------------------------------------------------------------------------------------
