@@ -12,10 +12,10 @@ the effects, in one transaction:
   history, waiting messages excluded) and quarantines the address.
 
 A report is matched by the Message-ID header the portal sets (``<d{delivery}.m{message}@…>``,
-both ids must agree), else by recipient and delivery, else by the recipient's latest sent
-email. A report that matches none of our messages is recorded as unmatched and changes
-nothing else (a stranger's bounce must not quarantine one of our contacts). The provider's
-event id is unique: a replay records nothing and has no second effect.
+both ids must agree), else (signed webhooks only) by recipient and delivery, else by the
+recipient's latest sent email. A report that matches none of our messages is recorded as
+unmatched and changes nothing else (a stranger's bounce must not quarantine our contacts).
+The provider's event id is unique: a replay records nothing and has no second effect.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ class Report:
     reference: str = ""  # the provider's own id of the message
     detail: str = ""
     at: datetime | None = None
+    # Match by recipient when no Message-ID matches: only for signed provider webhooks (anyone
+    # can mail a bounce mailbox, so a DSN must name our message).
+    by_recipient: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def match(report: Report) -> Message | None:
         if found is not None:
             return found
     recipient = report.recipient.strip()
-    if not recipient or "@" not in recipient:
+    if not report.by_recipient or not recipient or "@" not in recipient:
         return None
     contacts = Contact.objects.annotate(upper=Upper("email")).filter(upper=recipient.upper())
     messages = Message.objects.filter(

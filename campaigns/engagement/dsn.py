@@ -163,6 +163,7 @@ def reports(raw: bytes) -> list[Report]:
             event_id=f"{own_id}:{found.recipient.lower()}",
             kind=found.kind, recipient=found.recipient, message_id=found.message_id,
             detail=" ".join(filter(None, (found.status, found.diagnostic))), at=at,
+            by_recipient=False,
         )
         for found in parse(raw)
     ]  # fmt: skip

@@ -712,6 +712,13 @@ def test_a_dsn_matched_by_message_id_quarantines_once(delivery, alice):
     assert event.at == datetime(2026, 12, 2, 2, 59, 1, tzinfo=UTC)
 
 
+def test_a_dsn_that_does_not_name_our_message_is_not_matched_by_recipient(delivery, alice):
+    sent(delivery, alice)
+    raw = postfix_dsn("<someone-else@example.org>", recipient=alice.email)
+    assert bounces.record_all(dsn.reports(raw)) == {"recorded": 1, "replayed": 0, "unmatched": 1}
+    assert not Quarantine.objects.exists()
+
+
 class FakeIMAP:
     """Enough of imaplib.IMAP4 for the poller: a mailbox of numbered mails and their flags."""
 
