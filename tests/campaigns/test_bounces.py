@@ -144,6 +144,33 @@ def test_without_message_id_the_recipients_latest_sent_email_matches(delivery, a
     assert event.message == older
 
 
+def test_a_bounced_address_is_left_out_of_the_next_delivery(delivery, alice, campaign, org):
+    from campaigns.delivery import preparation
+    from campaigns.models import Typology
+    from tests.campaigns.test_deliveries import target
+
+    bounces.record(report(sent(delivery, alice)))
+    typology = Typology.objects.create(name="Std", entity=org.hq, rules=[{"rule": "quarantine"}])
+    following = Delivery.objects.create(
+        campaign=campaign, label="Next", channel="email", typology=typology
+    )
+    following = preparation.prepare(delivery=following, **target())
+    assert following.exclusions == {"quarantine": 1}
+    assert Message.objects.get(delivery=following, contact=alice).rule == "quarantine"
+
+
+def test_a_complaint_and_its_quarantine_show_on_the_stores_contact_page(
+    client, org, delivery, alice
+):
+    bounces.record(report(sent(delivery, alice), kind="complaint", provider="mailgun"))
+    client.force_login(org.operator_a)
+    page = client.get(reverse("campaigns:contact", args=[alice.pk])).text
+    assert "Email consent withdrawn (complaint (mailgun))." in page
+    assert "Alice@Example.com quarantined: complaint reported by Mailgun" in page
+    client.force_login(org.operator_b)
+    assert client.get(reverse("campaigns:contact", args=[alice.pk])).status_code == 404
+
+
 def test_the_central_team_reads_provider_events_in_the_admin_and_stores_do_not(
     client, org, delivery, alice
 ):
