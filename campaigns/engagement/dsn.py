@@ -29,7 +29,7 @@ import ssl
 from dataclasses import dataclass
 from email.message import Message as EmailMessage
 from email.parser import HeaderParser
-from email.utils import parsedate_to_datetime
+from email.utils import collapse_rfc2231_value, parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
@@ -92,7 +92,7 @@ def parse(raw: bytes) -> list[Notification]:
     report = email.message_from_bytes(raw, policy=email.policy.compat32)
     if report.get_content_type() != "multipart/report":
         return []
-    report_type = (report.get_param("report-type") or "").lower()  # type: ignore[union-attr]
+    report_type = str(collapse_rfc2231_value(report.get_param("report-type") or "")).lower()
     original = _original_headers(report)
     message_id = str(original.get("Message-ID", "")).strip() if original is not None else ""
     if report_type == "feedback-report":
