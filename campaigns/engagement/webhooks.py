@@ -167,6 +167,9 @@ def sns_public_key(url: str) -> rsa.RSAPublicKey:
         certificate = x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise BadSignature("the signing certificate is not a PEM certificate") from None
+    now = datetime.now(UTC)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        raise BadSignature("the signing certificate is not valid now")
     public = certificate.public_key()
     if not isinstance(public, rsa.RSAPublicKey):
         raise BadSignature("the signing certificate has no RSA key")

@@ -196,18 +196,22 @@ TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem"
 
 
-@pytest.fixture(scope="module")
-def sns_key():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def certificate_of(key, *, days=30):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
     now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+        .not_valid_before(now - timedelta(days=60)).not_valid_after(now + timedelta(days=days))
         .sign(key, hashes.SHA256())
     )  # fmt: skip
-    return key, certificate.public_bytes(serialization.Encoding.PEM)
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="module")
+def sns_key():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key, certificate_of(key)
 
 
 @pytest.fixture
@@ -327,6 +331,12 @@ def test_a_certificate_off_the_sns_hosts_is_never_fetched(client, sns, sns_key, 
     )
     assert post_sns(client, payload).status_code == 403
     assert sns == []
+
+
+def test_a_message_signed_with_an_expired_certificate_is_refused(client, sns, sns_key, monkeypatch):
+    monkeypatch.setattr(webhooks, "fetch", lambda url: certificate_of(sns_key[0], days=-1))
+    payload = signed_sns(sns_key[0], {"Type": "Notification", "Message": "{}"})
+    assert post_sns(client, payload).status_code == 403
 
 
 def test_a_validly_signed_message_from_another_topic_is_refused(client, sns, sns_key):
