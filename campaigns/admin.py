@@ -38,6 +38,7 @@ from campaigns.models import (
     LocalApproval,
     Message,
     PersonalisationField,
+    ProviderEvent,
     Quarantine,
     SavedQuery,
     ScheduledRun,
@@ -593,6 +594,20 @@ class QuarantineAdmin(admin.ModelAdmin):
     list_display = ["address", "channel", "reason", "created_at"]
     list_filter = ["channel"]
     search_fields = ["address", "reason"]
+
+
+@admin.register(ProviderEvent)
+class ProviderEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Bounces and complaints reported by providers' webhooks and the bounce mailbox, with
+    the message each one matched (none: unmatched) and what it did."""
+
+    list_display = ["received_at", "provider", "kind", "recipient", "message", "unmatched",
+                    "quarantined", "unsubscribed", "detail"]  # fmt: skip
+    list_filter = ["provider", "kind", "unmatched", "quarantined", "unsubscribed"]
+    search_fields = ["recipient", "reference", "event_id"]
+    raw_id_fields = ["message"]
+    date_hierarchy = "received_at"
+    show_full_result_count = False
 
 
 @admin.register(SavedQuery)

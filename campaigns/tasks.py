@@ -119,3 +119,12 @@ def start_scheduled_deliveries() -> int:
     from campaigns.delivery import sending
 
     return sending.start_scheduled()
+
+
+@shared_task(acks_late=True, ignore_result=True, soft_time_limit=600, time_limit=660)
+def poll_bounce_mailbox() -> dict[str, int]:
+    """Read the bounce mailbox (DELIVERY_BOUNCE_IMAP_URL; off when unset): record the
+    bounces and complaints of its delivery status notifications (idempotent per report)."""
+    from campaigns.engagement import dsn
+
+    return dsn.poll_mailbox()

@@ -56,6 +56,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "campaigns.add_delivery",
         "campaigns.change_delivery",
         "campaigns.view_message",
+        "campaigns.view_providerevent",
     ],
     Role.CENTRAL_APPROVER: [
         "portal.view_entity",

@@ -294,6 +294,27 @@ ENGAGEMENT_MACHINE_CLICK_SECONDS = env_int(ENV, "ENGAGEMENT_MACHINE_CLICK_SECOND
 # Tracking events are buffered in each web process and written in bulk every this many
 # milliseconds (and on a clean shutdown); 0 writes each event at once.
 ENGAGEMENT_BUFFER_MS = env_int(ENV, "ENGAGEMENT_BUFFER_MS", 200, minimum=0)
+# Bounces and complaints (campaigns/engagement/bounces.py). Each provider's webhook answers
+# 404 until its secret is set: SES through SNS needs the topic ARNs it may post from;
+# SendGrid the Event Webhook's verification key (base64 DER, or PEM); Mailgun the HTTP webhook
+# signing key; Postmark a token (basic-auth password, or the last part of the URL).
+DELIVERY_BOUNCE_SES_TOPIC_ARNS = env_list(ENV, "DELIVERY_BOUNCE_SES_TOPIC_ARNS", [])
+DELIVERY_BOUNCE_SENDGRID_PUBLIC_KEY = env_str(ENV, "DELIVERY_BOUNCE_SENDGRID_PUBLIC_KEY", "")
+DELIVERY_BOUNCE_MAILGUN_SIGNING_KEY = env_str(ENV, "DELIVERY_BOUNCE_MAILGUN_SIGNING_KEY", "")
+DELIVERY_BOUNCE_POSTMARK_TOKEN = env_str(ENV, "DELIVERY_BOUNCE_POSTMARK_TOKEN", "")
+DELIVERY_BOUNCE_POSTMARK_USERNAME = env_str(ENV, "DELIVERY_BOUNCE_POSTMARK_USERNAME", "postmark")
+# This many soft bounces (of distinct messages) of one address within the window quarantine it.
+DELIVERY_SOFT_BOUNCE_LIMIT = env_int(ENV, "DELIVERY_SOFT_BOUNCE_LIMIT", 3, minimum=1)
+DELIVERY_SOFT_BOUNCE_DAYS = env_int(ENV, "DELIVERY_SOFT_BOUNCE_DAYS", 30, minimum=1)
+# The bounce mailbox, polled over IMAP by beat when set (off by default):
+# imaps://user:password@imap.example.com:993/INBOX (imap:// for plain IMAP with STARTTLS).
+DELIVERY_BOUNCE_IMAP_URL = env_str(ENV, "DELIVERY_BOUNCE_IMAP_URL", "")
+DELIVERY_BOUNCE_IMAP_EVERY_SECONDS = env_int(
+    ENV, "DELIVERY_BOUNCE_IMAP_EVERY_SECONDS", 300, minimum=10
+)
+DELIVERY_BOUNCE_IMAP_BATCH = env_int(ENV, "DELIVERY_BOUNCE_IMAP_BATCH", 200, minimum=1)
+# Delete the reports read (true) or only mark them seen (false, the default).
+DELIVERY_BOUNCE_IMAP_DELETE = env_bool(ENV, "DELIVERY_BOUNCE_IMAP_DELETE", False)
 # Proofs (test sends) go only to the portal users' own email addresses, to addresses at these
 # domains (e.g. "example.com,agency.example") and to these exact addresses (test phones too).
 DELIVERY_PROOF_DOMAINS = [d.lower() for d in env_list(ENV, "DELIVERY_PROOF_DOMAINS", [])]
@@ -395,6 +416,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=15),
     },
 }
+if DELIVERY_BOUNCE_IMAP_URL:
+    CELERY_BEAT_SCHEDULE["poll-bounce-mailbox"] = {
+        "task": "campaigns.tasks.poll_bounce_mailbox",
+        "schedule": timedelta(seconds=DELIVERY_BOUNCE_IMAP_EVERY_SECONDS),
+        "options": {"expires": DELIVERY_BOUNCE_IMAP_EVERY_SECONDS},
+    }
 
 # REST API (api/): token authentication, scopes, problem details, per-token throttling.
 REST_FRAMEWORK = {

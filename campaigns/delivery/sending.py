@@ -39,6 +39,7 @@ from approvals import services as approvals
 from campaigns.choices import Channel
 from campaigns.delivery import rendering
 from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
+from campaigns.engagement import bounces
 from campaigns.engagement.compliance import Compliance
 from campaigns.engagement.tracking import Tracker
 from campaigns.models import (
@@ -51,7 +52,6 @@ from campaigns.models import (
     Message,
     MessageStatus,
     Proof,
-    Quarantine,
     WorkflowRunState,
 )
 from campaigns.targeting.registry import BOOKING_FIELDS, CONTACT_FIELDS
@@ -897,10 +897,8 @@ def _release(claimed: Any, error: str) -> int | None:
 
 
 def _quarantine(channel: str, address: str, reason: str) -> None:
-    if address:
-        Quarantine.objects.get_or_create(
-            channel=channel, address=address, defaults={"reason": reason[:255]}
-        )
+    """A bounce at send time: the same quarantine as a provider's or a DSN's report."""
+    bounces.quarantine(channel=channel, address=address, reason=reason)
 
 
 def fail_delivery(delivery_id: int, error: str) -> None:

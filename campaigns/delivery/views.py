@@ -146,8 +146,9 @@ def contact_history(request: HttpRequest, pk: int) -> HttpResponse:
     )
     page = Paginator(reports.history(contact.pk), 50).get_page(page_number(request))
     consent_history = AuditLog.objects.for_object(contact).filter(
-        action__in=["consent_given", "consent_withdrawn", "category_opt_in", "category_opt_out"]
-    )[:50]
+        action__in=["consent_given", "consent_withdrawn", "category_opt_in", "category_opt_out",
+                    "quarantined"]
+    )[:50]  # fmt: skip
     return render(
         request,
         "campaigns/contact_history.html",

@@ -11,6 +11,7 @@ from campaigns.models.audience import (
     Subscription,
     WorkTableRow,
 )
+from campaigns.models.bounce import BounceKind, BounceProvider, ProviderEvent
 from campaigns.models.campaign import (
     Campaign,
     CampaignQuerySet,
@@ -54,6 +55,8 @@ __all__ = [
     "ActivityExecution",
     "AgentClass",
     "Booking",
+    "BounceKind",
+    "BounceProvider",
     "Campaign",
     "CampaignQuerySet",
     "CategoryOptOut",
@@ -73,6 +76,7 @@ __all__ = [
     "PersonalisationField",
     "PreparationChunk",
     "Proof",
+    "ProviderEvent",
     "Quarantine",
     "SavedQuery",
     "ScheduledRun",
