@@ -19,7 +19,6 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from import_export import fields, resources
-from import_export.admin import ExportMixin
 
 from campaigns import imports, services
 from campaigns.choices import CampaignKind, CampaignState, Channel, FieldType
@@ -60,6 +59,7 @@ from portal import services as portal_services
 from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
+    BackgroundExportMixin,
     BoundedJSONAdminMixin,
     EntityScopedAdminMixin,
     ReadOnlyAdminMixin,
@@ -416,8 +416,9 @@ class CategoryOptOutInline(admin.TabularInline):
 
 
 @admin.register(Contact)
-class ContactAdmin(ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
-    resource_classes = [ContactExportResource]
+class ContactAdmin(BackgroundExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+    resource_classes = [ContactExportResource]  # the column choice; rows: portal.exports
+    export_kind = "contacts"
     formats = spreadsheets.EXPORT_FORMATS
     list_display = ["external_id", "first_name", "last_name", "email", "entity", "email_consent",
                     "sms_consent", "blocklisted"]  # fmt: skip

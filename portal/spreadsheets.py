@@ -72,6 +72,9 @@ def _xlsx_value(value: Any) -> Any:
     return value
 
 
+xlsx_value = _xlsx_value  # a value as an XLSX cell holds it (safe text, dates as ISO text)
+
+
 def xlsx_bytes(header: Iterable[Any], rows: Iterable[Iterable[Any]], *, title: str) -> bytes:
     """A one-sheet workbook written row by row (openpyxl's write-only mode); every text cell
     is a string cell, never a formula."""
