@@ -1,6 +1,8 @@
 """The export progress page: it says the export is being prepared, follows the worker's
 progress without reloading, and offers the download link once the file is ready."""
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
@@ -36,7 +38,7 @@ def test_the_progress_page_shows_the_download_link_when_the_worker_is_done(
     assert page.evaluate("window.notReloaded") is True  # polled, not reloaded
     with page.expect_download() as download_info:
         link.click()
-    content = open(download_info.value.path(), encoding="utf-8").read()
+    content = Path(download_info.value.path()).read_text(encoding="utf-8")
     assert content.splitlines()[0].startswith("external_id,first_name")
     assert {line.split(",")[0] for line in content.splitlines()[1:]} == {f"A{n}" for n in range(5)}
     assert ExportJob.objects.get().state == "done"
