@@ -16,6 +16,9 @@ NOT_PAGES = {
     "campaigns:delivery_action",
     "campaigns:audience_count",
     "campaigns:import_report",
+    "portal:export_create",
+    "portal:export_status",
+    "portal:export_download",
 }
 
 
@@ -37,6 +40,7 @@ def test_every_portal_page_has_a_section():
     [
         ("/audience/imports/", "audience"),
         ("/audience/imports/3/", "audience"),
+        ("/exports/3/", "audience"),
         ("/audience/contacts/3/", "audience"),
         ("/campaigns/lists/3/", "approvals"),
         ("/deliveries/3/", "campaigns"),
