@@ -350,9 +350,9 @@ def _claim(job_id: int) -> tuple[ExportJob | None, Any]:
     """Take the job (queued, or running after its worker stopped: written again) and count
     its rows. Returns the job and the start time that fences this run's progress writes."""
     with transaction.atomic():
-        job = ExportJob.objects.select_for_update().get(pk=job_id)
-        if job.state not in (ExportState.QUEUED, ExportState.RUNNING):
-            return None, None  # done, failed or expired: a repeated task does nothing
+        job = ExportJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.state not in (ExportState.QUEUED, ExportState.RUNNING):
+            return None, None  # gone, done, failed or expired: a repeated task does nothing
         kind = get_kind(job.kind)
         total = rows_queryset(kind, job.owner, job.filters).count()
         name = "start" if job.state == ExportState.QUEUED else "restart"
@@ -360,7 +360,7 @@ def _claim(job_id: int) -> tuple[ExportJob | None, Any]:
     return job, job.started_at
 
 
-def run_export(*, job_id: int) -> ExportJob:
+def run_export(*, job_id: int) -> ExportJob | None:
     """Write an export job's file. Idempotent: a finished job is left alone, a job found
     running (its worker stopped, the task came again) is written again from the start; a run
     overtaken by another one (its fence, ``started_at``, changed) stops and keeps nothing."""
@@ -369,7 +369,7 @@ def run_export(*, job_id: int) -> ExportJob:
     except DomainError as exc:
         return _fail(job_id, str(exc))
     if job is None:
-        return ExportJob.objects.get(pk=job_id)
+        return ExportJob.objects.filter(pk=job_id).first()
     kind = get_kind(job.kind)
     try:
         columns = chosen_columns(kind, job.columns)

@@ -37,7 +37,8 @@ def run_export_job(job_id: int) -> str:
     from portal import exports
 
     try:
-        return exports.run_export(job_id=job_id).state
+        job = exports.run_export(job_id=job_id)
+        return job.state if job is not None else "missing"
     except SoftTimeLimitExceeded:
         return exports.interrupted(job_id=job_id)
 

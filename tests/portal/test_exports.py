@@ -87,6 +87,12 @@ def test_the_task_is_idempotent_a_finished_job_is_left_alone(audience, org, run_
     assert AuditLog.objects.for_object(job).count() == audits
 
 
+def test_the_task_of_a_deleted_job_does_nothing(org):
+    from portal.tasks import run_export_job
+
+    assert run_export_job.delay(12345).get() == "missing"
+
+
 def test_a_job_found_running_is_written_again_from_the_start(audience, org, monkeypatch):
     monkeypatch.setattr(exports, "_enqueue", lambda job_id: None)  # no worker: queued only
     job = exports.create_export(actor=org.marketer, kind="contacts")
