@@ -19,7 +19,6 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from import_export import fields, resources
-from import_export.admin import ExportMixin
 
 from campaigns import imports, services
 from campaigns.choices import CampaignKind, CampaignState, Channel, FieldType
@@ -62,6 +61,7 @@ from portal import services as portal_services
 from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
+    BackgroundExportMixin,
     BoundedJSONAdminMixin,
     EntityListFilter,
     EntityScopedAdminMixin,
@@ -498,8 +498,11 @@ class MessageRuleFilter(admin.SimpleListFilter):
 
 
 @admin.register(Contact)
-class ContactAdmin(ExportMixin, LargeTableAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
-    resource_classes = [ContactExportResource]
+class ContactAdmin(
+    BackgroundExportMixin, LargeTableAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin
+):
+    resource_classes = [ContactExportResource]  # the column choice; rows: portal.exports
+    export_kind = "contacts"
     formats = spreadsheets.EXPORT_FORMATS
     list_display = ["external_id", "first_name", "last_name", "email", "entity", "email_consent",
                     "sms_consent", "blocklisted"]  # fmt: skip

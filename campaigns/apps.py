@@ -17,15 +17,17 @@ class CampaignsConfig(AppConfig):
         from campaigns.delivery.providers import check_providers
         from campaigns.delivery.sending import DeliveryApprovalHandler
         from campaigns.delivery.services import delivery_for_activity
+        from campaigns.exports import CONTACTS
         from campaigns.models import LocalApproval
         from campaigns.workflow.activities import Delivery
         from campaigns.workflow.local_approval import LocalApprovalHandler
-        from portal import files
+        from portal import exports, files
 
         register_handler(LocalApproval, LocalApprovalHandler())
         files.register(models.ImportJob, "file", models.ImportJob.objects.visible_to)
         files.register(models.ImportJob, "error_report", models.ImportJob.objects.visible_to)
         files.register(models.Delivery, "export_file", models.Delivery.objects.visible_to)
+        exports.register(CONTACTS)
         register_handler(models.Delivery, DeliveryApprovalHandler())
         Delivery.hooks.append(delivery_for_activity)
         checks.register(check_providers)

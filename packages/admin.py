@@ -11,18 +11,19 @@ from django.template.defaultfilters import linebreaksbr
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from import_export import fields, resources
-from import_export.admin import ExportMixin
 
 from campaigns.models import Campaign
 from campaigns.personalisation import value_rows
 from packages import services
 from packages.choices import ACTIVE_ORDER_STATES, OrderState, PackageState
+from packages.exports import values_text
 from packages.forms import PackageAdminForm
 from packages.models import Order, Package, PackageDocument
 from portal import services as portal_services
 from portal import spreadsheets
 from portal.admin_mixins import (
     AuditLogInline,
+    BackgroundExportMixin,
     EntityScopedAdminMixin,
     ReadOnlyAdminMixin,
     ServiceTransitionAdminMixin,
@@ -261,17 +262,15 @@ class OrderResource(resources.ModelResource):
         export_order = fields
 
     def dehydrate_values(self, order: Order) -> str:
-        parts = []
-        for name, value in sorted(order.values.items()):
-            if isinstance(value, dict):
-                value = value.get("name", "")
-            parts.append(f"{name}={'' if value is None else value}")
-        return "; ".join(parts)
+        return values_text(order.values)
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdminMixin, ExportMixin, EntityScopedAdminMixin, admin.ModelAdmin):
-    resource_classes = [OrderResource]
+class OrderAdmin(
+    ReadOnlyAdminMixin, BackgroundExportMixin, EntityScopedAdminMixin, admin.ModelAdmin
+):
+    resource_classes = [OrderResource]  # the column choice; rows: portal.exports
+    export_kind = "orders"
     formats = spreadsheets.EXPORT_FORMATS
     list_display = [
         "__str__",

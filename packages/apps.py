@@ -10,10 +10,12 @@ class PackagesConfig(AppConfig):
         from approvals.services import register_handler
         from packages import dashboard  # noqa: F401  (registers the dashboard sections)
         from packages.approval import OrderApprovalHandler
+        from packages.exports import ORDERS
         from packages.models import Order, Package, PackageDocument
-        from portal import files
+        from portal import exports, files
 
         register_handler(Order, OrderApprovalHandler())
+        exports.register(ORDERS)
         files.register(
             PackageDocument,
             "file",

@@ -11,8 +11,11 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
-from portal import bearer, services
+from portal import bearer, exports, services
 from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
@@ -21,7 +24,7 @@ from portal.admin_mixins import (
     use_labelled_autocomplete,
 )
 from portal.exceptions import DomainError
-from portal.models import AuditLog, Entity, Membership, Notification
+from portal.models import AuditLog, Entity, ExportJob, Membership, Notification
 
 register_site_titles(admin.site, settings.SITE_NAME)
 use_labelled_autocomplete(admin.site)
@@ -112,6 +115,65 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).visible_to(request.user)
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """A user's own exports: progress while a worker writes the file (polled by
+    ``export_progress.js``; the page refreshes itself without JavaScript), then its download
+    link. Another user's export answers 404, as everywhere."""
+
+    list_display = ["__str__", "state", "progress_display", "created_at", "download_link"]
+    list_filter = ["state", "kind"]
+    fields = ["progress_panel", "kind", "file_format", "columns", "filters", "state",
+              "total_rows", "done_rows", "message", "created_at", "started_at", "finished_at",
+              "expires_at"]  # fmt: skip
+    readonly_fields = fields
+    inlines = [AuditLogInline]
+
+    class Media:
+        js = ["portal/export_progress.js"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).visible_to(request.user).filter(owner=request.user)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_staff  # rows: the user's own only
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: ExportJob) -> str:
+        return f"{obj.done_rows}/{obj.total_rows} ({obj.progress}%)"
+
+    @admin.display(description="file")
+    def download_link(self, obj: ExportJob) -> str:
+        if obj.state != "done" or not obj.file:
+            return "—"
+        url = reverse("portal:export_download", args=[obj.pk])
+        return format_html('<a href="{}">Download</a>', url)
+
+    @admin.display(description="progress")
+    def progress_panel(self, obj: ExportJob) -> str:
+        status = exports.status(obj)
+        text = {
+            "queued": "The export is being prepared: waiting for a worker.",
+            "running": f"The export is being prepared: {obj.done_rows} of {obj.total_rows} "
+            "rows written.",
+            "done": f"The export is ready: {obj.done_rows} rows.",
+        }.get(obj.state, obj.message or obj.get_state_display())
+        return format_html(
+            '<div data-export-status="{}"><p role="status" data-export-text>{}</p>'
+            '<p><progress max="100" value="{}" data-export-progress>{}%</progress> '
+            '<span data-export-count>{} / {}</span> rows</p>'
+            '<p data-export-download{}><a class="button" href="{}" download>Download the file'
+            "</a></p></div>",
+            reverse("portal:export_status", args=[obj.pk]), text, status["progress"],
+            status["progress"], obj.done_rows, obj.total_rows,
+            "" if status["download_url"] else mark_safe(" hidden"),
+            status["download_url"] or "#",
+        )  # fmt: skip
 
 
 @admin.register(Notification)

@@ -17,8 +17,10 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django_fsm import can_proceed
+from import_export.admin import ExportMixin
 
 from portal.confirm import Confirmation, reason_form
 from portal.exceptions import DomainError
@@ -322,3 +324,51 @@ class LargeTableAdminMixin:
     show_full_result_count = False
     paginator = BoundedPaginator
     list_per_page = 100
+
+
+class BackgroundExportMixin(ExportMixin):
+    """django-import-export's export page (formats, column choice, the changelist's filters),
+    with the file never built in memory (``portal.exports``): up to
+    ``EXPORT_IMMEDIATE_MAX_ROWS`` rows are streamed in the response; more become an export job
+    written by a worker, and the page goes to its progress page, which offers the download.
+
+    ``export_kind`` names the ``portal.exports`` list; its column names are the resource's."""
+
+    export_kind = ""
+
+    def _do_file_export(  # type: ignore[override]
+        self, file_format: Any, request: HttpRequest, queryset: Any, export_form: Any = None
+    ) -> HttpResponse:
+        from portal import exports, spreadsheets
+        from portal.choices import ExportFormat
+
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        kind = exports.get_kind(self.export_kind)
+        fmt = ExportFormat.XLSX if isinstance(file_format, spreadsheets.XLSX) else ExportFormat.CSV
+        names = self.get_export_resource_fields_from_form(export_form) or []
+        columns = exports.chosen_columns(kind, names)
+        selected = export_form is not None and "export_items" in export_form.changed_data
+        if selected or not queryset[exports.immediate_limit() :].exists():
+            # A selection from one page, or few rows: answered at once, streamed.
+            name = f"{kind.name}-{timezone.localdate():%Y-%m-%d}"
+            return exports.stream_response(
+                kind=kind, queryset=queryset, columns=columns, file_format=fmt, name=name
+            )
+        try:
+            job = exports.create_export(
+                actor=request.user,
+                kind=kind.name,
+                file_format=fmt,
+                filters=exports.admin_filters(request),
+                columns=[column.name for column in columns],
+            )
+        except DomainError as exc:
+            messages.error(request, str(exc))
+            return redirect(request.get_full_path())
+        messages.success(
+            request,
+            "The export is being prepared by a worker; this page shows its progress and "
+            "offers the file when it is ready.",
+        )
+        return redirect("admin:portal_exportjob_change", job.pk)

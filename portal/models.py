@@ -22,6 +22,8 @@ from portal.choices import (
     CENTRAL_ROLES,
     LOCAL_ROLES,
     EntityKind,
+    ExportFormat,
+    ExportState,
     NotificationStatus,
     Role,
 )
@@ -439,3 +441,118 @@ class Notification(FSMModelMixin, models.Model):
     def requeue(self) -> None:
         self.attempts = 0
         self.next_attempt_at = timezone.now()
+
+
+class ExportJobQuerySet(models.QuerySet["ExportJob"]):
+    def visible_to(self, user: Any) -> ExportJobQuerySet:
+        """An export holds what its owner was allowed to read: only its owner (and superusers,
+        who may read everything anyway) sees it or downloads its file."""
+        if user is None or not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self.all()
+        return self.filter(owner=user)
+
+
+def export_upload_to(job: ExportJob, filename: str) -> str:
+    return f"exports/{job.owner_id}/{filename}"
+
+
+class ExportJob(FSMModelMixin, models.Model):
+    """A CSV/XLSX export of a list (contacts, orders …) written by a worker into private
+    storage, row chunk by row chunk, then downloaded by its owner until it expires."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="export_jobs"
+    )
+    kind = models.CharField(max_length=32, help_text="What is exported (portal.exports registry).")
+    file_format = models.CharField(
+        max_length=8, choices=ExportFormat.choices, default=ExportFormat.CSV
+    )
+    columns = models.JSONField(
+        default=list, blank=True, help_text="The columns chosen, in order; empty: every column."
+    )
+    filters = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The filters the rows were chosen with (validated when the job was made).",
+    )
+    state = FSMField(
+        max_length=16, choices=ExportState.choices, default=ExportState.QUEUED, protected=True
+    )
+    total_rows = models.PositiveIntegerField(default=0)
+    done_rows = models.PositiveIntegerField(default=0)
+    file = models.FileField(upload_to=export_upload_to, blank=True, max_length=255)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ExportJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["state", "expires_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(done_rows__lte=models.F("total_rows")),
+                name="export_progress_bounded",
+            ),
+            models.CheckConstraint(
+                condition=Q(file_format__in=ExportFormat.values), name="export_format_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Export #{self.pk} ({self.kind}, {self.file_format.upper()})"
+
+    @property
+    def owning_entity(self) -> Entity | None:
+        return None  # owned by a user, not an entity: only the owner sees it
+
+    @property
+    def progress(self) -> int:
+        if self.state == ExportState.DONE:
+            return 100
+        return int(100 * self.done_rows / self.total_rows) if self.total_rows else 0
+
+    @property
+    def filename(self) -> str:
+        return f"{self.kind}-{self.pk}.{self.file_format}"
+
+    @transition(field=state, source=ExportState.QUEUED, target=ExportState.RUNNING)
+    def start(self, *, total_rows: int) -> None:
+        """A worker took the job and counted its rows."""
+        self.total_rows = total_rows
+        self.done_rows = 0
+        self.started_at = timezone.now()
+
+    @transition(field=state, source=ExportState.RUNNING, target=ExportState.RUNNING)
+    def restart(self, *, total_rows: int) -> None:
+        """The task was delivered again after its worker stopped: written again from the start."""
+        self.total_rows = total_rows
+        self.done_rows = 0
+        self.started_at = timezone.now()
+
+    @transition(field=state, source=ExportState.RUNNING, target=ExportState.DONE)
+    def finish(self, *, rows: int, expires_at: Any) -> None:
+        self.total_rows = max(self.total_rows, rows)
+        self.done_rows = rows
+        self.finished_at = timezone.now()
+        self.expires_at = expires_at
+
+    @transition(
+        field=state, source=[ExportState.QUEUED, ExportState.RUNNING], target=ExportState.FAILED
+    )
+    def fail(self, *, message: str) -> None:
+        self.message = message
+        self.finished_at = timezone.now()
+
+    @transition(field=state, source=ExportState.DONE, target=ExportState.EXPIRED)
+    def expire(self) -> None:
+        """The file was deleted after its retention; the row stays as the history."""
+        self.message = "The file was deleted after its retention period; export again."

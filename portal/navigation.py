@@ -30,6 +30,9 @@ SECTIONS: dict[str, str] = {
     "campaigns:import_create": "audience",
     "campaigns:import_detail": "audience",
     "campaigns:import_report": "audience",
+    # Exports start from the audience page (the admin's exports have their own pages).
+    "portal:export_list": "audience",
+    "portal:export_detail": "audience",
     # Reviewing a target list is a decision the approvals inbox leads to.
     "campaigns:local_approval": "approvals",
     "approvals:inbox": "approvals",

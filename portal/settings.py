@@ -351,6 +351,12 @@ IMPORT_MAX_XLSX_UNPACKED_BYTES = env_int(
 IMPORT_MAX_XLSX_RATIO = env_int(ENV, "IMPORT_MAX_XLSX_RATIO", 100, minimum=1)
 # Rows written per transaction: each commit is short, so other users never wait long.
 IMPORT_WRITE_CHUNK_ROWS = env_int(ENV, "IMPORT_WRITE_CHUNK_ROWS", 200, minimum=1)
+# Exports (portal/exports.py): up to EXPORT_IMMEDIATE_MAX_ROWS rows are streamed in the response;
+# more go to a worker that writes the file chunk by chunk (progress page, download link). The
+# file is deleted EXPORT_RETENTION_HOURS after it was made.
+EXPORT_IMMEDIATE_MAX_ROWS = env_int(ENV, "EXPORT_IMMEDIATE_MAX_ROWS", 5000, minimum=0)
+EXPORT_CHUNK_ROWS = env_int(ENV, "EXPORT_CHUNK_ROWS", 2000, minimum=1)
+EXPORT_RETENTION_HOURS = env_int(ENV, "EXPORT_RETENTION_HOURS", 48, minimum=1)
 
 # Celery: JSON only, late acknowledgement (tasks are idempotent), bounded run times.
 CELERY_BROKER_URL = broker_url(ENV, "CELERY_BROKER_URL", VAR_DIR / "celery-broker.sqlite3")
@@ -410,6 +416,10 @@ CELERY_BEAT_SCHEDULE = {
     "purge-work-tables": {
         "task": "campaigns.tasks.purge_work_tables",
         "schedule": crontab(hour=3, minute=40),
+    },
+    "purge-expired-exports": {
+        "task": "portal.tasks.purge_expired_exports",
+        "schedule": timedelta(hours=1),
     },
     "purge-sent-notifications": {
         "task": "portal.tasks.purge_old_notifications",

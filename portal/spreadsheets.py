@@ -72,9 +72,14 @@ def _xlsx_value(value: Any) -> Any:
     return value
 
 
-def xlsx_bytes(header: Iterable[Any], rows: Iterable[Iterable[Any]], *, title: str) -> bytes:
-    """A one-sheet workbook written row by row (openpyxl's write-only mode); every text cell
-    is a string cell, never a formula."""
+xlsx_value = _xlsx_value  # a value as an XLSX cell holds it (safe text, dates as ISO text)
+
+
+def write_xlsx(
+    target: Any, header: Iterable[Any], rows: Iterable[Iterable[Any]], *, title: str
+) -> None:
+    """A one-sheet workbook written row by row (openpyxl's write-only mode) into ``target`` (a
+    path or a binary file); every text cell is a string cell, never a formula."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
 
@@ -93,9 +98,24 @@ def xlsx_bytes(header: Iterable[Any], rows: Iterable[Iterable[Any]], *, title: s
     sheet.append(cells(header))
     for row in rows:
         sheet.append(cells(row))
+    book.save(target)
+
+
+def xlsx_bytes(header: Iterable[Any], rows: Iterable[Iterable[Any]], *, title: str) -> bytes:
+    """``write_xlsx`` into memory, for small files."""
     out = io.BytesIO()
-    book.save(out)
+    write_xlsx(out, header, rows, title=title)
     return out.getvalue()
+
+
+def write_csv(target: Any, header: Iterable[Any], rows: Iterable[Iterable[Any]]) -> None:
+    """A UTF-8 CSV file written line by line into the binary file ``target``."""
+    text = io.TextIOWrapper(target, encoding="utf-8", newline="")
+    writer = csv_writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    text.flush()
+    text.detach()  # leave ``target`` open for the caller
 
 
 class CSV(base_formats.CSV):

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from portal import files, views
+from portal import export_views, files, views
 from portal.throttling import throttle_password_reset
 
 portal_patterns = (
@@ -9,6 +9,11 @@ portal_patterns = (
         path("", views.dashboard_view, name="dashboard"),
         path("entities/", views.entity_list, name="entity_list"),
         path("entities/<str:code>/", views.entity_detail, name="entity_detail"),
+        path("exports/", export_views.export_list, name="export_list"),
+        path("exports/new/", export_views.export_create, name="export_create"),
+        path("exports/<int:pk>/", export_views.export_detail, name="export_detail"),
+        path("exports/<int:pk>/status/", export_views.export_status, name="export_status"),
+        path("exports/<int:pk>/download/", export_views.export_download, name="export_download"),
     ],
     "portal",
 )

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.core.files.base import ContentFile
+from django.core.files.base import File
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, F, Max, Min, Q
 from django.utils import timezone
@@ -1078,22 +1079,23 @@ def export_direct_mail(delivery_id: int) -> str:
             "id", *[f"contact__{CONTACT_PATHS[c]}" for c in columns]
         )
         header = ["message", *columns]
-        if delivery.export_format == "xlsx":
-            content = _xlsx(header, rows.iterator(chunk_size=5000))
-        else:
-            content = spreadsheets.csv_bytes(header, rows.iterator(chunk_size=5000))
         name = f"direct-mail-{delivery.pk}.{delivery.export_format or 'csv'}"
-        delivery.export_file.save(name, ContentFile(content), save=False)
+        # Written to a temporary file as the rows come, then copied to storage: never whole
+        # in memory, whatever the number of recipients.
+        with tempfile.TemporaryFile() as handle:
+            if delivery.export_format == "xlsx":
+                spreadsheets.write_xlsx(
+                    handle, header, rows.iterator(chunk_size=5000), title="Direct mail"
+                )
+            else:
+                spreadsheets.write_csv(handle, header, rows.iterator(chunk_size=5000))
+            handle.seek(0)
+            delivery.export_file.save(name, File(handle, name=name), save=False)
         delivery.save(update_fields=["export_file"])
         pending.update(status=MessageStatus.SENT, sent_at=timezone.now())
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
         wake_workflow(delivery)
     return delivery.export_file.name
-
-
-def _xlsx(header: list[str], rows: Any) -> bytes:
-    """A one-sheet workbook, written row by row, every cell spreadsheet-safe."""
-    return spreadsheets.xlsx_bytes(header, rows, title="Direct mail")
 
 
 PROOF_SAMPLE_MAX = 20

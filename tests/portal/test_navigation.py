@@ -20,6 +20,9 @@ NOT_PAGES = {
     "campaigns:canvas_save",
     "campaigns:canvas_step",
     "campaigns:canvas_simulate",
+    "portal:export_create",
+    "portal:export_status",
+    "portal:export_download",
 }
 
 
@@ -41,6 +44,7 @@ def test_every_portal_page_has_a_section():
     [
         ("/audience/imports/", "audience"),
         ("/audience/imports/3/", "audience"),
+        ("/exports/3/", "audience"),
         ("/audience/contacts/3/", "audience"),
         ("/campaigns/lists/3/", "approvals"),
         ("/deliveries/3/", "campaigns"),

@@ -65,7 +65,7 @@ def test_the_admin_contact_csv_export_quotes_formulas(evil_contact, org, client)
     client.force_login(org.marketer)
     response = _export_contacts(client, "0")
     assert response.status_code == 200
-    rows = csv_cells(response.content)
+    rows = csv_cells(response.getvalue())
     assert rows[1] == ["EVIL", "'" + EVIL, "'+SUM(1,2)", "'-2+3"]
 
 
@@ -73,7 +73,7 @@ def test_the_admin_contact_xlsx_export_writes_strings_never_formulas(evil_contac
     client.force_login(org.marketer)
     response = _export_contacts(client, "1")
     assert response.status_code == 200
-    cells = xlsx_cells(response.content)
+    cells = xlsx_cells(response.getvalue())
     assert_no_formula(cells)
     assert "'" + EVIL in [c.value for c in cells]
     assert {c.data_type for c in cells if c.value == "'" + EVIL} == {"s"}
@@ -89,9 +89,9 @@ def test_the_admin_order_exports_quote_a_store_comment(make_package, org, client
     data = {"resource": "0", "orderresource_id": "on", "orderresource_comment": "on"}
     as_csv = client.post(reverse("admin:packages_order_export"), {**data, "format": "0"})
     assert as_csv.status_code == 200
-    assert csv_cells(as_csv.content)[1][1] == "'@SUM(1+1)*cmd|' /C calc'!A0"
+    assert csv_cells(as_csv.getvalue())[1][1] == "'@SUM(1+1)*cmd|' /C calc'!A0"
     as_xlsx = client.post(reverse("admin:packages_order_export"), {**data, "format": "1"})
-    cells = xlsx_cells(as_xlsx.content)
+    cells = xlsx_cells(as_xlsx.getvalue())
     assert_no_formula(cells)
     assert "'@SUM(1+1)*cmd|' /C calc'!A0" in [c.value for c in cells]
 
