@@ -106,6 +106,11 @@ def _sig(payload: str) -> str:
     return mac[:12].hex()
 
 
+def signing_time() -> int:
+    """The send time a message's tracking tokens carry (whole seconds)."""
+    return int(time.time())
+
+
 def click_token(message_id: int, delivery_id: int, link: int, sent: int) -> str:
     payload = f"{message_id}-{delivery_id}-{sent}-{link}"
     return f"{payload}-{_sig('c' + payload)}"
@@ -152,7 +157,7 @@ class Tracker:
         """A rendered HTML part with its links and pixel for ``message_id``."""
         if not message_id or not (self.links or self.opens):
             return html
-        sent = int(time.time())
+        sent = signing_time()
         if self.links:
             delivery_id = self.delivery_id
 
