@@ -17,6 +17,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from api import webhooks
+from api.choices import WebhookEvent
 from campaigns.choices import Channel
 from campaigns.models import CategoryOptOut, Contact, Message, MessageStatus, Typology
 from portal import services as portal_services
@@ -122,10 +124,18 @@ def unsubscribe(*, message: Message, source: str) -> bool:
     """The recipient of ``message`` unsubscribes from its channel (an email's link or its
     one-click header). Idempotent."""
     channel = message.channel if message.channel in CONSENT_CHANNELS else Channel.EMAIL
-    return set_consent(
-        contact=message.contact, channel=channel, receiving=False, source=source,
-        extra={"message": message.pk, "delivery": message.delivery_id},
-    )  # fmt: skip
+    with transaction.atomic():
+        changed = set_consent(
+            contact=message.contact, channel=channel, receiving=False, source=source,
+            extra={"message": message.pk, "delivery": message.delivery_id},
+        )  # fmt: skip
+        if changed:
+            webhooks.emit(
+                WebhookEvent.CONTACT_UNSUBSCRIBED, obj=message.contact,
+                extra={"channel": channel, "message": message.pk,
+                       "delivery": message.delivery_id, "source": source},
+            )  # fmt: skip
+    return changed
 
 
 def set_preferences(
