@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api import bulk
 from api import serializers as s
 from api.models import ApiToken
 from api.problems import BodyLimitMixin, ProblemValidationError
@@ -203,23 +204,22 @@ class AudienceViewSet(
         payload = s.BulkSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        row_serializer = s.row_serializer(self._columns(), name=f"{self.kind}_row")
-        problems = []
-        for number, raw in enumerate(data["rows"]):
-            row = row_serializer(data=raw)
-            if not row.is_valid():
-                for field, messages in row.errors.items():
-                    for message in messages if isinstance(messages, list) else [messages]:
-                        problems.append((number, field, str(message)))
+        columns = set(self._columns())
+        problems = [
+            (number, field, message)
+            for number, raw in enumerate(data["rows"])
+            for field, message in s.row_problems(raw, columns)
+        ]
         if problems:
             self._refuse({"problems": problems}, prefix="rows")
         entity = self._scope(data.get("entity"))
-        result = self._import(
-            data["rows"],
-            entity=entity,
-            import_valid_rows=data["import_valid_rows"],
-            dry_run=data["dry_run"],
-        )
+        options = {"import_valid_rows": data["import_valid_rows"], "dry_run": data["dry_run"]}
+        if self.kind == ImportKind.CONTACTS:
+            result = bulk.upsert_contacts(
+                rows=data["rows"], actor=request.user, entity=entity, **options
+            )
+        else:
+            result = self._import(data["rows"], entity=entity, **options)
         if result["problems"] and not data["import_valid_rows"] and not data["dry_run"]:
             self._refuse(result, prefix="rows")
         result["problems"] = [
