@@ -22,7 +22,7 @@ from portal.models import Entity
 
 
 class EntitySerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
 
     class Meta:
         model = Entity
@@ -57,7 +57,7 @@ class StoreSerializer(serializers.ModelSerializer):
 
 class BookingSerializer(serializers.ModelSerializer):
     contact = serializers.SlugRelatedField(slug_field="external_id", read_only=True)
-    store = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    store = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
 
     class Meta:
         model = Booking
@@ -75,11 +75,27 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         fields = ["id", "contact", "product", "start_date", "end_date", "status"]
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
+        "nullable": True,
+        "description": "A value as in an import file: the import's rules read it.",
+    }
+)
+class ScalarField(serializers.Field):
+    """A row's value: a string, number, boolean or null (``row_problems`` refuses others)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 def row_serializer(columns: list[str], *, name: str) -> type[serializers.Serializer]:
     """A write serializer for one row of an import kind: its columns, each a scalar."""
     attrs: dict[str, Any] = {
-        column: serializers.CharField(required=False, allow_blank=True, allow_null=True)
-        for column in columns
+        column: ScalarField(required=False, allow_null=True) for column in columns
     }
     return type(name, (StrictRowSerializer,), attrs)
 
@@ -105,9 +121,7 @@ class StrictRowSerializer(serializers.Serializer):
     def to_internal_value(self, data: Any) -> Any:
         problems = row_problems(data, self.fields)
         if problems:
-            if problems[0][0] == api_settings.NON_FIELD_ERRORS_KEY:
-                raise serializers.ValidationError(problems[0][1])
-            raise serializers.ValidationError({field: message for field, message in problems})
+            raise serializers.ValidationError({field: [message] for field, message in problems})
         return {column: value for column, value in data.items()}
 
 
@@ -175,7 +189,9 @@ class CountRequestSerializer(serializers.Serializer):
         choices=["contact", "booking", "subscription"], default="contact"
     )
     conditions = serializers.JSONField(
-        default=dict, help_text="A condition tree (see the targeting documentation)."
+        default=dict,
+        allow_null=True,
+        help_text="A condition tree (see the targeting documentation); none counts all.",
     )
     entity = serializers.CharField(
         required=False, help_text="Count only this entity's subtree (its code)."
