@@ -9,6 +9,7 @@ address actually connected to, at every send, unless ``WEBHOOK_ALLOW_PRIVATE_HOS
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import http.client
@@ -201,7 +202,7 @@ def describe(obj: Any) -> dict[str, Any]:
                 "channel": obj.channel,
                 "state": obj.state,
                 "sent_at": obj.sent_at,
-                "figures": delivery_figures(obj),
+                "figures": dataclasses.asdict(delivery_figures(obj)),
             }
         }
     if isinstance(obj, Contact):
