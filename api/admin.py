@@ -1,10 +1,18 @@
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from api.models import ApiToken
+from api import webhooks
+from api.choices import WebhookEvent
+from api.models import ApiToken, WebhookDelivery, WebhookEndpoint
 from api.services import revoke_token
+from portal import services as portal_services
+from portal.admin_mixins import AuditLogInline, ReadOnlyAdminMixin
+from portal.exceptions import DomainError
 
 
 @admin.register(ApiToken)
@@ -29,3 +37,107 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset:
             revoke_token(token=token, actor=request.user)
         messages.success(request, f"{queryset.count()} token(s) revoked.")
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    events = forms.MultipleChoiceField(
+        choices=WebhookEvent.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["name", "url", "events", "active"]
+
+
+def _show_secret(request: HttpRequest, endpoint: WebhookEndpoint) -> None:
+    messages.warning(
+        request,
+        f"Signing secret of “{endpoint}”: {endpoint.secret} — copy it into the receiving "
+        "system now; it is not shown again.",
+    )
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Central admins register the URLs that receive signed events. The signing secret is
+    generated here and shown once; private and loopback addresses are refused (SSRF)."""
+
+    form = WebhookEndpointForm
+    list_display = ["name", "url", "events", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["name", "url"]
+    readonly_fields = ["created_at", "created_by"]
+    actions = ["rotate_secret"]
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list:
+        return [AuditLogInline] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool):
+        if not change:
+            endpoint = webhooks.create_endpoint(
+                actor=request.user,
+                name=obj.name,
+                url=obj.url,
+                events=obj.events,
+                active=obj.active,
+            )
+            obj.pk, obj.secret = endpoint.pk, endpoint.secret
+            _show_secret(request, endpoint)
+            return
+        super().save_model(request, obj, form, change)
+        portal_services.record_audit(
+            obj=obj,
+            action="change_webhook_endpoint",
+            actor=request.user,
+            extra={"changed": form.changed_data, "url": obj.url, "events": obj.events},
+        )
+
+    @admin.action(description="New signing secret (shown once)", permissions=["change"])
+    def rotate_secret(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for endpoint in queryset:
+            try:
+                _show_secret(request, webhooks.rotate_secret(endpoint=endpoint, actor=request.user))
+            except PermissionDenied as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The delivery log: each event sent to each endpoint, its attempts and last answer."""
+
+    list_display = [
+        "created_at",
+        "event",
+        "endpoint",
+        "status",
+        "attempts",
+        "response_status",
+        "duration_ms",
+        "delivered_at",
+    ]
+    list_filter = ["status", "event", "endpoint"]
+    search_fields = ["event_id", "last_error", "body"]
+    date_hierarchy = "created_at"
+    list_select_related = ["endpoint"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    actions = ["resend"]
+    inlines = [AuditLogInline]
+
+    @admin.action(description="Resend the selected failed deliveries", permissions=["resend"])
+    def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
+        done, refused = 0, []
+        for delivery in queryset:
+            try:
+                webhooks.resend(delivery=delivery, actor=request.user)
+                done += 1
+            except (DomainError, PermissionDenied) as exc:
+                refused.append(f"#{delivery.pk}: {exc}")
+        if done:
+            self.message_user(request, f"{done} delivery(ies) queued again.", messages.SUCCESS)
+        for text in refused:
+            self.message_user(request, text, messages.WARNING)
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("api.resend_webhookdelivery")

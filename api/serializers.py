@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from api.models import ApiToken, Scope
 from approvals.models import ApprovalRequest
@@ -20,7 +22,7 @@ from portal.models import Entity
 
 
 class EntitySerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
 
     class Meta:
         model = Entity
@@ -55,7 +57,7 @@ class StoreSerializer(serializers.ModelSerializer):
 
 class BookingSerializer(serializers.ModelSerializer):
     contact = serializers.SlugRelatedField(slug_field="external_id", read_only=True)
-    store = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    store = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
 
     class Meta:
         model = Booking
@@ -73,32 +75,82 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         fields = ["id", "contact", "product", "start_date", "end_date", "status"]
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
+        "nullable": True,
+        "description": "A value as in an import file: the import's rules read it.",
+    }
+)
+class ScalarField(serializers.Field):
+    """A row's value: a string, number, boolean or null (``row_problems`` refuses others)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 def row_serializer(columns: list[str], *, name: str) -> type[serializers.Serializer]:
     """A write serializer for one row of an import kind: its columns, each a scalar."""
     attrs: dict[str, Any] = {
-        column: serializers.CharField(required=False, allow_blank=True, allow_null=True)
-        for column in columns
+        column: ScalarField(required=False, allow_null=True) for column in columns
     }
     return type(name, (StrictRowSerializer,), attrs)
+
+
+def row_problems(data: Any, columns: Any) -> list[tuple[str, str]]:
+    """What is wrong with the shape of one row: (field, message) pairs, none when fine. The
+    one-row serializers and the bulk path (which checks 10,000 rows without a serializer
+    each) share it."""
+    if not isinstance(data, dict):
+        return [(api_settings.NON_FIELD_ERRORS_KEY, "Send an object of column → value.")]
+    unknown = sorted(set(data) - set(columns))
+    if unknown:
+        return [(name, "Unknown column.") for name in unknown]
+    for column, value in data.items():
+        if isinstance(value, dict | list):
+            return [(column, "Send a string, number or boolean.")]
+    return []
 
 
 class StrictRowSerializer(serializers.Serializer):
     """Refuses unknown columns (a typo would otherwise be ignored silently)."""
 
     def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Send an object of column → value.")
-        unknown = sorted(set(data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: "Unknown column." for name in unknown})
-        for column, value in data.items():
-            if isinstance(value, dict | list):
-                raise serializers.ValidationError({column: "Send a string, number or boolean."})
+        problems = row_problems(data, self.fields)
+        if problems:
+            raise serializers.ValidationError({field: [message] for field, message in problems})
         return {column: value for column, value in data.items()}
 
 
+@extend_schema_field(
+    {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": True}}
+)
+class RowsField(serializers.Field):
+    """A non-empty list of rows, passed on as it came: each row's shape is checked by
+    ``row_problems`` and its values by the import's rules (no field object per value:
+    10,000 rows would cost more to wrap than to import)."""
+
+    default_error_messages = {
+        "not_a_list": "Send a list of rows.",
+        "empty": "Send at least one row.",
+    }
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if not isinstance(data, list):
+            self.fail("not_a_list")
+        if not data:
+            self.fail("empty")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class BulkSerializer(serializers.Serializer):
-    rows = serializers.ListField(child=serializers.DictField(), allow_empty=False)
+    rows = RowsField(help_text="Objects of column → value (see the resource's columns).")
     entity = serializers.CharField(
         required=False, help_text="Code of the entity the rows are imported for."
     )
@@ -137,7 +189,9 @@ class CountRequestSerializer(serializers.Serializer):
         choices=["contact", "booking", "subscription"], default="contact"
     )
     conditions = serializers.JSONField(
-        default=dict, help_text="A condition tree (see the targeting documentation)."
+        default=dict,
+        allow_null=True,
+        help_text="A condition tree (see the targeting documentation); none counts all.",
     )
     entity = serializers.CharField(
         required=False, help_text="Count only this entity's subtree (its code)."

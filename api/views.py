@@ -8,13 +8,14 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api import bulk, filters
 from api import serializers as s
 from api.models import ApiToken
 from api.problems import BodyLimitMixin, ProblemValidationError
@@ -203,23 +204,22 @@ class AudienceViewSet(
         payload = s.BulkSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        row_serializer = s.row_serializer(self._columns(), name=f"{self.kind}_row")
-        problems = []
-        for number, raw in enumerate(data["rows"]):
-            row = row_serializer(data=raw)
-            if not row.is_valid():
-                for field, messages in row.errors.items():
-                    for message in messages if isinstance(messages, list) else [messages]:
-                        problems.append((number, field, str(message)))
+        columns = set(self._columns())
+        problems = [
+            (number, field, message)
+            for number, raw in enumerate(data["rows"])
+            for field, message in s.row_problems(raw, columns)
+        ]
         if problems:
             self._refuse({"problems": problems}, prefix="rows")
         entity = self._scope(data.get("entity"))
-        result = self._import(
-            data["rows"],
-            entity=entity,
-            import_valid_rows=data["import_valid_rows"],
-            dry_run=data["dry_run"],
-        )
+        options = {"import_valid_rows": data["import_valid_rows"], "dry_run": data["dry_run"]}
+        if self.kind == ImportKind.CONTACTS:
+            result = bulk.upsert_contacts(
+                rows=data["rows"], actor=request.user, entity=entity, **options
+            )
+        else:
+            result = self._import(data["rows"], entity=entity, **options)
         if result["problems"] and not data["import_valid_rows"] and not data["dry_run"]:
             self._refuse(result, prefix="rows")
         result["problems"] = [
@@ -229,6 +229,21 @@ class AudienceViewSet(
         return Response(result)
 
 
+def documented_rows(viewset: Any) -> Any:
+    """Document create, update and partial update as taking a row of the kind's import
+    columns (values as in an import file) and answering the object."""
+    row = s.row_serializer(
+        list(imports.RESOURCES[viewset.kind]().fields), name=f"{viewset.kind}_row"
+    )
+    answer = viewset.serializer_class
+    return extend_schema_view(
+        create=extend_schema(request=row, responses={201: answer}),
+        update=extend_schema(request=row, responses={200: answer}),
+        partial_update=extend_schema(request=row, responses={200: answer}),
+    )(viewset)
+
+
+@documented_rows
 class ContactViewSet(AudienceViewSet):
     """Contacts: natural key ``external_id``; ``entity`` is an entity code."""
 
@@ -238,6 +253,7 @@ class ContactViewSet(AudienceViewSet):
     filterset_fields = ["external_id", "email", "language", "blocklisted"]
 
 
+@documented_rows
 class StoreViewSet(AudienceViewSet):
     """Stores: natural key ``code``; ``entity`` is an entity code."""
 
@@ -247,6 +263,7 @@ class StoreViewSet(AudienceViewSet):
     filterset_fields = ["code", "city"]
 
 
+@documented_rows
 class BookingViewSet(AudienceViewSet):
     """Bookings: natural key ``reference``; ``contact`` is an external id, ``store`` a code."""
 
@@ -257,6 +274,7 @@ class BookingViewSet(AudienceViewSet):
     filterset_fields = ["reference", "status", "product"]
 
 
+@documented_rows
 class SubscriptionViewSet(AudienceViewSet):
     """Subscriptions: natural key (``contact``, ``product``, ``start_date``)."""
 
@@ -305,7 +323,7 @@ class OrderViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin)
 
     serializer_class = s.OrderSerializer
     view_permission = "packages.view_order"
-    filterset_fields = ["state", "package"]
+    filterset_class = filters.OrderFilter
     http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self) -> Any:
@@ -396,7 +414,7 @@ class ApprovalViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMix
 class CampaignViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     serializer_class = s.CampaignSerializer
     view_permission = "campaigns.view_campaign"
-    filterset_fields = ["kind", "state", "parent"]
+    filterset_class = filters.CampaignFilter
 
     def get_queryset(self) -> Any:
         return Campaign.objects.visible_to(self.request.user).select_related("entity")
@@ -404,7 +422,7 @@ class CampaignViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMix
 
 class DeliveryViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
     serializer_class = s.DeliverySerializer
-    filterset_fields = ["campaign", "state", "channel"]
+    filterset_class = filters.DeliveryFilter
 
     def get_queryset(self) -> Any:
         return Delivery.objects.visible_to(self.request.user)

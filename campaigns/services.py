@@ -11,6 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
+from api import webhooks
+from api.choices import WebhookEvent
 from campaigns.choices import CampaignKind, CampaignState, CollaborativeType, RunState
 from campaigns.models import Activity, Campaign, ScheduledRun
 from campaigns.personalisation import change_values, delete_stored
@@ -52,6 +54,7 @@ def create_child_campaign(*, order: Any, actor: Any) -> Campaign:
                 comment=f"Created from order {order} of package “{order.package}”.",
                 extra={"order": order.pk, "parent": parent.pk},
             )
+            webhooks.emit(WebhookEvent.CHILD_CAMPAIGN_CREATED, obj=child)
     except IntegrityError:
         return Campaign.objects.get(order=order)
     return child

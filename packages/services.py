@@ -18,6 +18,8 @@ from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
+from api import webhooks
+from api.choices import WebhookEvent
 from campaigns.personalisation import (
     change_values,
     clean_values,
@@ -97,6 +99,7 @@ def publish_package(*, package: Package, actor: Any) -> PackageChange:
                 f"“{package}” cannot be published yet: {' '.join(problems)}", problems=problems
             )
         portal_services.transition(obj=package, name="publish", actor=actor)
+        webhooks.emit(WebhookEvent.PACKAGE_PUBLISHED, obj=package)
         audience = list(package.audience.order_by("code"))
         preregistered = notified = 0
         if package.approval_mode == ApprovalMode.AUTOMATIC:
@@ -436,6 +439,7 @@ def _submit(*, order: Order, actor: Any) -> None:
         raise DomainError("The order is incomplete: " + " ".join(missing), problems=missing)
     portal_services.transition(obj=order, name="submit", actor=actor)
     order_submitted(order=order, actor=actor)
+    webhooks.emit(WebhookEvent.ORDER_SUBMITTED, obj=order)
 
 
 def _incomplete(order: Order) -> list[str]:
@@ -514,6 +518,7 @@ def order_cancelled(*, order: Order, actor: Any) -> None:
 
     approvals.cancel_requests_for(obj=order, actor=actor, reason="The order was cancelled.")
     campaign_services.stop_child_for_order(order=order, actor=actor)
+    webhooks.emit(WebhookEvent.ORDER_CANCELLED, obj=order)
 
 
 def order_accepted(*, order: Order, actor: Any) -> None:
@@ -534,6 +539,9 @@ def apply_order_decision(*, order: Order, approved: bool, actor: Any, comment: s
         check_permission=False,
         by=actor,
         note=comment,
+    )
+    webhooks.emit(
+        WebhookEvent.ORDER_APPROVED if approved else WebhookEvent.ORDER_REJECTED, obj=order
     )
     if approved:
         order_accepted(order=order, actor=actor)

@@ -421,6 +421,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "portal.tasks.purge_expired_exports",
         "schedule": timedelta(hours=1),
     },
+    "resend-stuck-webhooks": {
+        "task": "api.tasks.resend_stuck_webhooks",
+        "schedule": timedelta(minutes=2),
+    },
     "purge-sent-notifications": {
         "task": "portal.tasks.purge_old_notifications",
         "schedule": crontab(hour=3, minute=15),
@@ -445,7 +449,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["api.problems.BoundedJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.IdCursorPagination",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["api.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -462,10 +466,25 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.add_problem_responses",
+    ],
 }
 API_MAX_BODY_BYTES = env_int(ENV, "API_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 API_BULK_MAX_ROWS = env_int(ENV, "API_BULK_MAX_ROWS", 10_000, minimum=1)
 API_MAX_TOKENS_PER_USER = env_int(ENV, "API_MAX_TOKENS_PER_USER", 20, minimum=1)
+
+# Outgoing webhooks (api/webhooks.py): POSTed by a Celery task, retried with backoff.
+WEBHOOK_TIMEOUT_SECONDS = env_int(ENV, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+WEBHOOK_MAX_ATTEMPTS = env_int(ENV, "WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_int(ENV, "WEBHOOK_RETRY_BASE_SECONDS", 30, minimum=1)
+WEBHOOK_STUCK_AFTER = timedelta(
+    seconds=env_int(ENV, "WEBHOOK_STUCK_AFTER_SECONDS", 300, minimum=30)
+)
+# SSRF guard: endpoints on private, loopback or reserved addresses are refused unless this
+# is on (tests and a closed network only).
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool(ENV, "WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
 
 LOGGING = {
     "version": 1,

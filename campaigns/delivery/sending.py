@@ -36,6 +36,8 @@ from django.utils import timezone
 from jinja2 import TemplateError
 from jinja2.sandbox import SecurityError
 
+from api import webhooks
+from api.choices import WebhookEvent
 from approvals import services as approvals
 from campaigns.choices import Channel
 from campaigns.delivery import rendering
@@ -290,6 +292,7 @@ def finish_if_done(delivery_id: int) -> bool:
         if busy:
             return False
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
+        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
         wake_workflow(delivery)
     return True
 
@@ -1094,6 +1097,7 @@ def export_direct_mail(delivery_id: int) -> str:
         delivery.save(update_fields=["export_file"])
         pending.update(status=MessageStatus.SENT, sent_at=timezone.now())
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
+        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
         wake_workflow(delivery)
     return delivery.export_file.name
 

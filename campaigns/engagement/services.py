@@ -17,6 +17,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from api import webhooks
+from api.choices import WebhookEvent
 from campaigns.choices import Channel
 from campaigns.models import CategoryOptOut, Contact, Message, MessageStatus, Typology
 from portal import services as portal_services
@@ -129,8 +131,13 @@ def unsubscribe(*, message: Message, source: str) -> bool:
             contact=message.contact, channel=channel, receiving=False, source=source,
             extra={"message": message.pk, "delivery": message.delivery_id},
         )  # fmt: skip
-        if changed:  # the delivery's unsubscribe figure (once per message)
+        if changed:  # the delivery's unsubscribe figure (once per message), and the webhooks
             record_event(message, "unsubscribe", agent_class="", detail=source)
+            webhooks.emit(
+                WebhookEvent.CONTACT_UNSUBSCRIBED, obj=message.contact,
+                extra={"channel": channel, "message": message.pk,
+                       "delivery": message.delivery_id, "source": source},
+            )  # fmt: skip
     return changed
 
 

@@ -1,0 +1,63 @@
+"""Webhook events emitted by the delivery and engagement services (the outbox rows; their
+sending is tested in tests/api/test_webhooks.py)."""
+
+import json
+
+import pytest
+
+from api import webhooks
+from api.models import WebhookDelivery
+from campaigns.engagement import services as engagement
+from campaigns.models import Message
+from tests.campaigns.test_deliveries import person
+from tests.campaigns.test_engagement import prepared
+from tests.campaigns.test_sending import send
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def people(org):
+    return [person(org, f"P{n}", first_name=f"Pat{n}") for n in range(2)]
+
+
+@pytest.fixture
+def endpoint(admin_user, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = True
+    return webhooks.create_endpoint(
+        actor=admin_user,
+        name="CRM",
+        url="http://127.0.0.1:9/hooks",
+        events=["delivery.sent", "contact.unsubscribed"],
+        active=False,  # rows are written; their sending is not what this file tests
+    )
+
+
+def test_a_sent_delivery_emits_delivery_sent_with_its_figures(
+    campaign, people, org, endpoint, django_capture_on_commit_callbacks, mailoutbox
+):
+    endpoint.active = True
+    endpoint.save()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(webhooks, "enqueue_deliveries", lambda ids: None)
+        delivery = send(prepared(campaign), org, django_capture_on_commit_callbacks)
+    rows = list(WebhookDelivery.objects.filter(event="delivery.sent"))
+    assert len(rows) == 1
+    data = json.loads(rows[0].body)["data"]["delivery"]
+    assert data["id"] == delivery.pk and data["campaign"] == campaign.pk
+    assert data["state"] == "sent" and data["channel"] == "email"
+    assert data["figures"]["targeted"] == data["figures"]["sent"] == 2
+
+
+def test_an_unsubscribe_emits_once(campaign, people, org, endpoint):
+    endpoint.active = True
+    endpoint.save()
+    delivery = prepared(campaign)
+    message = Message.objects.filter(delivery=delivery).first()
+    assert engagement.unsubscribe(message=message, source="link")
+    assert not engagement.unsubscribe(message=message, source="link")  # already out
+    rows = list(WebhookDelivery.objects.filter(event="contact.unsubscribed"))
+    assert len(rows) == 1
+    data = json.loads(rows[0].body)["data"]
+    assert data["contact"]["external_id"] == message.contact.external_id
+    assert data["channel"] == "email" and data["message"] == message.pk
