@@ -17,6 +17,8 @@ class WebhookEvent(models.TextChoices):
     CHILD_CAMPAIGN_CREATED = "campaign.child_created", "Child campaign created"
     DELIVERY_SENT = "delivery.sent", "Delivery sent"
     CONTACT_UNSUBSCRIBED = "contact.unsubscribed", "Contact unsubscribed"
+    MESSAGE_BOUNCED = "message.bounced", "Message bounced"
+    MESSAGE_COMPLAINED = "message.complained", "Spam complaint"
 
 
 class WebhookStatus(models.TextChoices):

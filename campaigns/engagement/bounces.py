@@ -30,6 +30,8 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from api import webhooks
+from api.choices import WebhookEvent
 from campaigns.choices import Channel
 from campaigns.engagement.events import record_event
 from campaigns.models import (
@@ -195,6 +197,14 @@ def record(report: Report) -> Outcome:
             record_event(
                 message, report.kind, at=event.at, detail=event.detail,
                 ref=f"{event.provider}:{event.event_id}"[:64],
+            )  # fmt: skip
+            webhooks.emit(
+                WebhookEvent.MESSAGE_COMPLAINED if event.kind == BounceKind.COMPLAINT
+                else WebhookEvent.MESSAGE_BOUNCED,
+                obj=message.contact or message,
+                extra={"message": message.pk, "delivery": message.delivery_id,
+                       "kind": event.kind, "provider": event.provider,
+                       "quarantined": event.quarantined},
             )  # fmt: skip
     return Outcome(event, True)
 

@@ -61,3 +61,37 @@ def test_an_unsubscribe_emits_once(campaign, people, org, endpoint):
     data = json.loads(rows[0].body)["data"]
     assert data["contact"]["external_id"] == message.contact.external_id
     assert data["channel"] == "email" and data["message"] == message.pk
+
+
+def test_a_matched_bounce_and_a_complaint_emit_their_events(campaign, people, admin_user, settings):
+    from campaigns.engagement import bounces
+    from campaigns.models import Delivery
+
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = True
+    webhooks.create_endpoint(
+        actor=admin_user, name="CRM", url="http://127.0.0.1:9/hooks",
+        events=["message.bounced", "message.complained"], active=True,
+    )  # fmt: skip
+    delivery = Delivery.objects.create(campaign=campaign, label="Spring", channel="email")
+    messages = [
+        Message.objects.create(delivery=delivery, contact=contact, secondary_id=n,
+                               channel="email", address=contact.email, status="sent")
+        for n, contact in enumerate(people)
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(webhooks, "enqueue_deliveries", lambda ids: None)
+        for n, (message, kind) in enumerate(
+            zip(messages, ["bounce_hard", "complaint"], strict=True)
+        ):
+            report = bounces.Report(
+                provider="ses", event_id=f"e{n}", kind=kind, recipient=message.address,
+                message_id=f"<d{delivery.pk}.m{message.pk}@example.com>",
+            )  # fmt: skip
+            bounces.record(report)
+            bounces.record(report)  # a replay emits nothing more
+        bounces.record(bounces.Report(provider="ses", event_id="lost", kind="bounce_hard",
+                                      recipient="nobody@example.com"))  # fmt: skip
+    rows = {row.event: json.loads(row.body) for row in WebhookDelivery.objects.all()}
+    assert set(rows) == {"message.bounced", "message.complained"}
+    assert rows["message.bounced"]["data"]["message"] == messages[0].pk
+    assert rows["message.complained"]["data"]["kind"] == "complaint"
