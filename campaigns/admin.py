@@ -930,3 +930,6 @@ class DeliveryAdmin(
             )
             or "—"
         )
+
+
+from campaigns import trigger_admin  # noqa: E402, F401 (registers the triggered messages)

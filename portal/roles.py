@@ -47,6 +47,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
                 "quarantine",
                 "savedquery",
                 "typology",
+                "triggerdefinition",
             )
             for action in ("view", "add", "change")
         ],
@@ -56,6 +57,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "campaigns.add_delivery",
         "campaigns.change_delivery",
         "campaigns.view_message",
+        "campaigns.view_triggeredmessage",
     ],
     Role.CENTRAL_APPROVER: [
         "portal.view_entity",

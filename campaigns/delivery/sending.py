@@ -279,7 +279,10 @@ def enqueue_chunks(delivery_id: int) -> int:
 
 def finish_if_done(delivery_id: int) -> bool:
     """The delivery is sent once no message is pending or being sent (in-doubt messages
-    count as done: their fate is unknown, and they are shown as such)."""
+    count as done: their fate is unknown, and they are shown as such). The hidden delivery
+    of a triggered message never finishes: it takes new messages as long as it lives."""
+    if Delivery.objects.filter(pk=delivery_id, triggered=True).exists():
+        return False  # (checked before taking the row lock every trigger's send would wait on)
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.state != DeliveryState.SENDING:
@@ -434,7 +437,9 @@ class Renderer:
             "campaign": self.campaign,
             **self.compliance.context(token, recipient["entity"]),
         }
-        if recipient["secondary_id"]:
+        if self.delivery.triggered:  # a triggered message's data is its payload
+            context["payload"] = context["data"]
+        elif recipient["secondary_id"]:
             context["record"] = self.records.get(recipient["secondary_id"], {})
         with rendering.budget():  # one budget for the message, even rendered part by part
             parts = self.template.render(context).split(SEPARATOR) if self.fields else []

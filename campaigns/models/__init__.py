@@ -27,6 +27,12 @@ from campaigns.models.delivery import (
     Proof,
     Typology,
 )
+from campaigns.models.trigger import (
+    TriggerDefinition,
+    TriggeredMessage,
+    TriggerKind,
+    TriggerState,
+)
 from campaigns.models.workflow import (
     Activity,
     ActivityExecution,
@@ -68,6 +74,10 @@ __all__ = [
     "TargetRemoval",
     "Transition",
     "TransitionCount",
+    "TriggerDefinition",
+    "TriggerKind",
+    "TriggerState",
+    "TriggeredMessage",
     "Typology",
     "WorkTableRow",
     "WorkflowRun",
