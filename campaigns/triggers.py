@@ -450,7 +450,7 @@ def render_check(
     }  # fmt: skip
     try:
         _renderer(definition).render(recipient)
-    except RENDER_ERRORS as exc:
+    except (*RENDER_ERRORS, ArithmeticError, LookupError) as exc:  # a division by zero…
         raise TriggerInvalid(
             "The message cannot be rendered with this payload.",
             [{"path": "payload", "message": f"Cannot render: {exc}"}],
@@ -506,7 +506,8 @@ def trigger(
             record.message = Message.objects.create(
                 delivery_id=definition.delivery_id,
                 contact=contact,
-                entity_id=None if contact is not None else definition.entity_id,
+                # Reports per entity and the sender identity: the contact's entity.
+                entity_id=contact.entity_id if contact is not None else definition.entity_id,
                 # Unique per (delivery, contact, secondary id): one row per trigger.
                 secondary_id=-record.pk,
                 channel=definition.channel,
