@@ -187,7 +187,7 @@ def test_a_trigger_is_sent_with_its_payload_and_counted(
     [(code, _name, figures)] = reports.by_entity(Message.objects.all())
     assert code == "STORE_A" and figures.sent == 1
     assert (
-        DeliveryState.SENDING == type(definition.delivery).objects.get(pk=message.delivery_id).state
+        type(definition.delivery).objects.get(pk=message.delivery_id).state == DeliveryState.SENDING
     )
     status = client_for(org.operator_a).get(body["status_url"])
     assert status.status_code == 200
