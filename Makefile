@@ -33,9 +33,10 @@ lint: install  ## ruff, Django checks, migrations up to date
 clean:
 	rm -rf $(VENV) var
 
-bench: install  ## targeting, preparation and sending (real workers vs smtplib) on DATABASE_URL (PostgreSQL)
+bench: install  ## targeting, preparation, sending (real workers vs smtplib), triggers, on DATABASE_URL (PostgreSQL)
 	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5) \
 	  --recipients $(or $(RECIPIENTS),100000) $(BENCH_ARGS)
+	$(PY) -m bench.triggers --batch $(or $(TRIGGER_BATCH),100000) $(TRIGGER_ARGS)
 
 tour: install  ## screenshots of the main pages for each demo role, into docs/tour/
 	$(PY) docs/tour.py
