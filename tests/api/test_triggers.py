@@ -489,3 +489,12 @@ def test_concurrent_duplicate_posts_make_one_message(org, make_trigger):
     assert len({message_id for _, message_id in answers}) == 1
     assert Message.objects.count() == 1 and TriggeredMessage.objects.count() == 1
     assert len(mail.outbox) == 1  # (eager: sent once, by the one that created it)
+
+
+def test_the_trigger_endpoints_are_in_the_openapi_schema(org):
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    post_op = schema["paths"]["/api/v1/triggers/{key}/"]["post"]
+    assert post_op["operationId"] == "trigger_message"
+    assert {"202", "200", "400", "404", "409", "422"} <= set(post_op["responses"])
+    assert any(p["name"] == "Idempotency-Key" for p in post_op["parameters"])
+    assert "get" in schema["paths"]["/api/v1/triggers/messages/{message_id}/"]
