@@ -48,6 +48,7 @@ from campaigns.models import (  # noqa: E402
     Contact,
     Delivery,
     Message,
+    Quarantine,
     TriggerDefinition,
     TriggeredMessage,
     WorkTableRow,
@@ -176,7 +177,16 @@ def main() -> int:
     parser.add_argument("--broker", default="", help="Redis URL (default BENCH_BROKER_URL)")
     args = parser.parse_args()
 
-    contact_ids = _ensure_contacts(max(args.batch, 1000))
+    batch_ids = _ensure_contacts(args.batch)
+    # Trigger recipients: contacts a transactional message can reach (an address, not
+    # blocklisted, not in quarantine).
+    contact_ids = list(
+        Contact.objects.exclude(email="")
+        .filter(blocklisted=False)
+        .exclude(email__in=Quarantine.objects.filter(channel="email").values("address"))
+        .order_by("id")
+        .values_list("id", flat=True)[: max(args.throughput, args.triggers)]
+    )
     user, _ = get_user_model().objects.get_or_create(
         username="bench-trigger", defaults={"is_superuser": True, "is_staff": True}
     )
@@ -189,7 +199,7 @@ def main() -> int:
     run_key = "bench-triggers"
     WorkTableRow.objects.filter(run_key=run_key).delete()
     targeting.materialise(
-        Contact.objects.filter(pk__in=contact_ids[: args.batch]),
+        Contact.objects.filter(pk__in=batch_ids),
         dimension="contact", run_key=run_key, name="b",
     )  # fmt: skip
     batch = Delivery.objects.create(

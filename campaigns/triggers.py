@@ -282,27 +282,40 @@ class Accepted:
         self.message = self.record.message
 
 
+# Published definitions with their hidden delivery, campaign, typology and entity, per process,
+# by (id, updated_at): each trigger reads one light row to know the definition's state and
+# version (any change through the services or the admin saves ``updated_at``).
+_definitions: dict[tuple[int, Any], TriggerDefinition] = {}
+
+
 def find_definition(key: str) -> TriggerDefinition:
-    definition = (
-        TriggerDefinition.objects.select_related(
-            "entity", "delivery__campaign__entity", "delivery__typology"
-        )
-        .filter(key=key, state__in=[TriggerState.PUBLISHED, TriggerState.PAUSED])
-        .first()
-        if key
-        else None
-    )
-    if definition is None:
+    live = [TriggerState.PUBLISHED, TriggerState.PAUSED]
+    rows = TriggerDefinition.objects.filter(key=key, state__in=live).order_by()
+    row = list(rows.values_list("pk", "updated_at")[:1]) if key else []
+    if not row:
         raise TriggerNotFound("No published triggered message has this key.")
+    version = row[0]
+    definition = _definitions.get(version)
+    if definition is None:
+        related = ("entity", "delivery__campaign__entity", "delivery__typology")
+        definition = next(
+            iter(TriggerDefinition.objects.select_related(*related).filter(pk=version[0])), None
+        )
+        if definition is None:
+            raise TriggerNotFound("No published triggered message has this key.")
+        if len(_definitions) > 200:
+            _definitions.clear()
+        _definitions[version] = definition
     return definition
 
 
 def _earlier(actor: Any, definition: TriggerDefinition, key: str) -> TriggeredMessage | None:
-    return (
+    found = (
         TriggeredMessage.objects.select_related("message")
         .filter(owner=actor, definition=definition, idempotency_key=key)
-        .first()
+        .order_by()[:1]
     )
+    return next(iter(found), None)
 
 
 def payload_problems(definition: TriggerDefinition, payload: Any) -> list[dict[str, str]]:
@@ -343,7 +356,8 @@ def resolve_recipient(
                 "The recipient is invalid.",
                 [{"path": "recipient/contact_id", "message": "A contact id is a whole number."}],
             )
-        contact = Contact.objects.visible_to(actor).filter(**lookup).first()
+        found = Contact.objects.visible_to(actor).select_related("entity").filter(**lookup)
+        contact = next(iter(found.order_by()[:1]), None)
         if contact is None:
             raise TriggerNotFound(f"No contact with this {name.replace('_', ' ')}.")
         return contact, getattr(contact, ADDRESS_FIELDS[definition.channel]) or ""
@@ -376,7 +390,12 @@ def resolve_recipient(
 
 
 def refusal(
-    definition: TriggerDefinition, contact: Contact | None, address: str, *, pressure: bool
+    definition: TriggerDefinition,
+    contact: Contact | None,
+    address: str,
+    *,
+    pressure: bool,
+    besides: int | None = None,
 ) -> tuple[str, str] | None:
     """The first typology rule that excludes this recipient, with the reason; ``pressure``:
     the pressure rules only (checked again under the contact's lock), else the others."""
@@ -414,6 +433,8 @@ def refusal(
             )
             if rule.get("category"):
                 counted = counted.filter(delivery__category=rule["category"])
+            if besides is not None:  # the trigger's own message, written already
+                counted = counted.exclude(pk=besides)
             if counted.count() >= rule["max"]:
                 return name, (
                     f"The contact already had {rule['max']} message(s) in the last "
@@ -493,30 +514,34 @@ def trigger(
     pressure = any(r.get("rule") == "pressure" for r in definition.delivery.typology.rules or [])
     try:
         with transaction.atomic():
-            # The idempotency record first: a concurrent duplicate waits here for this
-            # transaction, then fails on the constraint and reads this row.
-            record = TriggeredMessage.objects.create(
-                definition=definition, owner=actor, idempotency_key=idempotency_key
-            )
-            if pressure and contact is not None:
-                # Two triggers for one contact count one after the other.
-                Contact.objects.select_for_update().filter(pk=contact.pk).exists()
-                if refused := refusal(definition, contact, address, pressure=True):
-                    raise TriggerRefused(*refused)
-            record.message = Message.objects.create(
+            message = Message.objects.create(
                 delivery_id=definition.delivery_id,
                 contact=contact,
                 # Reports per entity and the sender identity: the contact's entity.
                 entity_id=contact.entity_id if contact is not None else definition.entity_id,
-                # Unique per (delivery, contact, secondary id): one row per trigger.
-                secondary_id=-record.pk,
+                # Unique per (delivery, contact, secondary id): a random negative number per
+                # trigger (never a booking's id), so one contact gets any number of them.
+                secondary_id=-secrets.randbits(62) - 1,
                 channel=definition.channel,
                 address=address,
                 data=payload,
                 status=MessageStatus.PENDING,
             )
-            record.save(update_fields=["message"])
-            transaction.on_commit(partial(enqueue, definition.delivery_id, record.message.pk))
+            # The idempotency record: a concurrent duplicate waits here for this transaction,
+            # then fails on the constraint (its message row goes with its rollback) and
+            # reads this row.
+            record = TriggeredMessage.objects.create(
+                definition=definition, owner=actor, idempotency_key=idempotency_key,
+                message=message,
+            )  # fmt: skip
+            if pressure and contact is not None:
+                # Two triggers for one contact count one after the other.
+                Contact.objects.select_for_update().filter(pk=contact.pk).exists()
+                if refused := refusal(
+                    definition, contact, address, pressure=True, besides=message.pk
+                ):
+                    raise TriggerRefused(*refused)
+            transaction.on_commit(partial(enqueue, definition.delivery_id, message.pk))
     except IntegrityError:
         earlier = _earlier(actor, definition, idempotency_key) if idempotency_key else None
         if earlier is None:
