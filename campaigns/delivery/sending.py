@@ -420,7 +420,8 @@ class Renderer:
         return recipient
 
     def load_records(self, recipients: list[dict[str, Any]]) -> None:
-        ids = [r["secondary_id"] for r in recipients if r["secondary_id"]]
+        # (a triggered message's negative secondary id only tells its rows apart)
+        ids = [r["secondary_id"] for r in recipients if r["secondary_id"] > 0]
         if ids:
             rows = Booking.objects.filter(pk__in=ids).values("pk", *RECORD_PATHS.values())
             self.records.update(
@@ -718,7 +719,7 @@ def send_chunk(
     worker holds part of the range), when to try again. A database error raises
     ``Interrupted`` once messages are claimed, so that the retry resumes this claim."""
     result: dict[str, Any] = {"sent": 0, "failed": 0, "in_doubt": 0, "retry_in": None}
-    delivery = Delivery.objects.select_related("campaign").get(pk=delivery_id)
+    delivery = Delivery.objects.select_related("campaign__entity", "typology").get(pk=delivery_id)
     if delivery.state != DeliveryState.SENDING:
         return result
     provider = provider_for(delivery.channel)  # a configuration error claims nothing
