@@ -161,6 +161,23 @@ def _ensure_contacts(count: int) -> list[int]:
     return list(Contact.objects.order_by("id").values_list("id", flat=True)[:count])
 
 
+def _cpu_seconds(root: int) -> float:
+    """User + system CPU time of a process and its children (Linux /proc), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root or ppid == root:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _percentile(values: list[float], share: float) -> float:
     """The nearest-rank percentile."""
     ordered = sorted(values)
@@ -273,6 +290,7 @@ def main() -> int:
         still_sending = Delivery.objects.get(pk=batch.pk).state == "sending"
         missing = [pk for pk in posted if pk not in accepted]
         latencies = [accepted[pk] - t for pk, t in posted.items() if pk in accepted]
+        result["load_average"] = os.getloadavg()[0]
         result["latency"] = {
             "triggers": args.triggers, "rate_per_s": args.rate, "batch_messages": args.batch,
             "batch_sent_during": batch_after - batch_before, "batch_still_sending": still_sending,
@@ -295,6 +313,7 @@ def main() -> int:
         context = multiprocessing.get_context("fork")
         connection.close()
         with context.Pool(args.clients) as pool:
+            cpu_before = _cpu_seconds(web.pid)
             started = time.perf_counter()
             outcomes = pool.starmap(
                 _client,
@@ -302,16 +321,21 @@ def main() -> int:
                   f"T{i}-{uuid.uuid4().hex[:6]}") for i in range(args.clients)],
             )  # fmt: skip
             elapsed = time.perf_counter() - started
+            cpu = _cpu_seconds(web.pid) - cpu_before
         codes = [code for part in outcomes for code in part]
         accepted_count = codes.count(202)
         rate = accepted_count / elapsed
         result["throughput"] = {
             "triggers": len(codes), "accepted": accepted_count, "clients": args.clients,
             "seconds": round(elapsed, 2), "per_second": round(rate, 1),
+            "web_cpu_ms_per_trigger": round(cpu / max(1, len(codes)) * 1000, 2),
+            "load_average": os.getloadavg()[0],
         }  # fmt: skip
         print(
             f"trigger acceptance, one gunicorn process, {args.clients} clients: "
-            f"{accepted_count}/{len(codes)} accepted in {elapsed:.2f} s = {rate:.0f}/s"
+            f"{accepted_count}/{len(codes)} accepted in {elapsed:.2f} s = {rate:.0f}/s; the web "
+            f"process used {cpu / max(1, len(codes)) * 1000:.1f} ms of CPU per trigger "
+            f"(load average {os.getloadavg()[0]:.1f})"
         )
     finally:
         _stop(processes)
