@@ -310,12 +310,10 @@ def find_definition(key: str) -> TriggerDefinition:
 
 
 def _earlier(actor: Any, definition: TriggerDefinition, key: str) -> TriggeredMessage | None:
-    found = (
-        TriggeredMessage.objects.select_related("message")
-        .filter(owner=actor, definition=definition, idempotency_key=key)
-        .order_by()[:1]
-    )
-    return next(iter(found), None)
+    found = TriggeredMessage.objects.filter(
+        owner=actor, definition=definition, idempotency_key=key
+    ).order_by()[:1]
+    return next(iter(found), None)  # (its message is read only when there is one)
 
 
 def payload_problems(definition: TriggerDefinition, payload: Any) -> list[dict[str, str]]:
