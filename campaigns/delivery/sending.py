@@ -386,6 +386,8 @@ class Renderer:
         fields = ["id", "address", "secondary_id", "data", "entity_id", "contact__entity_id",
                   *[f"contact__{CONTACT_PATHS[key]}" for key in keys]]  # fmt: skip
         rows = list(messages.values_list(*fields))
+        if self.delivery.triggered:  # an empty field (or no contact at all) renders empty
+            rows = [(*row[:6], *("" if v is None else v for v in row[6:])) for row in rows]
         self.load_entities({row[4] or row[5] for row in rows})
         recipients = [
             {"id": row[0], "address": row[1], "secondary_id": row[2], "data": row[3],

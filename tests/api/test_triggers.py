@@ -215,6 +215,7 @@ def test_transactional_to_an_address_that_is_not_a_contact(
     message = Message.objects.get(pk=response.json()["message_id"])
     assert message.contact_id is None and message.status == MessageStatus.SENT
     assert mail.outbox[0].to == ["guest@example.org"]
+    assert "Hello , 59.9" in mail.outbox[0].alternatives[0][0]  # no contact: empty, not None
 
 
 def test_the_send_goes_to_the_priority_queue(org, shop, django_capture_on_commit_callbacks):
