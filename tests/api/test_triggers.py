@@ -499,3 +499,30 @@ def test_the_trigger_endpoints_are_in_the_openapi_schema(org):
     assert {"202", "200", "400", "404", "409", "422"} <= set(post_op["responses"])
     assert any(p["name"] == "Idempotency-Key" for p in post_op["parameters"])
     assert "get" in schema["paths"]["/api/v1/triggers/messages/{message_id}/"]
+
+
+# Admin -------------------------------------------------------------------------------------
+
+
+def test_the_marketer_publishes_from_the_admin_and_sees_the_key(org, make_trigger, client):
+    from django.urls import reverse
+
+    definition = make_trigger(publish=False)
+    client.force_login(org.marketer)
+    change = reverse("admin:campaigns_triggerdefinition_change", args=[definition.pk])
+    assert "Given when it is published" in client.get(change).content.decode()
+    run = reverse("admin:campaigns_triggerdefinition_run", args=[definition.pk, "publish"])
+    assert client.post(run).status_code == 302
+    definition.refresh_from_db()
+    assert definition.state == TriggerState.PUBLISHED
+    assert f"/api/v1/triggers/{definition.key}/" in client.get(change).content.decode()
+    assert client.get(reverse("admin:campaigns_triggeredmessage_changelist")).status_code == 200
+
+
+def test_a_local_operator_has_no_trigger_admin(org, make_trigger, client):
+    from django.urls import reverse
+
+    definition = make_trigger()
+    client.force_login(org.operator_a)
+    change = reverse("admin:campaigns_triggerdefinition_change", args=[definition.pk])
+    assert client.get(change).status_code in (302, 403, 404)
