@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
-from api import pages, problems, views
+from api import pages, problems, triggers, views
 
 router = SimpleRouter()
 router.register("entities", views.EntityViewSet, basename="entity")
@@ -23,6 +23,12 @@ router.register("tokens", views.TokenViewSet, basename="token")
 app_name = "api"
 urlpatterns = [
     path("v1/counts/", views.CountView.as_view(), name="counts"),
+    path(
+        "v1/triggers/messages/<int:message_id>/",
+        triggers.TriggerStatusView.as_view(),
+        name="trigger-status",
+    ),
+    path("v1/triggers/<str:key>/", triggers.TriggerView.as_view(), name="trigger"),
     path("v1/", include(router.urls)),
     path("tokens/", pages.tokens_page, name="tokens_page"),
     path("tokens/<int:pk>/revoke/", pages.revoke_page, name="revoke_page"),

@@ -2,13 +2,15 @@
 
     python -m bench.sink PORT FILE
 
-accepts every message and writes its Message-ID on a line of FILE."""
+accepts every message and writes its Message-ID and the moment it accepted it (Unix time) on a
+line of FILE."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -21,7 +23,8 @@ class Handler:
     async def handle_DATA(self, server, session, envelope):
         for line in envelope.original_content.split(b"\r\n"):
             if line.lower().startswith(b"message-id:"):
-                self.out.write(line.split(b":", 1)[1].strip().decode() + "\n")
+                message_id = line.split(b":", 1)[1].strip().decode()
+                self.out.write(f"{message_id} {time.time():.6f}\n")
                 self.out.flush()
                 break
         return "250 OK"

@@ -1115,3 +1115,6 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from campaigns import trigger_admin  # noqa: E402, F401 (registers the triggered messages)

@@ -81,6 +81,30 @@ def send_chunk(
     return result
 
 
+@shared_task(
+    bind=True, acks_late=True, ignore_result=True, max_retries=DATABASE_RETRIES,
+)  # fmt: skip
+def send_triggered(
+    self: Task, delivery_id: int, message_id: int, resume: dict | None = None
+) -> dict:
+    """Send one API-triggered message, on the ``priority`` queue (CELERY_TASK_ROUTES), through
+    the chunk sender (claim, in-flight mark, provider) for its one row; retried as a chunk."""
+    from campaigns.delivery import sending
+
+    try:
+        result = sending.send_chunk(delivery_id, message_id, message_id, resume=resume)
+    except (sending.Interrupted, *sending.DATABASE_ERRORS) as exc:
+        _close_connections()
+        resume = exc.resume if isinstance(exc, sending.Interrupted) else resume
+        countdown = min(2**self.request.retries, 60)
+        raise self.retry(
+            args=(delivery_id, message_id), kwargs={"resume": resume}, countdown=countdown
+        ) from exc
+    if result["retry_in"] is not None:
+        send_triggered.apply_async((delivery_id, message_id), countdown=result["retry_in"])
+    return result
+
+
 def _close_connections() -> None:
     """Drop the broken database connections; the retry opens fresh ones."""
     for conn in connections.all(initialized_only=True):

@@ -48,6 +48,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
                 "quarantine",
                 "savedquery",
                 "typology",
+                "triggerdefinition",
             )
             for action in ("view", "add", "change")
         ],
@@ -58,6 +59,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "campaigns.change_delivery",
         "campaigns.view_message",
         "campaigns.view_providerevent",
+        "campaigns.view_triggeredmessage",
     ],
     Role.CENTRAL_APPROVER: [
         "portal.view_entity",

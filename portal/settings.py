@@ -371,8 +371,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Recovery has its own queue, so it never waits behind chunk tasks. A worker started without
 # -Q consumes both queues; production runs one small worker on "control" alone as well.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = {"celery": {}, "control": {}}
-CELERY_TASK_ROUTES = {"campaigns.tasks.recover_stalled_sends": {"queue": "control"}}
+# API-triggered messages have their own queue, so they never wait behind batch chunks: run
+# a worker on "priority" alone beside the batch workers (``serve`` does; README).
+CELERY_TASK_QUEUES = {"celery": {}, "control": {}, "priority": {}}
+CELERY_TASK_ROUTES = {
+    "campaigns.tasks.recover_stalled_sends": {"queue": "control"},
+    "campaigns.tasks.send_triggered": {"queue": "priority"},
+}
 CELERY_TASK_SOFT_TIME_LIMIT = env_int(ENV, "CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int(ENV, "CELERY_TASK_TIME_LIMIT", 360, minimum=1)
 CELERY_TASK_ALWAYS_EAGER = env_bool(ENV, "CELERY_TASK_ALWAYS_EAGER", False)
@@ -445,7 +450,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["api.permissions.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": ["api.throttling.TokenRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"token": env_str(ENV, "API_TOKEN_RATE", "1200/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env_str(ENV, "API_TOKEN_RATE", "1200/min"),
+        "trigger": env_str(ENV, "API_TRIGGER_RATE", "60000/min"),
+    },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["api.problems.BoundedJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.IdCursorPagination",

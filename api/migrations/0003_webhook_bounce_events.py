@@ -4,15 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('api', '0002_outgoing_webhooks'),
+        ("api", "0002_outgoing_webhooks"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='webhookdelivery',
-            name='event',
-            field=models.CharField(choices=[('package.published', 'Package published'), ('order.submitted', 'Order submitted'), ('order.approved', 'Order approved'), ('order.rejected', 'Order rejected'), ('order.cancelled', 'Order cancelled'), ('campaign.child_created', 'Child campaign created'), ('delivery.sent', 'Delivery sent'), ('contact.unsubscribed', 'Contact unsubscribed'), ('message.bounced', 'Message bounced'), ('message.complained', 'Spam complaint')], db_index=True, max_length=64),
+            model_name="webhookdelivery",
+            name="event",
+            field=models.CharField(
+                choices=[
+                    ("package.published", "Package published"),
+                    ("order.submitted", "Order submitted"),
+                    ("order.approved", "Order approved"),
+                    ("order.rejected", "Order rejected"),
+                    ("order.cancelled", "Order cancelled"),
+                    ("campaign.child_created", "Child campaign created"),
+                    ("delivery.sent", "Delivery sent"),
+                    ("contact.unsubscribed", "Contact unsubscribed"),
+                    ("message.bounced", "Message bounced"),
+                    ("message.complained", "Spam complaint"),
+                ],
+                db_index=True,
+                max_length=64,
+            ),
         ),
     ]

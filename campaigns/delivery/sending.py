@@ -283,7 +283,10 @@ def enqueue_chunks(delivery_id: int) -> int:
 
 def finish_if_done(delivery_id: int) -> bool:
     """The delivery is sent once no message is pending or being sent (in-doubt messages
-    count as done: their fate is unknown, and they are shown as such)."""
+    count as done: their fate is unknown, and they are shown as such). The hidden delivery
+    of a triggered message never finishes: it takes new messages as long as it lives."""
+    if Delivery.objects.filter(pk=delivery_id, triggered=True).exists():
+        return False  # (checked before taking the row lock every trigger's send would wait on)
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.state != DeliveryState.SENDING:
@@ -392,6 +395,8 @@ class Renderer:
         fields = ["id", "address", "secondary_id", "data", "entity_id", "contact__entity_id",
                   *[f"contact__{CONTACT_PATHS[key]}" for key in keys]]  # fmt: skip
         rows = list(messages.values_list(*fields))
+        if self.delivery.triggered:  # an empty field (or no contact at all) renders empty
+            rows = [(*row[:6], *("" if v is None else v for v in row[6:])) for row in rows]
         self.load_entities({row[4] or row[5] for row in rows})
         recipients = [
             {"id": row[0], "address": row[1], "secondary_id": row[2], "data": row[3],
@@ -426,7 +431,8 @@ class Renderer:
         return recipient
 
     def load_records(self, recipients: list[dict[str, Any]]) -> None:
-        ids = [r["secondary_id"] for r in recipients if r["secondary_id"]]
+        # (a triggered message's negative secondary id only tells its rows apart)
+        ids = [r["secondary_id"] for r in recipients if r["secondary_id"] > 0]
         if ids:
             rows = Booking.objects.filter(pk__in=ids).values("pk", *RECORD_PATHS.values())
             self.records.update(
@@ -443,7 +449,9 @@ class Renderer:
             "campaign": self.campaign,
             **self.compliance.context(token, recipient["entity"]),
         }
-        if recipient["secondary_id"]:
+        if self.delivery.triggered:  # a triggered message's data is its payload
+            context["payload"] = context["data"]
+        elif recipient["secondary_id"]:
             context["record"] = self.records.get(recipient["secondary_id"], {})
         with rendering.budget():  # one budget for the message, even rendered part by part
             parts = self.template.render(context).split(SEPARATOR) if self.fields else []
@@ -724,7 +732,7 @@ def send_chunk(
     worker holds part of the range), when to try again. A database error raises
     ``Interrupted`` once messages are claimed, so that the retry resumes this claim."""
     result: dict[str, Any] = {"sent": 0, "failed": 0, "in_doubt": 0, "retry_in": None}
-    delivery = Delivery.objects.select_related("campaign").get(pk=delivery_id)
+    delivery = Delivery.objects.select_related("campaign__entity", "typology").get(pk=delivery_id)
     if delivery.state != DeliveryState.SENDING:
         return result
     provider = provider_for(delivery.channel)  # a configuration error claims nothing

@@ -48,12 +48,18 @@ def fields_hidden(channel: str) -> set[str]:
 
 
 def content_problems(
-    *, channel: str, fields: Mapping[str, Any], multi_level: bool, perso: Mapping[str, Any]
+    *,
+    channel: str,
+    fields: Mapping[str, Any],
+    multi_level: bool,
+    perso: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, list[str]]:
     """Problems per content field the channel renders (``TEMPLATE_FIELDS``; the others are
     neither rendered nor shown for it): syntax, unknown variables, sandbox refusals, the
-    render budget, and what the channel needs (an email needs a subject and a body)."""
-    context = rendering.sample_context(multi_level=multi_level, perso=perso)
+    render budget, and what the channel needs (an email needs a subject and a body).
+    ``extra``: more sample variables (a triggered message's ``payload``)."""
+    context = {**rendering.sample_context(multi_level=multi_level, perso=perso), **(extra or {})}
     problems: dict[str, list[str]] = {}
     # One budget for all the fields, as at send, where they are the parts of one render; the
     # fields after one over budget are not tried (the budget is spent).

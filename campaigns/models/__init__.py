@@ -36,6 +36,12 @@ from campaigns.models.engagement import (
     MessageEngagement,
     Seen,
 )
+from campaigns.models.trigger import (
+    TriggerDefinition,
+    TriggeredMessage,
+    TriggerKind,
+    TriggerState,
+)
 from campaigns.models.workflow import (
     Activity,
     ActivityExecution,
@@ -86,6 +92,10 @@ __all__ = [
     "TargetRemoval",
     "Transition",
     "TransitionCount",
+    "TriggerDefinition",
+    "TriggerKind",
+    "TriggerState",
+    "TriggeredMessage",
     "Typology",
     "WorkTableRow",
     "WorkflowRun",

@@ -175,6 +175,11 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
     export_file = models.FileField(
         upload_to="deliveries/", blank=True, help_text="Direct mail: the file for the printer."
     )
+    triggered = models.BooleanField(
+        default=False, editable=False,
+        help_text="The hidden delivery of an API-triggered message: it stays sending, and its "
+        "templates read ``payload``.",
+    )  # fmt: skip
 
     objects = DeliveryQuerySet.as_manager()
 
@@ -350,9 +355,10 @@ class Message(models.Model):
     delivery = models.ForeignKey(
         Delivery, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
+    # Empty only for a triggered transactional message to an address that is not a contact.
     contact = models.ForeignKey(
         Contact, on_delete=models.CASCADE, related_name="messages", db_constraint=False,
-        db_index=False,
+        db_index=False, null=True, blank=True,
     )  # fmt: skip
     secondary_id = models.BigIntegerField(
         default=0, help_text="The booking a multi-level message is about (0: none)."

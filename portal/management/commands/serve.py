@@ -50,6 +50,29 @@ class Command(BaseCommand):
                     env=env,
                 )
             )
+            # API-triggered messages: a worker of their own, never behind batch chunks.
+            processes.append(
+                subprocess.Popen(
+                    [
+                        python,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "portal",
+                        "worker",
+                        "-Q",
+                        "priority",
+                        "--hostname",
+                        "priority@%h",
+                        "--loglevel",
+                        "INFO",
+                        "--concurrency",
+                        "1",
+                    ],
+                    cwd=settings.BASE_DIR,
+                    env=env,
+                )
+            )
         processes.append(
             subprocess.Popen(
                 [python, manage, "runserver", addr, "--noreload"], cwd=settings.BASE_DIR, env=env
@@ -59,7 +82,9 @@ class Command(BaseCommand):
         self.stdout.write("")
         for line in demo.login_lines(site):
             self.stdout.write(self.style.SUCCESS(line))
-        self.stdout.write("Web server and Celery worker (with beat) running; Ctrl-C stops both.")
+        self.stdout.write(
+            "Web server, Celery worker (with beat) and priority worker running; Ctrl-C stops them."
+        )
         try:
             while all(process.poll() is None for process in processes):
                 time.sleep(0.5)
