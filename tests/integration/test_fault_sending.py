@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -142,23 +141,34 @@ def test_the_smtp_server_down_then_back_with_a_retry_lost_with_its_worker(
         sink.stop()
 
 
-PG_CLUSTER = Path("/etc/postgresql")
+def _cluster_of_test_database() -> list[str] | None:
+    """The local cluster (version, name) serving the test database's port, as
+    ``pg_lsclusters`` lists it: the restart hits that server and no other one."""
+    if not shutil.which("pg_ctlcluster") or not shutil.which("pg_lsclusters"):
+        return None
+    port = str(connection.settings_dict.get("PORT") or 5432)
+    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        version, name, cluster_port, *_ = line.split()
+        if cluster_port == port:
+            return [version, name]
+    return None
 
 
 def test_postgresql_restarted_mid_send(sink, start_worker, org, settings):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL restart: this run uses SQLite (no server to restart)")
-    if not shutil.which("pg_ctlcluster") or not PG_CLUSTER.is_dir():
-        pytest.skip("PostgreSQL restart: no local cluster to restart (pg_ctlcluster)")
+    cluster = _cluster_of_test_database()
+    if cluster is None:
+        pytest.skip("PostgreSQL restart: the test database is not on a local cluster")
     use_fault_settings(settings)
     sink.pause = 0.03
     delivery = make_delivery(org, 60)
     worker = start_worker(**sink.env(), **worker_env())
     send(delivery)
     assert wait_for(lambda: len(sink.received) >= 15, 30)
-    version = sorted(p.name for p in PG_CLUSTER.iterdir())[0]
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "restart"],
         check=True, timeout=120,
     )  # fmt: skip
     connection.close()
