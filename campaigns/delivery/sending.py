@@ -604,6 +604,12 @@ class Marks:
             f"{c['error']} = %s, {c['attempts']} = {c['attempts']} + 1, {c['claimed_at']} = %s "
             f"WHERE {c['id']} = %s AND {c['claim']} = %s AND {c['status']} IN ({self.held})"
         )
+        # The claim's heartbeat is its newest claimed_at among the rows in flight or waiting:
+        # a mark that puts no new row in flight refreshes the ones still in flight.
+        self.beat_sql = (
+            f"UPDATE {self.table} SET {c['claimed_at']} = %s WHERE {c['claim']} = %s "
+            f"AND {c['status']} = '{MessageStatus.IN_FLIGHT.value}'"
+        )
         self.moment = meta.get_field("sent_at")
         self.token = meta.get_field("claim").get_db_prep_value(token, connection)
         self.delivery_id = delivery_id
@@ -616,9 +622,11 @@ class Marks:
         return self.moment.get_db_prep_value(timezone.now(), connection)
 
     def statements(self, done: list[tuple[int, str, Any]], following: list[int],
-                   ) -> tuple[list[tuple[str, list[Any]]], int]:  # fmt: skip
-        """The mark's statements and the number of rows they must update: one UPDATE for the
-        sent messages and the ones put in flight, one per failed message (rare)."""
+                   beat: bool = False) -> tuple[list[tuple[str, list[Any]]], int]:  # fmt: skip
+        """The mark's statements and the number of rows the counted ones must update: one
+        UPDATE for the sent messages and the ones put in flight, one per failed message
+        (rare); then, with ``beat`` when none is put in flight, the heartbeat of those still
+        in flight (not counted: its row count is not the caller's)."""
         c, now = self.c, self._now()
         sent = [message_id for message_id, outcome, _error in done
                 if outcome == MessageStatus.SENT]  # fmt: skip
@@ -650,16 +658,18 @@ class Marks:
             if outcome != MessageStatus.SENT:
                 statements.append((self.failed_sql, [str(error)[:500], now, message_id,
                                                      self.token]))  # fmt: skip
+        if beat and not following:
+            statements.append((self.beat_sql, [now, self.token]))
         return statements, len(done) + len(following)
 
     def mark(self, done: list[tuple[int, str, Any]], following: list[int] = (),
-             ) -> Callable[[], bool]:  # fmt: skip
+             beat: bool = False) -> Callable[[], bool]:  # fmt: skip
         """The mark, started now and awaited by the returned call (True: every row was
         updated). On PostgreSQL it runs (and commits) on this process's connection from the
         chunk's helper thread while this thread prepares the next message, which it hands
         over only once the call said True. (This thread does not use the connection
         meanwhile.)"""
-        statements, expected = self.statements(list(done), list(following))
+        statements, expected = self.statements(list(done), list(following), beat)
         dying = settings.DELIVERY_TEST_FAULT in self.faults if self.faults else False
         self.faults = set()
         if self.helper is None or dying:
@@ -684,13 +694,12 @@ class Marks:
         with transaction.atomic(), connection.cursor() as cursor:
             for sql, params in statements:
                 cursor.execute(sql, params)
-                updated += cursor.rowcount
+                updated += cursor.rowcount if sql is not self.beat_sql else 0
             if dying:
                 _fault(settings.DELIVERY_TEST_FAULT)  # before the commit
         return updated
 
-    @staticmethod
-    def _execute(raw: Any, statements: list[tuple[str, list[Any]]]) -> int:
+    def _execute(self, raw: Any, statements: list[tuple[str, list[Any]]]) -> int:
         updated = 0
         with raw.cursor() as cursor:
             if len(statements) == 1:  # autocommit: one statement, one commit
@@ -699,7 +708,7 @@ class Marks:
             with raw.transaction():
                 for sql, params in statements:
                     cursor.execute(sql, params)
-                    updated += cursor.rowcount
+                    updated += cursor.rowcount if sql is not self.beat_sql else 0
         return updated
 
     def _heartbeat(self) -> None:
@@ -900,7 +909,7 @@ class _Pipeline:
             following = [m["id"] for m in self.messages[self.reserved : end]]
             self.unhanded.extend(following)
             recording = list(self.done)
-            mark = self.marks.mark(recording, following)
+            mark = self.marks.mark(recording, following, beat=True)  # messages remain ahead
             self.asked = (mark, end, len(recording), index)
         return True
 

@@ -525,3 +525,28 @@ def test_a_worker_whose_claim_was_taken_over_mid_window_stops_at_its_next_mark(
         taken["claim"].token
     }
     assert {statuses[i] for i in stuck.handed} <= {"sent", "in_doubt"}
+
+
+def test_the_heartbeat_keeps_a_slow_workers_claim_with_its_whole_chunk_in_flight(
+    campaign, people, org, mailoutbox, settings, monkeypatch
+):
+    settings.DELIVERY_CLAIM_LEASE_SECONDS = 10
+    settings.DELIVERY_IN_FLIGHT_WINDOW = 4  # all six in flight after the second mark
+    delivery, ids = sending_delivery(campaign, org)
+    attempts = []
+
+    class Slow(Recording):
+        """Each message takes 6 s: the chunk outlives its 10 s lease three times over."""
+
+        def send(self, message):
+            traveller.shift(6)
+            attempts.append(sending.claim(delivery.pk, ids[0], ids[-1]))
+            super().send(message)
+
+    monkeypatch.setattr(sending, "provider_for", lambda channel: Slow())
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        result = sending.send_chunk(delivery.pk, ids[0], ids[-1])
+        assert sending.recover_stalled() == 0
+    assert result["sent"] == 6 and len(mailoutbox) == 6
+    assert all(a.token is None and a.busy_until is not None for a in attempts)
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
