@@ -1,12 +1,12 @@
 """Sending: a prepared delivery is approved (when required), then sent in chunks by Celery
 workers. Each chunk task claims its messages with one conditional UPDATE (pending, or
 claimed by a worker that died longer ago than the lease), sends them over one provider
-connection, and records each message's outcome in the statement that puts the next one in
-flight (see "The in-flight protocol" below). A task delivered twice, or re-run after its
-worker was killed, finds the sent messages sent and claims only the others. A message a dead
-worker had in flight is in doubt: re-sent automatically only through a provider that
-deduplicates, otherwise counted and re-sent only by a deliberate action. So a message is
-never sent twice by the portal's own retries, and never left behind.
+connection, and records the messages' outcomes in the statements that put the next ones in
+flight, a window at a time (see "The in-flight protocol" below). A task delivered twice, or
+re-run after its worker was killed, finds the sent messages sent and claims only the others.
+A message a dead worker had in flight is in doubt: re-sent automatically only through a
+provider that deduplicates, otherwise counted and re-sent only by a deliberate action. So a
+message is never sent twice by the portal's own retries, and never left behind.
 """
 
 from __future__ import annotations
@@ -481,15 +481,18 @@ RENDER_ERRORS = (TemplateError, SecurityError, OverflowError, KeyError, TypeErro
 #
 # The in-flight protocol. A chunk task claims its messages (status "sending", a claim token).
 # Before a message is handed to the provider it is durably "in flight": the statement that
-# records the outcome of message N (sent or failed) also puts message N+1 in flight, so there
-# is one commit per message, as there was for the sent mark alone. Every mark names the claim
-# token and says how many rows it expects: a worker whose claim was taken over (it updated
-# fewer rows) stops before its next message. Each mark also refreshes the claim's heartbeat
-# (``claimed_at`` of the row it puts in flight); a claim whose newest heartbeat is older than
-# the lease belongs to a dead (or stuck) worker and may be taken over: its claimed messages go
-# to the new owner, and its message in flight is "in doubt" (the provider may have accepted
-# it). In-doubt messages are never sent again automatically, except through a provider that
-# deduplicates (``Provider.idempotent``); a central user may send them again deliberately.
+# records the outcomes of the messages handed over since the previous mark (sent or failed)
+# also puts the next window of messages in flight (DELIVERY_IN_FLIGHT_WINDOW; with a window
+# of 1, message N's mark puts N+1 in flight), so the protocol costs no commit of its own, and
+# one commit serves a window. Every mark names the claim token and says how many rows it
+# expects: a worker whose claim was taken over (it updated fewer rows) stops at that mark,
+# having handed over only messages it had durably in flight. Each mark also refreshes the
+# claim's heartbeat (``claimed_at`` of the rows in flight); a claim whose newest heartbeat is
+# older than the lease belongs to a dead (or stuck) worker and may be taken over: its claimed
+# messages go to the new owner, and its messages in flight are "in doubt" (the provider may
+# have accepted them). In-doubt messages are never sent again automatically, except through a
+# provider that deduplicates (``Provider.idempotent``); a central user may send them again
+# deliberately.
 
 
 class Interrupted(Exception):
