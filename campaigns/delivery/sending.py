@@ -279,7 +279,12 @@ def enqueue_chunks(delivery_id: int) -> int:
 
 def finish_if_done(delivery_id: int) -> bool:
     """The delivery is sent once no message is pending or being sent (in-doubt messages
-    count as done: their fate is unknown, and they are shown as such)."""
+    count as done: their fate is unknown, and they are shown as such). A first look without
+    a lock: while messages are still busy (every chunk but the last one), nothing is locked
+    or committed; the check is repeated under the lock."""
+    unsent = Message.objects.filter(delivery_id=delivery_id, status__in=UNSENT)
+    if unsent.exists():
+        return False
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.state != DeliveryState.SENDING:
