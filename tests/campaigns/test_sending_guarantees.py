@@ -514,6 +514,7 @@ def test_a_worker_whose_claim_was_taken_over_mid_window_stops_at_its_next_mark(
 
     stuck = Stuck()
     monkeypatch.setattr(sending, "provider_for", lambda channel: stuck)
+    monkeypatch.setattr(sending.Marks, "__enter__", lambda marks: marks)  # one connection
     sending.send_chunk(delivery.pk, ids[0], ids[-1])
     # it went on only with the messages it had in flight (the new owner never sends those
     # through SMTP: they are in doubt for it), and stopped at its next mark
@@ -544,6 +545,9 @@ def test_the_heartbeat_keeps_a_slow_workers_claim_with_its_whole_chunk_in_flight
             super().send(message)
 
     monkeypatch.setattr(sending, "provider_for", lambda channel: Slow())
+    # The other worker is played on this test's one connection, from the sending thread: the
+    # marks run in this thread too (no helper thread using the connection meanwhile).
+    monkeypatch.setattr(sending.Marks, "__enter__", lambda marks: marks)
     with time_machine.travel(timezone.now(), tick=False) as traveller:
         result = sending.send_chunk(delivery.pk, ids[0], ids[-1])
         assert sending.recover_stalled() == 0
