@@ -810,9 +810,9 @@ def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: 
     a mark commits from a helper thread while this thread goes on sending the messages
     already in flight, and is awaited only before a message it puts in flight is handed
     over: the commit's wait is hidden, and a worker killed mid-send leaves at most about two
-    windows of messages in doubt (``_Pipeline``). A mark is also
-    asked for once the heartbeat is due (a slow provider keeps its claim), and with a rate
-    limit the window is one message, put in flight after the pause. Staging a message
+    windows of messages in doubt (``_Pipeline``). A mark is also asked for once the
+    heartbeat is due (a slow provider keeps its claim), and with a rate limit the window is
+    one message, put in flight after the pause. Staging a message
     (``Provider.stage``: for SMTP its envelope; nothing the server could deliver) may come
     before its mark's commit; handing it over never does, nor when the claim was taken over.
     ``progress`` says, after a database error, which messages were handed over with which
