@@ -245,6 +245,12 @@ DELIVERY_STALL_ALERT_SECONDS = env_int(ENV, "DELIVERY_STALL_ALERT_SECONDS", 600,
 # Fault-injection tests only: "<point>:<n>" makes a sending worker kill itself at that point
 # of its n-th message (points: before_send, after_accept, during_mark). Never set it otherwise.
 DELIVERY_TEST_FAULT = env_str(ENV, "DELIVERY_TEST_FAULT", "")
+# At most this many messages are put in flight by one commit while sending (see
+# campaigns/delivery/sending.py): the commit's cost is shared by the window and hidden behind
+# the sending of the previous one; the window starts at 8 and grows only while commits are
+# slower than sending it. A worker killed mid-send leaves up to about twice the window in
+# doubt (1: one commit per message, overlapped with the next one's envelope; at most 1).
+DELIVERY_IN_FLIGHT_WINDOW = env_int(ENV, "DELIVERY_IN_FLIGHT_WINDOW", 64, minimum=1)
 DELIVERY_MAX_ATTEMPTS = env_int(ENV, "DELIVERY_MAX_ATTEMPTS", 5, minimum=1)
 DELIVERY_RETRY_BASE_SECONDS = env_int(ENV, "DELIVERY_RETRY_BASE_SECONDS", 60, minimum=1)
 # Messages per second per worker and channel (0: no limit), e.g. DELIVERY_RATE_SMS=20.

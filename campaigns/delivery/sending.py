@@ -1,12 +1,12 @@
 """Sending: a prepared delivery is approved (when required), then sent in chunks by Celery
 workers. Each chunk task claims its messages with one conditional UPDATE (pending, or
 claimed by a worker that died longer ago than the lease), sends them over one provider
-connection, and records each message's outcome in the statement that puts the next one in
-flight (see "The in-flight protocol" below). A task delivered twice, or re-run after its
-worker was killed, finds the sent messages sent and claims only the others. A message a dead
-worker had in flight is in doubt: re-sent automatically only through a provider that
-deduplicates, otherwise counted and re-sent only by a deliberate action. So a message is
-never sent twice by the portal's own retries, and never left behind.
+connection, and records the messages' outcomes in the statements that put the next ones in
+flight, a window at a time (see "The in-flight protocol" below). A task delivered twice, or
+re-run after its worker was killed, finds the sent messages sent and claims only the others.
+A message a dead worker had in flight is in doubt: re-sent automatically only through a
+provider that deduplicates, otherwise counted and re-sent only by a deliberate action. So a
+message is never sent twice by the portal's own retries, and never left behind.
 """
 
 from __future__ import annotations
@@ -284,9 +284,14 @@ def enqueue_chunks(delivery_id: int) -> int:
 def finish_if_done(delivery_id: int) -> bool:
     """The delivery is sent once no message is pending or being sent (in-doubt messages
     count as done: their fate is unknown, and they are shown as such). The hidden delivery
-    of a triggered message never finishes: it takes new messages as long as it lives."""
+    of a triggered message never finishes: it takes new messages as long as it lives. A first
+    look without a lock: while messages are still busy (every chunk but the last one), nothing
+    is locked or committed; the check is repeated under the lock."""
     if Delivery.objects.filter(pk=delivery_id, triggered=True).exists():
         return False  # (checked before taking the row lock every trigger's send would wait on)
+    unsent = Message.objects.filter(delivery_id=delivery_id, status__in=UNSENT)
+    if unsent.exists():
+        return False
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.state != DeliveryState.SENDING:
@@ -500,15 +505,18 @@ RENDER_ERRORS = (TemplateError, SecurityError, OverflowError, KeyError, TypeErro
 #
 # The in-flight protocol. A chunk task claims its messages (status "sending", a claim token).
 # Before a message is handed to the provider it is durably "in flight": the statement that
-# records the outcome of message N (sent or failed) also puts message N+1 in flight, so there
-# is one commit per message, as there was for the sent mark alone. Every mark names the claim
-# token and says how many rows it expects: a worker whose claim was taken over (it updated
-# fewer rows) stops before its next message. Each mark also refreshes the claim's heartbeat
-# (``claimed_at`` of the row it puts in flight); a claim whose newest heartbeat is older than
-# the lease belongs to a dead (or stuck) worker and may be taken over: its claimed messages go
-# to the new owner, and its message in flight is "in doubt" (the provider may have accepted
-# it). In-doubt messages are never sent again automatically, except through a provider that
-# deduplicates (``Provider.idempotent``); a central user may send them again deliberately.
+# records the outcomes of the messages handed over since the previous mark (sent or failed)
+# also puts the next window of messages in flight (DELIVERY_IN_FLIGHT_WINDOW; with a window
+# of 1, message N's mark puts N+1 in flight), so the protocol costs no commit of its own, and
+# one commit serves a window. Every mark names the claim token and says how many rows it
+# expects: a worker whose claim was taken over (it updated fewer rows) stops at that mark,
+# having handed over only messages it had durably in flight. Each mark also refreshes the
+# claim's heartbeat (``claimed_at`` of the rows in flight); a claim whose newest heartbeat is
+# older than the lease belongs to a dead (or stuck) worker and may be taken over: its claimed
+# messages go to the new owner, and its messages in flight are "in doubt" (the provider may
+# have accepted them). In-doubt messages are never sent again automatically, except through a
+# provider that deduplicates (``Provider.idempotent``); a central user may send them again
+# deliberately.
 
 
 class Interrupted(Exception):
@@ -599,119 +607,141 @@ class Throttle:
 
 
 class Marks:
-    """The marks of one claim: each one UPDATE, committed at once, by id and claim token.
+    """The marks of one claim, by id and claim token, each committed at once.
 
-    ``done(n, outcome, next)`` records message n's outcome and puts the next one in flight in
-    the same statement; ``start(n)`` puts a message in flight alone (the chunk's first, or the
-    next one after a throttle's pause). Each returns False when the claim was taken over.
+    ``mark(done, following)`` records the outcomes of the messages handed over since the
+    previous mark (``done``: id, outcome, error) and puts the ``following`` ones in flight,
+    in one transaction (usually one statement). It returns False when the claim was taken
+    over (fewer rows updated than named). A window of messages is put in flight by one
+    commit (``DELIVERY_IN_FLIGHT_WINDOW``), so the commit's cost is shared by the window.
 
-    They run once per message, so their statements are composed once per chunk (table and
-    column names from the model's metadata, values as parameters) instead of by a queryset
-    each time. The delivery's ``progress_at`` is refreshed every few seconds, not per message.
-    """
+    Each mark refreshes the claim's heartbeat (``claimed_at`` of the rows it touches); the
+    delivery's ``progress_at`` is refreshed every few seconds, not per mark. Table and
+    column names come from the model's metadata, values are parameters."""
 
     def __init__(self, token: uuid.UUID, delivery_id: int) -> None:
         meta = Message._meta
         quote = connection.ops.quote_name
-        c = {name: quote(meta.get_field(name).column) for name in
-             ("id", "status", "sent_at", "error", "claim", "claimed_at", "attempts")}  # fmt: skip
-        table = quote(meta.db_table)
-        held = f"'{MessageStatus.IN_FLIGHT.value}', '{MessageStatus.IN_DOUBT.value}'"
-        outcome = (
-            f"{c['status']} = %s, {c['sent_at']} = %s, {c['error']} = %s, "
-            f"{c['attempts']} = {c['attempts']} + %s, {c['claimed_at']} = %s"
+        names = ("id", "status", "sent_at", "error", "claim", "claimed_at", "attempts")
+        self.c = c = {name: quote(meta.get_field(name).column) for name in names}
+        self.table = quote(meta.db_table)
+        self.held = f"'{MessageStatus.IN_FLIGHT.value}', '{MessageStatus.IN_DOUBT.value}'"
+        self.failed_sql = (
+            f"UPDATE {self.table} SET {c['status']} = '{MessageStatus.FAILED.value}', "
+            f"{c['error']} = %s, {c['attempts']} = {c['attempts']} + 1, {c['claimed_at']} = %s "
+            f"WHERE {c['id']} = %s AND {c['claim']} = %s AND {c['status']} IN ({self.held})"
         )
-        self.done_alone = (
-            f"UPDATE {table} SET {outcome} WHERE {c['id']} = %s AND {c['claim']} = %s "
-            f"AND {c['status']} IN ({held})"
-        )
-        first = f"CASE WHEN {c['id']} = %s THEN"
-        self.done_and_next = (
-            f"UPDATE {table} SET "
-            f"{c['status']} = {first} %s ELSE '{MessageStatus.IN_FLIGHT.value}' END, "
-            f"{c['sent_at']} = {first} %s ELSE {c['sent_at']} END, "
-            f"{c['error']} = {first} %s ELSE {c['error']} END, "
-            f"{c['attempts']} = {first} {c['attempts']} + %s ELSE {c['attempts']} END, "
-            f"{c['claimed_at']} = %s "
-            f"WHERE {c['id']} IN (%s, %s) AND {c['claim']} = %s AND ({first} "
-            f"{c['status']} IN ({held}) ELSE {c['status']} = '{MessageStatus.SENDING.value}' END)"
-        )
-        self.start_sql = (
-            f"UPDATE {table} SET {c['status']} = '{MessageStatus.IN_FLIGHT.value}', "
-            f"{c['claimed_at']} = %s WHERE {c['id']} = %s AND {c['claim']} = %s "
-            f"AND {c['status']} = '{MessageStatus.SENDING.value}'"
+        # The claim's heartbeat is its newest claimed_at among the rows in flight or waiting:
+        # a mark that puts no new row in flight refreshes the ones still in flight.
+        self.beat_sql = (
+            f"UPDATE {self.table} SET {c['claimed_at']} = %s WHERE {c['claim']} = %s "
+            f"AND {c['status']} = '{MessageStatus.IN_FLIGHT.value}'"
         )
         self.moment = meta.get_field("sent_at")
         self.token = meta.get_field("claim").get_db_prep_value(token, connection)
         self.delivery_id = delivery_id
         self.every = max(1.0, settings.DELIVERY_CLAIM_LEASE_SECONDS / 6)
-        self.touched = time.monotonic()
-        self.fault = ""  # tests only: die in the middle of this mark (before its commit)
-        self.helper: ThreadPoolExecutor | None = None  # see done_later
+        self.touched = time.time()  # the lease's clock (wall time), not a monotonic one
+        self.faults: set[str] = set()  # tests only: die in the middle of this mark
+        self.helper: ThreadPoolExecutor | None = None  # see mark
 
     def _now(self) -> Any:
         return self.moment.get_db_prep_value(timezone.now(), connection)
 
-    def _run(self, sql: str, params: list[Any], expected: int) -> bool:
-        if self.fault and self.fault == settings.DELIVERY_TEST_FAULT:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                _fault(self.fault)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            updated = cursor.rowcount
-        self._heartbeat()
-        return updated == expected
+    def statements(self, done: list[tuple[int, str, Any]], following: list[int],
+                   beat: bool = False) -> tuple[list[tuple[str, list[Any]]], int]:  # fmt: skip
+        """The mark's statements and the number of rows the counted ones must update: one
+        UPDATE for the sent messages and the ones put in flight, one per failed message
+        (rare); then, with ``beat`` when none is put in flight, the heartbeat of those still
+        in flight (not counted: its row count is not the caller's)."""
+        c, now = self.c, self._now()
+        sent = [message_id for message_id, outcome, _error in done
+                if outcome == MessageStatus.SENT]  # fmt: skip
+        statements: list[tuple[str, list[Any]]] = []
+        if sent or following:
+            ids = ", ".join(["%s"] * len(sent))
+            is_sent = f"{c['id']} IN ({ids})" if sent else "FALSE"
+            if following:
+                next_ids = ", ".join(["%s"] * len(following))
+                status = (f"CASE WHEN {is_sent} THEN '{MessageStatus.SENT.value}' "
+                          f"ELSE '{MessageStatus.IN_FLIGHT.value}' END")  # fmt: skip
+                moment = f"CASE WHEN {is_sent} THEN %s ELSE {c['sent_at']} END"
+                error = f"CASE WHEN {is_sent} THEN '' ELSE {c['error']} END"
+                where = (f"(({is_sent} AND {c['status']} IN ({self.held})) OR "
+                         f"({c['id']} IN ({next_ids}) AND "
+                         f"{c['status']} = '{MessageStatus.SENDING.value}'))")  # fmt: skip
+                params = [*sent, *sent, now, *sent, now, self.token, *sent, *following]
+            else:
+                status, moment, error = f"'{MessageStatus.SENT.value}'", "%s", "''"
+                where = f"{is_sent} AND {c['status']} IN ({self.held})"
+                params = [now, now, self.token, *sent]
+            sql = (
+                f"UPDATE {self.table} SET {c['status']} = {status}, {c['sent_at']} = {moment}, "
+                f"{c['error']} = {error}, {c['claimed_at']} = %s "
+                f"WHERE {c['claim']} = %s AND {where}"
+            )
+            statements.append((sql, params))
+        for message_id, outcome, error in done:
+            if outcome != MessageStatus.SENT:
+                statements.append((self.failed_sql, [str(error)[:500], now, message_id,
+                                                     self.token]))  # fmt: skip
+        if beat and not following:
+            statements.append((self.beat_sql, [now, self.token]))
+        return statements, len(done) + len(following)
 
-    def _heartbeat(self) -> None:
-        if time.monotonic() - self.touched > self.every:
-            self.touched = time.monotonic()
-            Delivery.objects.filter(pk=self.delivery_id).update(progress_at=timezone.now())
-
-    def start(self, message_id: int) -> bool:
-        return self._run(self.start_sql, [self._now(), message_id, self.token], 1)
-
-    def done(self, message_id: int, outcome: str, error: str = "", next_id: int | None = None,
-             ) -> bool:  # fmt: skip
-        return self.done_later(message_id, outcome, error, next_id)()
-
-    def done_later(self, message_id: int, outcome: str, error: str = "",
-                   next_id: int | None = None) -> Callable[[], bool]:  # fmt: skip
-        """``done``, started now and awaited by the returned call: on PostgreSQL the
-        statement runs (and commits) on this process's connection from the chunk's helper
-        thread while this thread prepares the next message, which it hands over only once
-        the call said True. (This thread does not use the connection meanwhile.)"""
-        now = self._now()
-        sent_at = now if outcome == MessageStatus.SENT else None
-        failed = int(outcome == MessageStatus.FAILED)
-        if next_id is None:
-            sql, expected = self.done_alone, 1
-            params = [outcome, sent_at, error[:500], failed, now, message_id, self.token]
-        else:
-            n = message_id
-            sql, expected = self.done_and_next, 2
-            params = [n, outcome, n, sent_at, n, error[:500], n, failed, now, n, next_id,
-                      self.token, n]  # fmt: skip
-        if self.helper is None or (self.fault and self.fault == settings.DELIVERY_TEST_FAULT):
-            updated = self._run(sql, params, expected)
-            return lambda: updated
-        future = self.helper.submit(self._execute, connection.connection, sql, params)
+    def mark(self, done: list[tuple[int, str, Any]], following: list[int] = (),
+             beat: bool = False) -> Callable[[], bool]:  # fmt: skip
+        """The mark, started now and awaited by the returned call (True: every row was
+        updated). On PostgreSQL it runs (and commits) on this process's connection from the
+        chunk's helper thread while this thread prepares the next message, which it hands
+        over only once the call said True. (This thread does not use the connection
+        meanwhile.)"""
+        statements, expected = self.statements(list(done), list(following), beat)
+        dying = settings.DELIVERY_TEST_FAULT in self.faults if self.faults else False
+        self.faults = set()
+        if self.helper is None or dying:
+            updated = self._run(statements, dying)
+            self._heartbeat()
+            return lambda: updated == expected
+        future = self.helper.submit(self._execute, connection.connection, statements)
 
         def wait() -> bool:
             with connection.wrap_database_errors:  # psycopg's errors as Django's
                 updated = future.result()
-            if connection.queries_logged:  # Django's query log (debug, tests) sees it too
-                connection.queries_log.append({"sql": sql % tuple(params), "time": "0.000"})
+            if connection.queries_logged:  # Django's query log (debug, tests) sees them too
+                for sql, params in statements:
+                    connection.queries_log.append({"sql": sql % tuple(params), "time": "0.000"})
             self._heartbeat()
             return updated == expected
 
         return wait
 
-    @staticmethod
-    def _execute(raw: Any, sql: str, params: list[Any]) -> int:
+    def _run(self, statements: list[tuple[str, list[Any]]], dying: bool = False) -> int:
+        updated = 0
+        with transaction.atomic(), connection.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                updated += cursor.rowcount if sql is not self.beat_sql else 0
+            if dying:
+                _fault(settings.DELIVERY_TEST_FAULT)  # before the commit
+        return updated
+
+    def _execute(self, raw: Any, statements: list[tuple[str, list[Any]]]) -> int:
+        updated = 0
         with raw.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount
+            if len(statements) == 1:  # autocommit: one statement, one commit
+                cursor.execute(*statements[0])
+                return cursor.rowcount
+            with raw.transaction():
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+                    updated += cursor.rowcount if sql is not self.beat_sql else 0
+        return updated
+
+    def _heartbeat(self) -> None:
+        if time.time() - self.touched > self.every:
+            self.touched = time.time()
+            Delivery.objects.filter(pk=self.delivery_id).update(progress_at=timezone.now())
 
     def __enter__(self) -> Marks:
         if connection.vendor == "postgresql":
@@ -748,64 +778,105 @@ def send_chunk(
     if got.token is None:
         finish_if_done(delivery_id)
         return result
-    accepted: list[int] = []
+    progress: dict[str, list] = {"done": [], "unhanded": []}
     try:
-        _send_claimed(delivery, provider, renderer, got.token, result, accepted)
+        _send_claimed(delivery, provider, renderer, got.token, result, progress)
         finish_if_done(delivery_id)
     except DATABASE_ERRORS as exc:
-        raise Interrupted({"token": str(got.token), "accepted": accepted}) from exc
+        done = progress["done"]
+        raise Interrupted({
+            "token": str(got.token),
+            "accepted": [pk for pk, outcome, _error in done if outcome == MessageStatus.SENT],
+            "failed": [[pk, str(error)] for pk, outcome, error in done
+                       if outcome != MessageStatus.SENT],
+            "unhanded": list(progress["unhanded"]),
+        }) from exc  # fmt: skip
     return result
 
 
 def _resume(resume: dict[str, Any] | None) -> uuid.UUID | None:
-    """After a database outage: the messages the provider accepted are marked sent (they
-    stayed in flight), and the claim is this task's to take again at once."""
+    """After a database outage: the messages the provider accepted are marked sent and those
+    it refused failed (they stayed in flight); those put in flight but never handed over
+    (this process knows it) are claimed again, not in doubt; and the claim is this task's to
+    take again at once."""
     if not resume:
         return None
     token = uuid.UUID(resume["token"])
-    if resume.get("accepted"):
-        Message.objects.filter(
-            pk__in=resume["accepted"], claim=token,
-            status__in=[MessageStatus.IN_FLIGHT, MessageStatus.IN_DOUBT],
-        ).update(status=MessageStatus.SENT, sent_at=timezone.now(), error="")  # fmt: skip
+    held = Message.objects.filter(
+        claim=token, status__in=[MessageStatus.IN_FLIGHT, MessageStatus.IN_DOUBT]
+    )
+    with transaction.atomic():
+        if resume.get("accepted"):
+            held.filter(pk__in=resume["accepted"]).update(
+                status=MessageStatus.SENT, sent_at=timezone.now(), error=""
+            )
+        for pk, error in resume.get("failed", []):
+            held.filter(pk=pk).update(
+                status=MessageStatus.FAILED, error=error[:500], attempts=F("attempts") + 1
+            )
+        if resume.get("unhanded"):
+            held.filter(pk__in=resume["unhanded"]).update(status=MessageStatus.SENDING)
     return token
 
 
 def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: uuid.UUID,
-                  result: dict[str, Any], accepted: list[int]) -> None:  # fmt: skip
-    """Send the claimed messages in order, one in flight at a time.
+                  result: dict[str, Any], progress: dict[str, list]) -> None:  # fmt: skip
+    """Send the claimed messages in order, a window of them in flight ahead of the sender.
 
-    Message n+1 is rendered and staged (``Provider.stage``: for SMTP its envelope; nothing
-    the server could deliver) while the statement that records message n's outcome and puts
-    n+1 in flight commits; n+1 is handed over only after that commit, and not at all when
-    the claim was taken over meanwhile."""
+    A message is durably in flight before it is handed over: marks put the messages in
+    flight a window at a time (``DELIVERY_IN_FLIGHT_WINDOW``), and the same statement
+    records the outcomes of the messages handed over since the previous mark. On PostgreSQL
+    a mark commits from a helper thread while this thread goes on sending the messages
+    already in flight, and is awaited only before a message it puts in flight is handed
+    over: the commit's wait is hidden, and a worker killed mid-send leaves at most about two
+    windows of messages in doubt (``_Pipeline``). A mark is also asked for once the
+    heartbeat is due (a slow provider keeps its claim), and with a rate limit the window is
+    one message, put in flight after the pause. Staging a message
+    (``Provider.stage``: for SMTP its envelope; nothing the server could deliver) may come
+    before its mark's commit; handing it over never does, nor when the claim was taken over.
+    ``progress`` says, after a database error, which messages were handed over with which
+    outcome (``done``) and which in flight never were (``unhanded``)."""
     mine = Message.objects.filter(
         claim=token, status__in=[MessageStatus.SENDING, MessageStatus.IN_FLIGHT]
     )
     messages = renderer.rows(mine.order_by("id"))
     throttle = Throttle(settings.DELIVERY_RATE_LIMITS.get(delivery.channel, 0))
+    window = 1 if throttle.interval else max(1, settings.DELIVERY_IN_FLIGHT_WINDOW)
     faults = settings.DELIVERY_TEST_FAULT
     try:
         provider.open()
     except TemporaryError as exc:
         result["retry_in"] = _release(mine, str(exc))
         return
+    done: list[tuple[int, str, Any]] = progress["done"]  # handed over, not yet recorded
+    unhanded: list[int] = progress["unhanded"]  # in flight, not handed over yet
     try:
         with Marks(token, delivery.pk) as marks:
+            pipeline = _Pipeline(marks, messages, window, done, unhanded)
             throttle.wait()
-            if not messages or not marks.start(messages[0]["id"]):
-                return
-            staged = _stage(provider, renderer, messages[0])
             for index, message in enumerate(messages):
-                following = messages[index + 1] if index + 1 < len(messages) else None
+                if not pipeline.ask_if_due(index):
+                    return  # the claim was taken over: the new owner sends the rest
+                staged = _stage(provider, renderer, message)  # (touches no database)
+                if index >= pipeline.reserved and not pipeline.settle(index):
+                    provider.unstage()
+                    return  # the claim was taken over: the new owner sends the rest
                 if faults:
                     handed = next(_handed)
                     _fault(f"before_send:{handed}")
-                    marks.fault = f"during_mark:{handed}"
-                outcome, error = _hand_over(delivery, provider, message, staged)
+                    marks.faults.add(f"during_mark:{handed}")
+                if unhanded and unhanded[0] == message["id"]:
+                    del unhanded[0]
+                outcome, error, bounce = _hand_over(staged)
                 if faults:
                     _fault(f"after_accept:{handed}")
+                if (bounce or outcome is None) and not pipeline.settle():
+                    return  # (this thread uses the connection below)
+                if bounce:
+                    _quarantine(delivery.channel, message["address"], error)
                 if outcome is None:  # a temporary error: this one and the rest go back
+                    if not pipeline.record():  # the ones handed over before it
+                        return
                     if error.maybe_accepted and not provider.idempotent:
                         mine.filter(pk=message["id"], status=MessageStatus.IN_FLIGHT).update(
                             status=MessageStatus.IN_DOUBT, error=f"In doubt: {error}"[:500]
@@ -813,31 +884,88 @@ def _send_claimed(delivery: Delivery, provider: Any, renderer: Renderer, token: 
                         result["in_doubt"] += 1
                     result["retry_in"] = _release(mine, str(error))
                     return
-                if outcome == MessageStatus.SENT:
-                    accepted.append(message["id"])
+                done.append((message["id"], outcome, error))
                 result["sent" if outcome == MessageStatus.SENT else "failed"] += 1
-                if following is None:
-                    marks.done(message["id"], outcome, error)
-                    return
-                if throttle.interval:
+                if throttle.interval and index + 1 < len(messages):
                     # Rate-limited: the next one is put in flight after the pause, not before
                     # it (a worker dying during the pause leaves nothing in doubt).
-                    if not marks.done(message["id"], outcome, error):
+                    if not pipeline.record():
                         return
-                    accepted.clear()  # recorded
                     throttle.wait()
-                    if not marks.start(following["id"]):
-                        return
-                    staged = _stage(provider, renderer, following)
-                    continue
-                recorded = marks.done_later(message["id"], outcome, error, following["id"])
-                staged = _stage(provider, renderer, following)  # while the mark commits
-                if not recorded():
-                    provider.unstage()
-                    return  # the claim was taken over: the new owner sends the rest
-                accepted.clear()  # recorded
+            pipeline.record()
     finally:
         provider.close()
+
+
+class _Pipeline:
+    """The marks of ``_send_claimed``: ``messages[:reserved]`` are in flight (or recorded).
+    At most one mark is under way (``asked``); the next is asked for as soon as the previous
+    one committed, while at most a window is left ahead, and extends ``reserved`` by a
+    window. So the rows in flight are at most about two windows: those handed over since
+    the last recorded mark, and those ahead.
+
+    The window starts small and doubles, up to ``DELIVERY_IN_FLIGHT_WINDOW``, each time the
+    sender had to wait for a mark: as large as the database's commit time needs, and no
+    larger (a slow commit, on a loaded server, needs more messages to hide behind)."""
+
+    FIRST_WINDOW = 8
+    WAITED = 0.001  # seconds
+
+    def __init__(self, marks: Marks, messages: list[dict[str, Any]], window: int,
+                 done: list, unhanded: list[int]) -> None:  # fmt: skip
+        self.marks, self.messages, self.limit = marks, messages, window
+        self.window = min(window, self.FIRST_WINDOW)
+        self.done, self.unhanded = done, unhanded
+        self.reserved = 0
+        self.asked: tuple[Callable[[], bool], int, int, int] | None = None
+
+    def ask_if_due(self, index: int) -> bool:
+        """Ask for the next mark when a window or less is left ahead, or when the heartbeat
+        is due (then the mark under way, older than that, is awaited first). False: the
+        claim was taken over."""
+        due = self.done and time.time() - self.marks.touched > self.marks.every
+        if self.asked is not None:
+            if not due:
+                return True
+            if not self.settle():
+                return False
+        ahead = self.reserved - index
+        more = self.reserved < len(self.messages) and ahead <= self.window
+        if more or due:
+            end = min(len(self.messages), max(self.reserved, index) + self.window)
+            following = [m["id"] for m in self.messages[self.reserved : end]]
+            self.unhanded.extend(following)
+            recording = list(self.done)
+            mark = self.marks.mark(recording, following, beat=True)  # messages remain ahead
+            self.asked = (mark, end, len(recording), index)
+        return True
+
+    def settle(self, index: int | None = None) -> bool:
+        """Await the mark under way (False: the claim was taken over). Before message
+        ``index``: when the mark was asked for earlier and is still not committed, the
+        commit is slower than sending a window, and the window grows."""
+        if self.asked is None:
+            return True
+        recorded, end, count, asked_at = self.asked
+        self.asked = None
+        started = time.monotonic()
+        if not recorded():
+            return False
+        if index is not None and index > asked_at and time.monotonic() - started > self.WAITED:
+            self.window = min(self.limit, self.window * 2)
+        self.reserved = end
+        del self.done[:count]
+        return True
+
+    def record(self) -> bool:
+        """Record every outcome not recorded yet, now (False: the claim was taken over)."""
+        if not self.settle():
+            return False
+        if self.done:
+            if not self.marks.mark(self.done)():
+                return False
+            self.done.clear()
+        return True
 
 
 @dataclass
@@ -866,10 +994,9 @@ def _stage(provider: Any, renderer: Renderer, message: dict[str, Any]) -> Staged
         return Staged(outcome=MessageStatus.FAILED, error=str(exc), bounce=exc.bounce)
 
 
-def _hand_over(delivery: Delivery, provider: Any, message: dict[str, Any], staged: Staged,
-               ) -> tuple[str | None, Any]:  # fmt: skip
-    """Hand one message (in flight) to the provider: (outcome, error text), or (None, the
-    temporary error)."""
+def _hand_over(staged: Staged) -> tuple[str | None, Any, bool]:
+    """Hand one message (in flight) to the provider: (outcome, error text, bounce), or
+    (None, the temporary error, False). Touches no database."""
     bounce = staged.bounce
     outcome, error = staged.outcome, staged.error
     if staged.hand_over is not None:
@@ -880,9 +1007,7 @@ def _hand_over(delivery: Delivery, provider: Any, message: dict[str, Any], stage
             outcome, error = None, exc
         except PermanentError as exc:
             outcome, error, bounce = MessageStatus.FAILED, str(exc), exc.bounce
-    if bounce:
-        _quarantine(delivery.channel, message["address"], error)
-    return outcome, error
+    return outcome, error, bounce
 
 
 def _release(claimed: Any, error: str) -> int | None:
@@ -1008,6 +1133,8 @@ def _send_queue_is_empty() -> bool:
 
     from portal.celery import app
 
+    if app.conf.task_always_eager:  # tasks run at once: none ever waits in a queue
+        return True
     try:
         with app.connection_for_write() as conn:
             declared = conn.default_channel.queue_declare(

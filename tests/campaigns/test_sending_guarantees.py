@@ -51,9 +51,21 @@ class Recording(EmailProvider):
             raise Killed
 
 
+@pytest.fixture(autouse=True)
+def one_in_flight(settings):
+    """The protocol message by message (window 1); the window tests below set their own."""
+    settings.DELIVERY_IN_FLIGHT_WINDOW = 1
+
+
 @pytest.fixture
 def people(org):
     for n in range(6):
+        person(org, f"G{n}", first_name=f"Gus{n}")
+
+
+@pytest.fixture
+def more_people(org):
+    for n in range(6, 14):
         person(org, f"G{n}", first_name=f"Gus{n}")
 
 
@@ -158,7 +170,7 @@ def test_through_a_deduplicating_provider_the_message_in_doubt_is_sent_again(
 
 
 def test_a_worker_whose_claim_was_taken_over_stops_before_its_next_message(
-    campaign, people, org, provider, mailoutbox, settings
+    campaign, people, org, provider, mailoutbox, settings, monkeypatch
 ):
     delivery, ids = sending_delivery(campaign, org)
     taken = {}
@@ -173,7 +185,7 @@ def test_a_worker_whose_claim_was_taken_over_stops_before_its_next_message(
             super().send(message)
 
     stuck = Stuck()
-    sending.provider_for = lambda channel: stuck
+    monkeypatch.setattr(sending, "provider_for", lambda channel: stuck)
     result = sending.send_chunk(delivery.pk, ids[0], ids[-1])
     assert taken["claim"].token is not None
     assert stuck.handed == ids[:2] and result["sent"] == 2  # stopped before the third
@@ -232,16 +244,16 @@ def test_a_database_error_mid_chunk_retries_and_records_what_was_accepted(
     campaign, people, org, provider, mailoutbox, monkeypatch
 ):
     delivery, ids = sending_delivery(campaign, org)
-    done = sending.Marks.done
+    mark = sending.Marks.mark
     calls = []
 
     def flaky(self, *args, **kwargs):
         calls.append(args[0])
-        if len(calls) == 3:  # the third message was accepted, then the database went away
+        if len(calls) == 3:  # the second message was accepted, then the database went away
             raise OperationalError("server closed the connection unexpectedly")
-        return done(self, *args, **kwargs)
+        return mark(self, *args, **kwargs)
 
-    monkeypatch.setattr(sending.Marks, "done", flaky)
+    monkeypatch.setattr(sending.Marks, "mark", flaky)
     tasks.send_chunk.apply(args=(delivery.pk, ids[0], ids[-1]), throw=False)  # retried eagerly
     assert len(mailoutbox) == 6  # nothing sent twice
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}  # none in doubt
@@ -420,3 +432,127 @@ def test_recovery_has_its_own_queue_and_runs_every_few_seconds(settings):
     assert (
         schedule == timedelta(seconds=settings.DELIVERY_RECOVERY_SECONDS) <= timedelta(seconds=15)
     )
+
+
+# A window of messages in flight per commit (DELIVERY_IN_FLIGHT_WINDOW) -----------------------
+
+
+def test_a_window_of_messages_is_put_in_flight_by_one_commit(
+    campaign, people, more_people, org, provider, mailoutbox, settings
+):
+    settings.DELIVERY_IN_FLIGHT_WINDOW = 4
+    delivery, ids = sending_delivery(campaign, org)
+    with CaptureQueriesContext(connection) as queries:
+        result = sending.send_chunk(delivery.pk, ids[0], ids[-1])
+    assert result["sent"] == 14 and provider.handed == ids
+    for index, (message_id, statuses) in enumerate(zip(ids, provider.seen, strict=True)):
+        assert statuses[message_id] == "in_flight"  # durably marked before it is handed over
+        in_flight = [i for i in ids if statuses[i] == "in_flight"]
+        assert len(in_flight) <= 2 * 4  # the handed ones not recorded yet, and those ahead
+        assert {statuses[i] for i in ids[:index]} <= {"sent", "in_flight"}
+    marks = [q["sql"] for q in queries.captured_queries
+             if q["sql"].startswith('UPDATE "campaigns_message"')]  # fmt: skip
+    assert len(marks) < 1 + 14 // 2  # the claim, then one mark per window (not per message)
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+    assert len(mailoutbox) == 14
+
+
+def test_a_worker_killed_mid_window_leaves_its_window_in_doubt_and_sends_nothing_twice(
+    campaign, people, more_people, org, provider, mailoutbox, settings
+):
+    settings.DELIVERY_IN_FLIGHT_WINDOW = 4
+    delivery, ids = sending_delivery(campaign, org)
+    provider.kill_after_accepting = 7
+    with pytest.raises(Killed):
+        sending.send_chunk(delivery.pk, ids[0], ids[-1])
+    provider.kill_after_accepting = None
+    with later(settings.DELIVERY_CLAIM_LEASE_SECONDS + 1):
+        sending.recover_stalled()
+    ids_sent = [m.extra_headers["Message-ID"] for m in mailoutbox]
+    assert len(ids_sent) == len(set(ids_sent))  # nothing sent twice
+    figures = assert_counts_add_up(Delivery.objects.get(pk=delivery.pk))
+    assert 1 <= figures.in_doubt <= 2 * 4 and figures.sent + figures.in_doubt == 14
+    doubtful = set(Message.objects.filter(status="in_doubt").values_list("id", flat=True))
+    assert ids[6] in doubtful  # accepted, its mark never came: in doubt, not resent
+    assert len(mailoutbox) == 14 - len(doubtful - set(ids[:7]))  # never-handed ones wait
+
+
+def test_after_a_database_error_mid_window_the_messages_never_handed_over_are_not_in_doubt(
+    campaign, people, more_people, org, provider, mailoutbox, monkeypatch, settings
+):
+    settings.DELIVERY_IN_FLIGHT_WINDOW = 4
+    delivery, ids = sending_delivery(campaign, org)
+    mark = sending.Marks.mark
+    calls = []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 3:  # a window in flight, some of it handed over: the database goes
+            raise OperationalError("server closed the connection unexpectedly")
+        return mark(self, *args, **kwargs)
+
+    monkeypatch.setattr(sending.Marks, "mark", flaky)
+    tasks.send_chunk.apply(args=(delivery.pk, ids[0], ids[-1]), throw=False)  # retried eagerly
+    assert sorted(provider.handed) == ids  # nothing handed over twice
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}  # none in doubt
+    assert Delivery.objects.get(pk=delivery.pk).state == "sent"
+
+
+def test_a_worker_whose_claim_was_taken_over_mid_window_stops_at_its_next_mark(
+    campaign, people, more_people, org, mailoutbox, settings, monkeypatch
+):
+    settings.DELIVERY_IN_FLIGHT_WINDOW = 4
+    delivery, ids = sending_delivery(campaign, org)
+    taken = {}
+
+    class Stuck(Recording):
+        """Stalls on its second message so long that another worker takes its claim."""
+
+        def send(self, message):
+            if message.message_id == ids[1]:
+                with later(settings.DELIVERY_CLAIM_LEASE_SECONDS + 1):
+                    taken["claim"] = sending.claim(delivery.pk, ids[0], ids[-1])
+            super().send(message)
+
+    stuck = Stuck()
+    monkeypatch.setattr(sending, "provider_for", lambda channel: stuck)
+    monkeypatch.setattr(sending.Marks, "__enter__", lambda marks: marks)  # one connection
+    sending.send_chunk(delivery.pk, ids[0], ids[-1])
+    # it went on only with the messages it had in flight (the new owner never sends those
+    # through SMTP: they are in doubt for it), and stopped at its next mark
+    statuses = dict(Message.objects.values_list("id", "status"))
+    assert len(stuck.handed) < 14
+    later_ones = [i for i in ids if i not in stuck.handed]
+    assert {statuses[i] for i in later_ones} == {"sending"}
+    assert set(Message.objects.filter(pk__in=later_ones).values_list("claim", flat=True)) == {
+        taken["claim"].token
+    }
+    assert {statuses[i] for i in stuck.handed} <= {"sent", "in_doubt"}
+
+
+def test_the_heartbeat_keeps_a_slow_workers_claim_with_its_whole_chunk_in_flight(
+    campaign, people, org, mailoutbox, settings, monkeypatch
+):
+    settings.DELIVERY_CLAIM_LEASE_SECONDS = 10
+    settings.DELIVERY_IN_FLIGHT_WINDOW = 4  # all six in flight after the second mark
+    delivery, ids = sending_delivery(campaign, org)
+    attempts = []
+
+    class Slow(Recording):
+        """Each message takes 6 s: the chunk outlives its 10 s lease three times over."""
+
+        def send(self, message):
+            traveller.shift(6)
+            attempts.append(sending.claim(delivery.pk, ids[0], ids[-1]))
+            super().send(message)
+
+    monkeypatch.setattr(sending, "provider_for", lambda channel: Slow())
+    # The other worker is played on this test's one connection, from the sending thread: the
+    # marks run in this thread too (no helper thread using the connection meanwhile).
+    monkeypatch.setattr(sending.Marks, "__enter__", lambda marks: marks)
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        result = sending.send_chunk(delivery.pk, ids[0], ids[-1])
+        assert sending.recover_stalled() == 0
+    assert result["sent"] == 6 and len(mailoutbox) == 6
+    assert all(a.token is None and a.busy_until is not None for a in attempts)
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}

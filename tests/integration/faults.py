@@ -20,6 +20,7 @@ from tests.factories import CampaignFactory
 
 LEASE = 2  # seconds: short, so that takeovers happen within the test
 RECOVERY = 1
+WINDOW = 4  # messages put in flight by one mark: several windows per chunk of 10
 
 
 def free_port() -> int:
@@ -66,6 +67,7 @@ def worker_env(**extra: str) -> dict[str, str]:
         "DELIVERY_RECOVERY_SECONDS": str(RECOVERY),
         "DELIVERY_CHUNK_SIZE": "10",
         "DELIVERY_RETRY_BASE_SECONDS": "1",
+        "DELIVERY_IN_FLIGHT_WINDOW": str(WINDOW),
         **extra,
     }
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -22,6 +21,7 @@ from tests.integration.conftest import wait_for
 from tests.integration.faults import (
     LEASE,
     RECOVERY,
+    WINDOW,
     Sink,
     check,
     count,
@@ -62,11 +62,20 @@ def killed_at(point: str, sink, start_worker, org, settings):
     return delivery, takeover
 
 
+def in_doubt_within_the_window(figures) -> None:
+    """What the dead worker had in flight is in doubt: at least the message it was handing
+    over, at most its window's worth (handed over but not recorded, or put in flight ahead);
+    everything else was sent."""
+    assert 1 <= figures.in_doubt <= 2 * WINDOW
+    assert figures.sent + figures.in_doubt == RECIPIENTS
+
+
 def test_a_worker_killed_before_the_provider_accepts(sink, start_worker, org, settings):
     delivery, takeover = killed_at("before_send", sink, start_worker, org, settings)
     figures = check(delivery, sink)
-    assert (figures.sent, figures.in_doubt) == (RECIPIENTS - 1, 1)
-    assert not message_ids(delivery, "in_doubt") & set(sink.received)  # never handed over
+    in_doubt_within_the_window(figures)
+    # the one it was about to hand over never reached the sink, and was not sent again
+    assert message_ids(delivery, "in_doubt") - set(sink.received)
     # the takeover bound: the lease, then the next recovery run (plus a worker's start here)
     assert takeover < LEASE + RECOVERY + 15
 
@@ -74,17 +83,17 @@ def test_a_worker_killed_before_the_provider_accepts(sink, start_worker, org, se
 def test_a_worker_killed_between_acceptance_and_the_sent_mark(sink, start_worker, org, settings):
     delivery, _ = killed_at("after_accept", sink, start_worker, org, settings)
     figures = check(delivery, sink)
-    assert (figures.sent, figures.in_doubt) == (RECIPIENTS - 1, 1)
+    in_doubt_within_the_window(figures)
     # the sink has it once; the product says it is in doubt, and did not send it again
-    assert message_ids(delivery, "in_doubt") <= set(sink.received)
-    assert len(sink.received) == RECIPIENTS
+    assert message_ids(delivery, "in_doubt") & set(sink.received)
 
 
 def test_a_worker_killed_during_the_mark(sink, start_worker, org, settings):
     delivery, _ = killed_at("during_mark", sink, start_worker, org, settings)
     figures = check(delivery, sink)
-    assert (figures.sent, figures.in_doubt) == (RECIPIENTS - 1, 1)
-    assert len(sink.received) == RECIPIENTS
+    in_doubt_within_the_window(figures)
+    # the mark that died was recording accepted messages: they are in doubt, sent once
+    assert message_ids(delivery, "in_doubt") & set(sink.received)
 
 
 def test_a_provider_slower_than_the_lease_keeps_its_claim(start_worker, org, settings):
@@ -142,23 +151,34 @@ def test_the_smtp_server_down_then_back_with_a_retry_lost_with_its_worker(
         sink.stop()
 
 
-PG_CLUSTER = Path("/etc/postgresql")
+def _cluster_of_test_database() -> list[str] | None:
+    """The local cluster (version, name) serving the test database's port, as
+    ``pg_lsclusters`` lists it: the restart hits that server and no other one."""
+    if not shutil.which("pg_ctlcluster") or not shutil.which("pg_lsclusters"):
+        return None
+    port = str(connection.settings_dict.get("PORT") or 5432)
+    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        version, name, cluster_port, *_ = line.split()
+        if cluster_port == port:
+            return [version, name]
+    return None
 
 
 def test_postgresql_restarted_mid_send(sink, start_worker, org, settings):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL restart: this run uses SQLite (no server to restart)")
-    if not shutil.which("pg_ctlcluster") or not PG_CLUSTER.is_dir():
-        pytest.skip("PostgreSQL restart: no local cluster to restart (pg_ctlcluster)")
+    cluster = _cluster_of_test_database()
+    if cluster is None:
+        pytest.skip("PostgreSQL restart: the test database is not on a local cluster")
     use_fault_settings(settings)
     sink.pause = 0.03
     delivery = make_delivery(org, 60)
     worker = start_worker(**sink.env(), **worker_env())
     send(delivery)
     assert wait_for(lambda: len(sink.received) >= 15, 30)
-    version = sorted(p.name for p in PG_CLUSTER.iterdir())[0]
     subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "restart"],
         check=True, timeout=120,
     )  # fmt: skip
     connection.close()
