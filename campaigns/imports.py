@@ -534,12 +534,16 @@ def _import(job: ImportJob) -> ImportJob:
             stage = staging.StagedImport(kind=job.kind, entity=job.entity, columns=table.headers)
             stage.__enter__()
             stage.load(table.rows(), _progress(job))
+        checked = None
+        if job.dry_run:  # reads only: checked outside any transaction, others write meanwhile
+            checked = stage.check()
         with transaction.atomic():
-            staging.lock(job.kind)
+            if not job.dry_run:
+                staging.lock(job.kind)
             job = ImportJob.objects.select_for_update().get(pk=job.pk)
             if job.state != ImportState.RUNNING:
                 return job
-            found, counts = stage.check()
+            found, counts = checked or stage.check()
             problems = _problems(found)
             write = not job.dry_run and (not counts["errors"] or job.import_valid_rows)
             written = 0
