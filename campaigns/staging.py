@@ -25,6 +25,7 @@ import datetime
 import itertools
 import re
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -36,6 +37,7 @@ LOCK_NAMESPACE = 0x1D17  # first key of the kinds' advisory locks (the second is
 LOCK_KINDS = {"contacts": 1, "stores": 2, "bookings": 3, "subscriptions": 4}
 STAGE_PREFIX = "import_stage_"
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+PLAIN_NUMBER = re.compile(r"-?\d{1,30}(\.\d{1,30})?\Z")
 _counter = itertools.count(1)
 
 Problem = tuple[int, str, str]
@@ -108,6 +110,7 @@ class Column:
             self.stage = f"c_{self.model_field.column}"
             self.sql_type = self.model_field.db_type(connection)
         self.convert = self._converter()
+        self.prepare = self._preparer()
 
     # Conversion: a fast path for clean values, the exact Django path for everything else.
 
@@ -168,7 +171,32 @@ class Column:
                 raise _Bad
 
             return day
+        if isinstance(model_field, models.DecimalField):
+            validators = model_field.validators
+
+            def number(raw: Any) -> Any:
+                if type(raw) is not str or not PLAIN_NUMBER.match(raw):
+                    raise _Bad
+                value = Decimal(raw)
+                for validator in validators:
+                    try:
+                        validator(value)
+                    except ValidationError:
+                        raise _Bad from None
+                return value
+
+            return number
         return lambda raw: self._exact(raw)[0]
+
+    def _preparer(self) -> Callable[[Any], Any] | None:
+        """How a clean value is handed to the database: as is (psycopg adapts dates and
+        decimals itself; text and booleans everywhere), else Django's own conversion."""
+        if self.is_ref or connection.vendor == "postgresql":
+            return None
+        if isinstance(self.model_field, models.CharField | models.BooleanField):
+            return None
+        field = self.model_field
+        return lambda value: field.get_db_prep_save(value, connection)
 
     def _exact(self, raw: Any) -> tuple[Any, list[tuple[str, str]]]:
         """The value and the messages import-export's field and the model field's clean()
@@ -289,8 +317,8 @@ class StagedImport:
             if found:
                 errors += found
                 value = None
-            elif not column.is_ref:
-                value = column.model_field.get_db_prep_save(value, connection)
+            elif column.prepare is not None:
+                value = column.prepare(value)
             out.append(value)
         if errors:
             out[2] = 1
