@@ -561,30 +561,27 @@ class StagedImport:
                 f"SELECT COUNT(*) FROM {resolved} WHERE err = 0 AND (tid IS NULL OR changed = 1)"
             )
             expected = cursor.fetchone()[0]
-            if self.kind == "subscriptions":
-                written = 0
-                if updates:
-                    assignments = ", ".join(
-                        f"{q(f.column)} = {self._update_source(f)}" for f in updates
-                    )
-                    update_params = [
-                        connection.ops.adapt_datetimefield_value(now)
-                        for f in updates
-                        if f.name not in self.by_name
-                    ]
-                    cursor.execute(
-                        f"UPDATE {table} SET {assignments} FROM {resolved} r "
-                        f"WHERE {table}.id = r.tid AND r.err = 0 AND r.changed = 1",
-                        update_params,
-                    )
-                    written += cursor.rowcount
+            written = 0
+            if updates:  # the rows found under their keys (checked under the kind's lock)
+                assignments = ", ".join(
+                    f"{q(f.column)} = {self._update_source(f)}" for f in updates
+                )
+                update_params = [
+                    connection.ops.adapt_datetimefield_value(now)
+                    for f in updates
+                    if f.name not in self.by_name
+                ]
                 cursor.execute(
-                    f"INSERT INTO {table} ({insert_columns}) SELECT {', '.join(expressions)} "
-                    f"FROM {resolved} WHERE err = 0 AND tid IS NULL ORDER BY line",
-                    params,
+                    f"UPDATE {table} SET {assignments} FROM {resolved} r "
+                    f"WHERE {table}.id = r.tid AND r.err = 0 AND r.changed = 1",
+                    update_params,
                 )
                 written += cursor.rowcount
-            else:
+            insert = (
+                f"INSERT INTO {table} ({insert_columns}) SELECT {', '.join(expressions)} "
+                f"FROM {resolved} WHERE err = 0 AND tid IS NULL ORDER BY line"
+            )
+            if self.kind != "subscriptions":  # a key inserted meanwhile outside imports
                 key = meta.get_field(self.keys[0]).column
                 assignments = ", ".join(f"{q(f.column)} = EXCLUDED.{q(f.column)}" for f in updates)
                 guard = ""
@@ -598,13 +595,13 @@ class StagedImport:
                     else:
                         owner = f"{table}.entity_id"
                     guard = f" WHERE {self._in_allowed(owner)}"
-                cursor.execute(
-                    f"INSERT INTO {table} ({insert_columns}) SELECT {', '.join(expressions)} "
-                    f"FROM {resolved} WHERE err = 0 AND (tid IS NULL OR changed = 1) "
-                    f"ORDER BY line ON CONFLICT ({q(key)}) DO UPDATE SET {assignments}{guard}",
-                    params,
+                insert += (
+                    f" ON CONFLICT ({q(key)}) DO UPDATE SET {assignments}{guard}"
+                    if assignments
+                    else f" ON CONFLICT ({q(key)}) DO NOTHING"
                 )
-                written = cursor.rowcount
+            cursor.execute(insert, params)
+            written += cursor.rowcount
         if written != expected:
             raise ImportChanged(f"{expected - written} row(s) changed since the check.")
         return written
