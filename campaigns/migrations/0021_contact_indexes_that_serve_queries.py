@@ -5,52 +5,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0020_typology_purpose_and_category_opt_outs'),
-        ('portal', '0004_entity_sender_identity'),
+        ("campaigns", "0020_typology_purpose_and_category_opt_outs"),
+        ("portal", "0004_entity_sender_identity"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='contact',
-            name='contact_email_consent_idx',
+            model_name="contact",
+            name="contact_email_consent_idx",
         ),
         migrations.AlterField(
-            model_name='contact',
-            name='blocklisted',
+            model_name="contact",
+            name="blocklisted",
             field=models.BooleanField(default=False),
         ),
         migrations.AlterField(
-            model_name='contact',
-            name='email',
+            model_name="contact",
+            name="email",
             field=models.EmailField(blank=True, max_length=254),
         ),
         migrations.AlterField(
-            model_name='contact',
-            name='entity',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='contacts', to='portal.entity'),
+            model_name="contact",
+            name="entity",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="contacts",
+                to="portal.entity",
+            ),
         ),
         migrations.AlterField(
-            model_name='contact',
-            name='language',
-            field=models.CharField(default='en', max_length=8),
+            model_name="contact",
+            name="language",
+            field=models.CharField(default="en", max_length=8),
         ),
         migrations.AlterField(
-            model_name='contact',
-            name='phone',
+            model_name="contact",
+            name="phone",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.AddIndex(
-            model_name='contact',
-            index=models.Index(fields=['email'], name='contact_email_idx'),
+            model_name="contact",
+            index=models.Index(fields=["email"], name="contact_email_idx"),
         ),
         migrations.AddIndex(
-            model_name='contact',
-            index=models.Index(fields=['phone'], name='contact_phone_idx'),
+            model_name="contact",
+            index=models.Index(fields=["phone"], name="contact_phone_idx"),
         ),
         migrations.AddIndex(
-            model_name='contact',
-            index=models.Index(fields=['language'], name='contact_language_idx'),
+            model_name="contact",
+            index=models.Index(fields=["language"], name="contact_language_idx"),
         ),
     ]
