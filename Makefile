@@ -33,9 +33,11 @@ lint: install  ## ruff, Django checks, migrations up to date
 clean:
 	rm -rf $(VENV) var
 
-bench: install  ## targeting, preparation and sending (real workers vs smtplib) on DATABASE_URL (PostgreSQL)
+bench: install  ## targeting, preparation, sending (real workers vs smtplib), imports on DATABASE_URL (PostgreSQL)
 	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5) \
 	  --recipients $(or $(RECIPIENTS),100000) $(BENCH_ARGS)
+	$(PY) -m bench.imports --contacts $(or $(IMPORT_CONTACTS),1000000) \
+	  --bookings $(or $(IMPORT_BOOKINGS),3000000)
 
 tour: install  ## screenshots of the main pages for each demo role, into docs/tour/
 	$(PY) docs/tour.py

@@ -5,14 +5,12 @@ worker reads it as a stream, never whole: the row limit (``IMPORT_MAX_ROWS``) is
 reading, and an XLSX is refused before it is parsed when its zip declares too much XML or too
 high a compression ratio (a zip bomb).
 
-A job first checks every row without writing anything and without opening a transaction (on
-SQLite every transaction takes the database's write lock, so a check holding one made other
-users' logins wait or fail). Then it writes: everything when the file is clean, only the valid
-rows when the user chose so, nothing otherwise. The write is done in short transactions of
-``IMPORT_WRITE_CHUNK_ROWS`` rows, each committing its own checkpoint with its rows, so other
-users wait for one chunk at most, and a worker that stops midway is resumed at its checkpoint:
-the rows the check accepted all get written, never only some of them. Every refused row is
-listed in a downloadable CSV report with its line number, field and message.
+A job converts every row with the resources' widgets and the model fields' validation and
+stages it in a temporary table, then checks and writes the whole file in SQL
+(``campaigns/staging.py``) in one transaction holding the kind's lock: everything when the file
+is clean, only the valid rows when the user chose so, nothing otherwise. A worker that stops
+midway has written nothing, and the task delivered again does the job again. Every refused row
+is listed in a downloadable CSV report with its line number, field and message.
 
 Local operators import for their entity. Every kind checks, in ``ScopedResource``, both the row
 that exists under the key and the row the file would make, and looks every reference (entity,
@@ -48,7 +46,6 @@ from portal import services as portal_services
 from portal import spreadsheets
 from portal.models import Entity
 
-CHECK_CHUNK = 2000  # rows checked per batch (reads only; the job's progress moves per batch)
 MAX_COLUMNS = 200  # an XLSX row is never read wider than this
 MAX_LINE = 1024 * 1024  # characters in one CSV line
 XLSX_MAX_MEMBERS = 1000
@@ -111,7 +108,8 @@ class ScopedResource(resources.ModelResource):
     (``after_init_instance``) and the row about to be saved (``save_instance``) must both belong
     to the entity, and references are looked up among its rows (``ScopedForeignKeyWidget``).
     Rows are never saved here: they are kept in ``pending`` for the job, which drops them when
-    only checking and writes them in short transactions otherwise.
+    only checking and writes them in short transactions otherwise (the admin's own import
+    screens; jobs and the API write through ``campaigns.staging``).
     """
 
     scope_path = "entity"  # from the model to the entity owning a row

@@ -317,8 +317,6 @@ IMPORT_MAX_XLSX_UNPACKED_BYTES = env_int(
     ENV, "IMPORT_MAX_XLSX_UNPACKED_BYTES", 300 * 1024 * 1024, minimum=1
 )
 IMPORT_MAX_XLSX_RATIO = env_int(ENV, "IMPORT_MAX_XLSX_RATIO", 100, minimum=1)
-# Rows written per transaction: each commit is short, so other users never wait long.
-IMPORT_WRITE_CHUNK_ROWS = env_int(ENV, "IMPORT_WRITE_CHUNK_ROWS", 200, minimum=1)
 
 # Celery: JSON only, late acknowledgement (tasks are idempotent), bounded run times.
 CELERY_BROKER_URL = broker_url(ENV, "CELERY_BROKER_URL", VAR_DIR / "celery-broker.sqlite3")
