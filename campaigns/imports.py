@@ -32,7 +32,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 from import_export import fields, resources, widgets
@@ -591,6 +591,9 @@ def run_import(*, job_id: int) -> ImportJob:
         return _fail(job, str(exc))
     except _Changed:
         return _fail(job, CHANGED_MESSAGE.replace("this line", "the file"))
+    except DatabaseError as exc:  # rolled back: nothing was written
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fail(job, f"The database refused the file ({detail}); nothing was imported.")
 
 
 def interrupted(*, job_id: int) -> str:

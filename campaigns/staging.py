@@ -117,7 +117,15 @@ class Column:
     def _converter(self) -> Callable[[Any], Any]:
         field, model_field = self.field, self.model_field
         if self.is_ref:
-            return lambda raw: None if raw is None or not str(raw).strip() else str(raw).strip()
+            required = not self.model_field.blank
+
+            def reference(raw: Any) -> Any:
+                value = None if raw is None else str(raw).strip() or None
+                if (value is None and required) or (value is not None and "\x00" in value):
+                    raise _Bad
+                return value
+
+            return reference
         default = None if field.default is models.NOT_PROVIDED else field.default
         if isinstance(model_field, models.BooleanField):
             clean = field.widget.clean
@@ -139,6 +147,8 @@ class Column:
                 value = "" if raw is None else raw if type(raw) is str else str(raw)
                 if value == "" and default is not None:
                     value = default
+                if "\x00" in value:
+                    raise _Bad
                 if value == "":
                     if blank:
                         return value
@@ -186,7 +196,14 @@ class Column:
                 return value
 
             return number
-        return lambda raw: self._exact(raw)[0]
+
+        def exact(raw: Any) -> Any:
+            value, problems = self._exact(raw)
+            if problems:
+                raise _Bad
+            return value
+
+        return exact
 
     def _preparer(self) -> Callable[[Any], Any] | None:
         """How a clean value is handed to the database: as is (psycopg adapts dates and
@@ -216,14 +233,20 @@ class Column:
             return None, [(model_field.name, message) for message in exc.messages]
 
     def clean(self, raw: Any) -> tuple[Any, list[tuple[str, str]]]:
+        """The value and its problems (the slow path, for a row the fast one refused)."""
+        if type(raw) is str and "\x00" in raw:  # no database column can hold it
+            return None, [(self.name, "Null characters are not allowed.")]
+        if self.is_ref:
+            value = None if raw is None else str(raw).strip() or None
+            if value is None and not self.model_field.blank:
+                return None, [(self.name, str(self.model_field.error_messages["null"]))]
+            return value, []
         try:
             value = self.convert(raw)
         except _Bad:
             return self._exact(raw)
         except ValidationError as exc:
             return None, [(self.name, message) for message in exc.messages]
-        if self.is_ref and value is None and not self.model_field.blank:
-            return None, [(self.name, str(self.model_field.error_messages["null"]))]
         return value, []
 
 
@@ -251,6 +274,12 @@ class StagedImport:
             if field.attribute and field.column_name in position
         ]
         self.by_name = {column.name: column for column in self.columns}
+        self.plan = [(column.convert, column.index) for column in self.columns]
+        self.preparers = [
+            (3 + number, column.prepare)
+            for number, column in enumerate(self.columns)
+            if column.prepare is not None
+        ]
         self.keys = list(self.resource._meta.import_id_fields)
         self.key_index = [position.get(self.resource.fields[key].column_name) for key in self.keys]
         entity_column = self.resource.entity_column
@@ -310,7 +339,16 @@ class StagedImport:
             value = values[self.entity_index]
             if value is None or not str(value).strip():
                 values[self.entity_index] = self.entity_code
-        out: list[Any] = [line, raw_key, 0]
+        try:  # the fast path: every value clean
+            out = [line, raw_key, 0, *[convert(values[index]) for convert, index in self.plan]]
+        except Exception:  # any refusal: the slow path says which and why
+            pass
+        else:
+            for position, prepare in self.preparers:
+                if out[position] is not None:
+                    out[position] = prepare(out[position])
+            return tuple(out)
+        out = [line, raw_key, 0]
         errors: list[tuple[str, str]] = []
         for column in self.columns:
             value, found = column.clean(values[column.index])

@@ -232,3 +232,9 @@ def test_two_imports_of_the_same_kind_are_serialised(org, settings, tmp_path):
     assert set(Contact.objects.values_list("first_name", flat=True)) == {
         f"Second{i}" for i in range(200)
     }
+
+
+def test_a_null_character_is_refused_with_its_field(org):
+    job = job_for(HEADER + "C1,A\x00nn,A,,STORE_A,1,\n")
+    assert report(job) == [["2", "first_name", "Null characters are not allowed."]]
+    assert not Contact.objects.exists()
