@@ -6,7 +6,8 @@
 The physical limit (PostgreSQL only) is the staged write any loader must do at least: the file
 COPYed into an unlogged staging table of text columns, then one ``INSERT … SELECT … ON
 CONFLICT (key) DO UPDATE`` (casting the text, resolving the entity / contact / store codes by
-join) into a copy of the product's table holding the same rows and all of its indexes.
+join) into a copy of the product's table holding the same rows, all of its indexes and its
+(deferred) foreign keys.
 Each file holds new keys (a fresh prefix per run), so both sides insert the same rows.
 Prints one line per operation and writes Markdown and JSON under bench/results/.
 """
@@ -163,6 +164,15 @@ def limit(kind: str, path: Path, header: list[str]) -> tuple[float, int]:
         cursor.execute(f"DROP TABLE IF EXISTS {copy}, {stage}")
         cursor.execute(f"CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")
         cursor.execute(f"INSERT INTO {copy} SELECT * FROM {table}")
+        # LIKE copies the indexes, not the foreign keys: the same (deferred) ones as the
+        # product's table, or the limit would skip the reference checks the product pays for
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'f'",
+            [table],
+        )
+        for name, definition in cursor.fetchall():
+            cursor.execute(f"ALTER TABLE {copy} ADD CONSTRAINT {name}_copy {definition}")
         cursor.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {copy}")
         cursor.execute(f"ALTER TABLE {copy} ALTER COLUMN id RESTART WITH {cursor.fetchone()[0]}")
         cursor.execute(f"ANALYZE {copy}")
