@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, models
+from django.db import DatabaseError, connection, models
 from django.utils import timezone
 
 LOAD_CHUNK = 5000  # rows per executemany / COPY progress step
@@ -323,9 +323,12 @@ class StagedImport:
     def drop(self) -> None:
         if connection.connection is None:
             return  # the session is gone, and its temporary tables with it
-        with connection.cursor() as cursor:
-            for table in (self.resolved, self.table):
-                cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
+        try:
+            with connection.cursor() as cursor:
+                for table in (self.resolved, self.table):
+                    cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
+        except DatabaseError:  # an aborted outer transaction: its rollback drops them
+            pass
 
     def _row(self, line: int, values: list[Any], problem: str) -> tuple[Any, ...]:
         raw_key = "\x1f".join(
