@@ -212,6 +212,10 @@ class Column:
             return None
         if isinstance(self.model_field, models.CharField | models.BooleanField):
             return None
+        if isinstance(self.model_field, models.DecimalField):
+            return str  # as Django stores it: text that the column's affinity makes a number
+        if type(self.model_field) is models.DateField:
+            return datetime.date.isoformat
         field = self.model_field
         return lambda value: field.get_db_prep_save(value, connection)
 
@@ -388,8 +392,21 @@ class StagedImport:
             else:
                 marks = ", ".join(["%s"] * (3 + len(self.columns)))
                 sql = f"INSERT INTO {q(self.table)} ({names}) VALUES ({marks})"
+                # Outside a transaction each row would be its own (a temporary table's
+                # commit still visits the main database's WAL): one deferred transaction per
+                # chunk, which writes only the temporary database and so locks nobody out.
+                own = not connection.in_atomic_block
                 while chunk := list(itertools.islice(converted, LOAD_CHUNK)):
-                    cursor.executemany(sql, chunk)
+                    if own:
+                        cursor.execute("BEGIN DEFERRED")
+                    try:
+                        cursor.executemany(sql, chunk)
+                    except BaseException:
+                        if own:
+                            cursor.execute("ROLLBACK")
+                        raise
+                    if own:
+                        cursor.execute("COMMIT")
                     self.loaded += len(chunk)
                     if progress:
                         progress(self.loaded)
