@@ -362,7 +362,7 @@ class StagedImport:
             if found:
                 errors += found
                 value = None
-            elif column.prepare is not None:
+            elif column.prepare is not None and value is not None:
                 value = column.prepare(value)
             out.append(value)
         if errors:
