@@ -33,13 +33,15 @@ lint: install  ## ruff, Django checks, migrations up to date
 clean:
 	rm -rf $(VENV) var
 
-bench: install  ## targeting, preparation, sending, tracking endpoints, engagement reports, page timings, API bulk upsert and triggers on DATABASE_URL (PostgreSQL)
+bench: install  ## targeting, preparation, sending, tracking endpoints, engagement reports, page timings, API bulk upsert, triggers and imports on DATABASE_URL (PostgreSQL)
 	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5) \
 	  --recipients $(or $(RECIPIENTS),100000) $(BENCH_ARGS)
 	$(PY) -m bench.engagement $(ENGAGEMENT_BENCH_ARGS)
 	$(PY) -m bench.pages --repeat $(or $(REPEAT),5) $(PAGES_ARGS)
 	$(PY) -m bench.api_bulk --rows $(or $(BULK_ROWS),10000) --repeat $(or $(REPEAT),5) $(BULK_ARGS)
 	$(PY) -m bench.triggers --batch $(or $(TRIGGER_BATCH),100000) $(TRIGGER_ARGS)
+	$(PY) -m bench.imports --contacts $(or $(IMPORT_CONTACTS),1000000) \
+	  --bookings $(or $(IMPORT_BOOKINGS),3000000)
 
 tour: install  ## screenshots of the main pages for each demo role, into docs/tour/
 	$(PY) docs/tour.py

@@ -5,14 +5,12 @@ worker reads it as a stream, never whole: the row limit (``IMPORT_MAX_ROWS``) is
 reading, and an XLSX is refused before it is parsed when its zip declares too much XML or too
 high a compression ratio (a zip bomb).
 
-A job first checks every row without writing anything and without opening a transaction (on
-SQLite every transaction takes the database's write lock, so a check holding one made other
-users' logins wait or fail). Then it writes: everything when the file is clean, only the valid
-rows when the user chose so, nothing otherwise. The write is done in short transactions of
-``IMPORT_WRITE_CHUNK_ROWS`` rows, each committing its own checkpoint with its rows, so other
-users wait for one chunk at most, and a worker that stops midway is resumed at its checkpoint:
-the rows the check accepted all get written, never only some of them. Every refused row is
-listed in a downloadable CSV report with its line number, field and message.
+A job converts every row with the resources' widgets and the model fields' validation and
+stages it in a temporary table, then checks and writes the whole file in SQL
+(``campaigns/staging.py``) in one transaction holding the kind's lock: everything when the file
+is clean, only the valid rows when the user chose so, nothing otherwise. A worker that stops
+midway has written nothing, and the task delivered again does the job again. Every refused row
+is listed in a downloadable CSV report with its line number, field and message.
 
 Local operators import for their entity. Every kind checks, in ``ScopedResource``, both the row
 that exists under the key and the row the file would make, and looks every reference (entity,
@@ -26,30 +24,28 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import itertools
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import PurePath
 from typing import IO, Any
 
-import tablib
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 from import_export import fields, resources, widgets
 from import_export.instance_loaders import CachedInstanceLoader, ModelInstanceLoader
 from import_export.results import RowResult
 
+from campaigns import staging
 from campaigns.choices import ImportKind, ImportState
 from campaigns.models import Booking, Contact, ImportJob, Store, Subscription
 from portal import services as portal_services
 from portal import spreadsheets
 from portal.models import Entity
 
-CHECK_CHUNK = 2000  # rows checked per batch (reads only; the job's progress moves per batch)
 MAX_COLUMNS = 200  # an XLSX row is never read wider than this
 MAX_LINE = 1024 * 1024  # characters in one CSV line
 XLSX_MAX_MEMBERS = 1000
@@ -112,7 +108,8 @@ class ScopedResource(resources.ModelResource):
     (``after_init_instance``) and the row about to be saved (``save_instance``) must both belong
     to the entity, and references are looked up among its rows (``ScopedForeignKeyWidget``).
     Rows are never saved here: they are kept in ``pending`` for the job, which drops them when
-    only checking and writes them in short transactions otherwise.
+    only checking and writes them in short transactions otherwise (the admin's own import
+    screens; jobs and the API write through ``campaigns.staging``).
     """
 
     scope_path = "entity"  # from the model to the entity owning a row
@@ -491,23 +488,11 @@ CODES = {
     RowResult.IMPORT_TYPE_SKIP: ord("s"),
 }
 ERROR = ord("e")
-
-
-def _import_rows(
-    job: ImportJob,
-    resource_class: type[ScopedResource],
-    headers: list[str],
-    rows: list[tuple[int, list[Any]]],
-) -> tuple[ScopedResource, Any]:
-    """Run rows through the resource outside any transaction; nothing is saved."""
-    dataset = tablib.Dataset(headers=headers)
-    for _, values in rows:
-        dataset.append(values)
-    resource = resource_class(entity=job.entity)
-    result = resource.import_data(
-        dataset, dry_run=False, raise_errors=False, use_transactions=False
-    )
-    return resource, result
+STATUS_CODES = {
+    "new": CODES[RowResult.IMPORT_TYPE_NEW],
+    "updated": CODES[RowResult.IMPORT_TYPE_UPDATE],
+    "unchanged": CODES[RowResult.IMPORT_TYPE_SKIP],
+}
 
 
 def report_field(name: Any) -> str:
@@ -517,270 +502,132 @@ def report_field(name: Any) -> str:
     return "" if name == NON_FIELD_ERRORS else name
 
 
-def _row_problems(result: Any, lines: list[int]) -> tuple[list[Problem], set[int]]:
-    """(line, field, message) for each refused row, and their lines."""
-    problems: list[Problem] = []
-    bad: set[int] = set()
-    for invalid in result.invalid_rows:
-        line = lines[invalid.number - 1]
-        bad.add(line)
-        for field_name, messages in invalid.error_dict.items():
-            for message in messages:
-                problems.append((line, report_field(field_name), str(message)))
-    for number, errors in result.row_errors():
-        line = lines[number - 1]
-        bad.add(line)
-        for error in errors:
-            message = (
-                "; ".join(error.error.messages)
-                if isinstance(error.error, ValidationError)
-                else str(error.error)
-            )
-            problems.append((line, "", message))
-    return problems, bad
+def _problems(found: list[Problem]) -> list[Problem]:
+    return [(line, report_field(field), message) for line, field, message in found]
 
 
-def _check_chunk(
-    job: ImportJob, resource_class: type[ScopedResource], headers: list[str], chunk: list
-) -> tuple[list[Problem], dict[int, int]]:
-    """Problems and a status code per line for one batch of rows."""
-    problems = [(line, "", problem) for line, _, problem in chunk if problem]
-    rows = [(line, values) for line, values, problem in chunk if not problem]
-    status = {line: ERROR for line, _, problem in chunk if problem}
-    if rows:
-        lines = [line for line, _ in rows]
-        _, result = _import_rows(job, resource_class, headers, rows)
-        found, bad = _row_problems(result, lines)
-        problems += found
-        for line, row_result in zip(lines, result.rows, strict=True):
-            status[line] = ERROR if line in bad else CODES.get(row_result.import_type, ERROR)
-    return problems, status
+def _progress(job: ImportJob) -> Any:
+    def record(count: int) -> None:
+        if not connection.in_atomic_block:  # visible to others only outside a transaction
+            ImportJob.objects.filter(pk=job.pk).update(processed_rows=count)
+
+    return record
 
 
-def _check(job: ImportJob) -> ImportJob | None:
-    """Check every row, reading the file once, writing nothing but the job's progress; record
-    the outcome. None: another delivery of the task recorded it first."""
+def _import(job: ImportJob) -> ImportJob:
+    """Stage the file, then check and (unless only checking) write it in one transaction
+    holding the kind's lock: a worker killed at any point writes nothing, and the staging
+    table goes with its database session."""
     resource_class = RESOURCES[job.kind]
     keys = list(resource_class._meta.import_id_fields or [])
-    problems: list[Problem] = []
-    status = bytearray()  # one code per line (line 2 is index 0); 0 for blank lines
-    first_line: dict[str, int] = {}
-    repeated: dict[str, list[int]] = {}
     ImportJob.objects.filter(pk=job.pk).update(total_rows=0, processed_rows=0)
-    with _Table(job, resource_class) as table:
-        missing = [key for key in keys if key not in table.headers]
-        if missing:
-            raise ImportFileError(f"The file has no “{'”, “'.join(missing)}” column (required).")
-        key_columns = [table.headers.index(key) for key in keys]
-        chunk: list[tuple[int, list[Any], str]] = []
-        checked = 0
-        for line, values, problem in table.rows():
-            key = "\x1f".join(str(values[c] if values[c] is not None else "").strip()
-                              for c in key_columns)  # fmt: skip
-            if key in first_line:
-                repeated.setdefault(key, [first_line[key]]).append(line)
-            else:
-                first_line[key] = line
-            status.extend(b"\0" * (line - 1 - len(status)))
-            chunk.append((line, values, problem))
-            if len(chunk) == CHECK_CHUNK:
-                checked += _record_chunk(job, resource_class, table, chunk, problems, status)
-                ImportJob.objects.filter(pk=job.pk).update(processed_rows=checked)
-                chunk = []
-        checked += _record_chunk(job, resource_class, table, chunk, problems, status)
-    del first_line
-    for key, lines in repeated.items():
-        shown = ", ".join(str(line) for line in lines[:10]) + (", …" if len(lines) > 10 else "")
-        for line in lines:
-            status[line - 2] = ERROR
-            shown_key = key.replace("\x1f", "/")
-            problems.append((line, keys[0], f"“{shown_key}” appears on several lines ({shown})."))
-    counts = {code: status.count(code) for code in (*CODES.values(), ERROR)}
-    valid = checked - counts[ERROR]
-    write = not job.dry_run and (not counts[ERROR] or job.import_valid_rows)
-    with transaction.atomic():
-        job = ImportJob.objects.select_for_update().get(pk=job.pk)
-        if job.state != ImportState.RUNNING or job.checked_at is not None:
-            return None
-        job.total_rows = job.processed_rows = checked
-        job.new_rows = counts[CODES[RowResult.IMPORT_TYPE_NEW]]
-        job.updated_rows = counts[CODES[RowResult.IMPORT_TYPE_UPDATE]]
-        job.skipped_rows = counts[CODES[RowResult.IMPORT_TYPE_SKIP]]
-        job.error_rows = counts[ERROR]
-        job.rows_to_write = valid if write else 0
-        job.written_rows = 0
-        job.checked_at = timezone.now()
-        if problems:
-            job.error_report.save(f"import-{job.pk}-errors.csv", _report(problems), save=False)
-        job.save(
-            update_fields=[
-                "total_rows", "processed_rows", "new_rows", "updated_rows", "skipped_rows",
-                "error_rows", "rows_to_write", "written_rows", "checked_at", "error_report",
-            ]
-        )  # fmt: skip
-    return job
-
-
-def _record_chunk(
-    job: ImportJob,
-    resource_class: type[ScopedResource],
-    table: _Table,
-    chunk: list,
-    problems: list[Problem],
-    status: bytearray,
-) -> int:
-    if not chunk:
-        return 0
-    found, codes = _check_chunk(job, resource_class, table.headers, chunk)
-    problems += found
-    for line, code in codes.items():
-        status[line - 2] = code
-    return len(chunk)
-
-
-def _save(pending: list[tuple[int, Model, bool]], lines: list[int]) -> list[Problem]:
-    """Save checked rows (inside the chunk's transaction, kept short: new rows in bulk; these
-    models have no save() logic nor signals to skip). A row that a concurrent change made
-    impossible since the check is refused alone, not with its whole chunk."""
-    if not pending:
-        return []
-    model = type(pending[0][1])
+    stage: staging.StagedImport | None = None
     try:
+        with _Table(job, resource_class) as table:
+            missing = [key for key in keys if key not in table.headers]
+            if missing:
+                raise ImportFileError(
+                    f"The file has no “{'”, “'.join(missing)}” column (required)."
+                )
+            stage = staging.StagedImport(kind=job.kind, entity=job.entity, columns=table.headers)
+            stage.__enter__()
+            stage.load(table.rows(), _progress(job))
+        checked = None
+        if job.dry_run:  # reads only: checked outside any transaction, others write meanwhile
+            checked = stage.check()
         with transaction.atomic():
-            model.objects.bulk_create([instance for _, instance, new in pending if new])
-            for _, instance, new in pending:
-                if not new:
-                    instance.save()
-        return []
-    except IntegrityError:
-        pass
-    problems = []
-    for number, instance, is_create in pending:
-        if is_create:  # the failed attempt gave it a key that was rolled back
-            instance.pk = None
-            instance._state.adding = True
-        try:
-            with transaction.atomic():
-                instance.save()
-        except IntegrityError:
-            problems.append((lines[number - 1], "", CHANGED_MESSAGE))
-    return problems
+            if not job.dry_run:
+                staging.lock(job.kind)
+            job = ImportJob.objects.select_for_update().get(pk=job.pk)
+            if job.state != ImportState.RUNNING:
+                return job
+            found, counts = checked or stage.check()
+            problems = _problems(found)
+            write = not job.dry_run and (not counts["errors"] or job.import_valid_rows)
+            written = 0
+            if write:
+                try:
+                    written = stage.apply()
+                except (staging.ImportChanged, IntegrityError):
+                    raise _Changed from None
+            job.total_rows = job.processed_rows = counts["total"]
+            job.new_rows = counts["new"]
+            job.updated_rows = counts["updated"]
+            job.skipped_rows = counts["unchanged"]
+            job.error_rows = len({line for line, _, _ in problems})
+            job.rows_to_write = job.written_rows = written
+            job.checked_at = timezone.now()
+            if problems:
+                job.error_report.save(f"import-{job.pk}-errors.csv", _report(problems), save=False)
+            job.save(
+                update_fields=[
+                    "total_rows", "processed_rows", "new_rows", "updated_rows", "skipped_rows",
+                    "error_rows", "rows_to_write", "written_rows", "checked_at", "error_report",
+                ]
+            )  # fmt: skip
+            return _finish(job, write)
+    finally:
+        if stage is not None:
+            stage.drop()
 
 
-def _write(job: ImportJob) -> list[Problem] | None:
-    """Write the rows the check accepted, in short transactions, from the job's checkpoint
-    on. Returns the rows refused at write time; None if another worker is writing."""
-    resource_class = RESOURCES[job.kind]
-    bad = {line for line, _, _ in _read_report(job)}
-    size = settings.IMPORT_WRITE_CHUNK_ROWS
-    done = job.written_rows
-    late: list[Problem] = []
-    with _Table(job, resource_class) as table:
-        valid = ((line, values) for line, values, _ in table.rows() if line not in bad)
-        remaining = itertools.islice(valid, done, None)
-        while chunk := list(itertools.islice(remaining, size)):
-            lines = [line for line, _ in chunk]
-            # Checked again just before writing, outside the transaction: only saves wait.
-            resource, result = _import_rows(job, resource_class, table.headers, chunk)
-            found, _ = _row_problems(result, lines)
-            with transaction.atomic():
-                claimed = ImportJob.objects.filter(
-                    pk=job.pk, state=ImportState.RUNNING, written_rows=done
-                ).update(written_rows=min(done + len(chunk), job.rows_to_write))
-                if not claimed:
-                    return None
-                found += _save(resource.pending, lines)
-            late += found
-            done += len(chunk)
-    return late
-
-
-def _read_report(job: ImportJob) -> list[Problem]:
-    if not job.error_report:
-        return []
-    with job.error_report.open("rb") as handle:
-        rows = list(csv.reader(io.StringIO(handle.read().decode("utf-8"))))
-    return [(int(line), field, message) for line, field, message in rows[1:]]
+class _Changed(Exception):
+    """Rows changed under the import between its check and its write (rolled back)."""
 
 
 def run_import(*, job_id: int) -> ImportJob:
-    """Check then (unless a dry run) write an import job's file. Idempotent and resumable: a
-    finished job is left alone; a job found running (its worker stopped and the task was
-    delivered again) is checked again, or, once checked, written on from its checkpoint."""
+    """Check then (unless a dry run) write an import job's file. Idempotent: a finished job is
+    left alone; a job found running (its worker stopped and the task was delivered again) is
+    done again from the start, as its interrupted transaction wrote nothing."""
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().get(pk=job_id)
         if job.state == ImportState.QUEUED:
             portal_services.transition(obj=job, name="start")
         elif job.state != ImportState.RUNNING:
             return job
-    if job.checked_at is None:
-        try:
-            checked = _check(job)
-        except (ImportFileError, OSError) as exc:
-            return _fail(job, str(exc))
-        if checked is None:
-            return ImportJob.objects.get(pk=job.pk)
-        job = checked
-    late: list[Problem] = []
-    if job.rows_to_write:
-        written = _write(job)
-        if written is None:
-            return ImportJob.objects.get(pk=job.pk)
-        late = written
-    return _finish(job, late)
+    try:
+        return _import(job)
+    except (ImportFileError, OSError) as exc:
+        return _fail(job, str(exc))
+    except _Changed:
+        return _fail(job, CHANGED_MESSAGE.replace("this line", "the file"))
+    except DatabaseError as exc:  # rolled back: nothing was written
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fail(job, f"The database refused the file ({detail}); nothing was imported.")
 
 
 def interrupted(*, job_id: int) -> str:
-    """The worker's time ran out: a write goes on in a new task from its checkpoint; a check
-    that took this long fails."""
+    """The worker's time ran out: the import's transaction was rolled back; the job fails."""
     job = ImportJob.objects.get(pk=job_id)
     if job.state != ImportState.RUNNING:
         return job.state
-    if job.checked_at is not None:
-        _enqueue(job.pk)
-        return job.state
-    return _fail(job, "Checking the file took longer than the time limit; split it.").state
+    return _fail(job, "Importing the file took longer than the time limit; split it.").state
 
 
-def _finish(job: ImportJob, late: list[Problem]) -> ImportJob:
-    with transaction.atomic():
-        job = ImportJob.objects.select_for_update().get(pk=job.pk)
-        if job.state != ImportState.RUNNING:
-            return job
-        errors = job.error_rows
-        if late:
-            job.error_report.save(
-                f"import-{job.pk}-errors.csv", _report(_read_report(job) + late), save=False
-            )
-            job.error_rows += len({line for line, _, _ in late})
-        written = bool(job.rows_to_write)
-        if job.dry_run or written:
-            verb = "would be" if job.dry_run else "were"
-            job.message = (
-                f"{job.new_rows} new, {job.updated_rows} updated, {job.skipped_rows} unchanged "
-                f"rows {verb} imported; {errors} row(s) with errors."
-            )
-            if late:
-                job.message += (
-                    f" {len(late)} row(s) changed during the import and were not written; "
-                    "see the error report."
-                )
-        else:
-            job.message = (
-                f"Nothing was imported: {errors} row(s) have errors. Fix them, or run the "
-                "import again choosing to import the valid rows only."
-            )
-        portal_services.transition(
-            obj=job,
-            name="finish",
-            extra={
-                "new": job.new_rows,
-                "update": job.updated_rows,
-                "skip": job.skipped_rows,
-                "errors": job.error_rows,
-                "written": written,
-            },
+def _finish(job: ImportJob, written: bool) -> ImportJob:
+    errors = job.error_rows
+    if job.dry_run or written:
+        verb = "would be" if job.dry_run else "were"
+        job.message = (
+            f"{job.new_rows} new, {job.updated_rows} updated, {job.skipped_rows} unchanged "
+            f"rows {verb} imported; {errors} row(s) with errors."
         )
+    else:
+        job.message = (
+            f"Nothing was imported: {errors} row(s) have errors. Fix them, or run the "
+            "import again choosing to import the valid rows only."
+        )
+    portal_services.transition(
+        obj=job,
+        name="finish",
+        extra={
+            "new": job.new_rows,
+            "update": job.updated_rows,
+            "skip": job.skipped_rows,
+            "errors": job.error_rows,
+            "written": written,
+        },
+    )
     return job
 
 
@@ -795,6 +642,8 @@ def _report(problems: list[Problem]) -> ContentFile:
 def _fail(job: ImportJob, message: str) -> ImportJob:
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().get(pk=job.pk)
+        if job.state not in (ImportState.QUEUED, ImportState.RUNNING):
+            return job
         portal_services.transition(obj=job, name="fail", message=message)
     return job
 
@@ -913,49 +762,47 @@ def import_rows(
             continue
         first[key] = number
         groups.setdefault(tuple(sorted(row)), []).append(number)
-    pending: list[tuple[list[int], ScopedResource]] = []
-    for columns, numbers in groups.items():
-        for start in range(0, len(numbers), CHECK_CHUNK):
-            lines = numbers[start : start + CHECK_CHUNK]
-            dataset = tablib.Dataset(headers=list(columns))
-            for number in lines:
-                dataset.append([rows[number][column] for column in columns])
-            resource = resource_class(entity=entity)
-            result = resource.import_data(
-                dataset, dry_run=False, raise_errors=False, use_transactions=False
-            )
-            found, bad = _row_problems(result, lines)
-            problems += found
-            for number, row_result in zip(lines, result.rows, strict=True):
-                code = ERROR if number in bad else CODES.get(row_result.import_type, ERROR)
-                new = code == CODES[RowResult.IMPORT_TYPE_NEW]
-                if expect == "new" and code != ERROR and not new:
-                    key = "/".join(str(rows[number][name]).strip() for name in keys)
-                    problems.append((number, keys[0], f"“{key}” already exists."))
-                    code = ERROR
-                elif expect == "existing" and new:
-                    problems.append((number, keys[0], "No such row to update."))
-                    code = ERROR
-                codes[number] = code
-            pending.append((lines, resource))
-    bad_rows = {number for number, _, _ in problems}
-    write = not dry_run and (not bad_rows or import_valid_rows)
-    if write:
-        late: list[Problem] = []
-        try:
-            with transaction.atomic():
-                for lines, resource in pending:
-                    accepted = [
-                        (n, instance, new)
-                        for n, instance, new in resource.pending
-                        if lines[n - 1] not in bad_rows
-                    ]
-                    late += _save(accepted, lines)
-                if late:
-                    raise RowsRefused(late)
-        except RowsRefused:
-            problems += late
-            write = False
+    entity_column = resource_class.entity_column
+    write = False
+    stages: list[staging.StagedImport] = []
+    try:
+        with transaction.atomic():
+            staging.lock(kind)
+            for columns, numbers in groups.items():
+                names = list(columns)
+                extra = []
+                if entity is not None and entity_column and entity_column not in names:
+                    names.append(entity_column)  # as for a file: the importer's entity
+                    extra = [entity.code]
+                stage = staging.StagedImport(kind=kind, entity=entity, columns=names, expect=expect)
+                stages.append(stage)
+                stage.__enter__()
+                stage.load(
+                    (number, [rows[number][column] for column in columns] + extra, "")
+                    for number in numbers
+                )
+                found, _ = stage.check()
+                problems += _problems(found)
+                bad_rows = {number for number, _, _ in found}
+                for number in numbers:
+                    codes[number] = ERROR if number in bad_rows else 0
+                for status, lines in stage.statuses().items():
+                    for number in lines:
+                        codes[number] = STATUS_CODES[status]
+            bad_rows = {number for number, _, _ in problems}
+            write = not dry_run and (not bad_rows or import_valid_rows)
+            if write:
+                for stage in stages:
+                    try:
+                        stage.apply()
+                    except (staging.ImportChanged, IntegrityError):
+                        raise RowsRefused([]) from None
+    except RowsRefused:
+        problems += [(number, "", CHANGED_MESSAGE) for number in codes if codes[number] != ERROR]
+        write = False
+    finally:
+        for stage in stages:
+            stage.drop()
     counts = list(codes.values())
     return {
         "new": counts.count(CODES[RowResult.IMPORT_TYPE_NEW]),

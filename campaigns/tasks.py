@@ -16,7 +16,7 @@ DATABASE_RETRIES = 30  # about 25 minutes of backoff (1, 2, 4 … 60 s)
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=3600, time_limit=3700)
 def run_import_job(job_id: int) -> str:
     """Read, check and write an import file (idempotent: a finished job is left alone; a job
-    whose worker stopped resumes at its checkpoint)."""
+    whose worker stopped is done again: its transaction wrote nothing)."""
     try:
         return imports.run_import(job_id=job_id).state
     except SoftTimeLimitExceeded:

@@ -355,8 +355,6 @@ IMPORT_MAX_XLSX_UNPACKED_BYTES = env_int(
     ENV, "IMPORT_MAX_XLSX_UNPACKED_BYTES", 300 * 1024 * 1024, minimum=1
 )
 IMPORT_MAX_XLSX_RATIO = env_int(ENV, "IMPORT_MAX_XLSX_RATIO", 100, minimum=1)
-# Rows written per transaction: each commit is short, so other users never wait long.
-IMPORT_WRITE_CHUNK_ROWS = env_int(ENV, "IMPORT_WRITE_CHUNK_ROWS", 200, minimum=1)
 # Exports (portal/exports.py): up to EXPORT_IMMEDIATE_MAX_ROWS rows are streamed in the response;
 # more go to a worker that writes the file chunk by chunk (progress page, download link). The
 # file is deleted EXPORT_RETENTION_HOURS after it was made.

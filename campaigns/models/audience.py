@@ -31,12 +31,15 @@ class Contact(models.Model):
     external_id = models.CharField(max_length=64, unique=True)
     first_name = models.CharField(max_length=100, blank=True)
     last_name = models.CharField(max_length=100, blank=True)
-    email = models.EmailField(blank=True, db_index=True)
-    phone = models.CharField(max_length=32, blank=True, db_index=True)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=32, blank=True)
     push_token = models.CharField(max_length=255, blank=True)
-    language = models.CharField(max_length=8, default="en", db_index=True)
+    language = models.CharField(max_length=8, default="en")
     birth_date = models.DateField(null=True, blank=True, db_index=True)
-    entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="contacts")
+    # (entity, blocklisted) below serves every lookup by entity: no index of its own
+    entity = models.ForeignKey(
+        Entity, on_delete=models.PROTECT, related_name="contacts", db_index=False
+    )
     email_consent = models.BooleanField(default=False)
     email_consent_at = models.DateTimeField(null=True, blank=True)
     email_consent_source = models.CharField(max_length=50, blank=True)
@@ -46,7 +49,7 @@ class Contact(models.Model):
     push_consent = models.BooleanField(default=False)
     push_consent_at = models.DateTimeField(null=True, blank=True)
     push_consent_source = models.CharField(max_length=50, blank=True)
-    blocklisted = models.BooleanField(default=False, db_index=True)
+    blocklisted = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -57,7 +60,14 @@ class Contact(models.Model):
         indexes = [
             models.Index(fields=["entity", "blocklisted"]),
             models.Index(fields=["last_name", "first_name"]),
-            models.Index(fields=["email_consent"], name="contact_email_consent_idx"),
+            # Exact lookups (quarantine and unsubscribe by address, conditions). Declared here
+            # rather than with db_index=True, which on PostgreSQL adds a second, LIKE-prefix
+            # (varchar_pattern_ops) index that no query of the product uses. Boolean columns
+            # (consent, blocklist) get no index of their own: every query reaches them through
+            # a contact id or the entity (entity, blocklisted), never by the flag alone.
+            models.Index(fields=["email"], name="contact_email_idx"),
+            models.Index(fields=["phone"], name="contact_phone_idx"),
+            models.Index(fields=["language"], name="contact_language_idx"),
             # Text conditions compare case-insensitively (UPPER(x) = UPPER(value)): these
             # give the planner an index and statistics for them.
             models.Index(Upper("email"), name="contact_email_ci"),

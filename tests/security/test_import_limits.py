@@ -15,7 +15,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import imports
+from campaigns import imports, staging
 from campaigns.models import Contact, ImportJob
 
 HEADER = "external_id,first_name,entity\n"
@@ -231,7 +231,7 @@ def test_other_users_can_write_while_an_import_is_checked(org, monkeypatch):
             waits.append(time.monotonic() - started)
             own.close()
 
-    real = imports.ScopedResource.after_init_instance
+    real = staging.StagedImport.check
 
     def during_the_check(self, *args, **kwargs):
         if not waits:
@@ -240,42 +240,38 @@ def test_other_users_can_write_while_an_import_is_checked(org, monkeypatch):
             other.join(timeout=30)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(imports.ScopedResource, "after_init_instance", during_the_check)
+    monkeypatch.setattr(staging.StagedImport, "check", during_the_check)
     job = run((HEADER + rows(20)).encode(), dry_run=True)
     assert job.state == "done" and job.new_rows == 20
     assert errors == [] and waits and waits[0] < 1
 
 
-def test_rows_are_written_in_short_transactions(org, settings, monkeypatch):
-    settings.IMPORT_WRITE_CHUNK_ROWS = 2
+def test_rows_are_written_in_one_transaction_with_the_kinds_lock(org, monkeypatch):
     written = []
-    real = imports._save
+    real = staging.StagedImport.apply
 
-    def save(pending, lines):
+    def apply(self):
         assert connection.in_atomic_block
-        written.append(len(pending))
-        return real(pending, lines)
+        written.append(real(self))
+        return written[-1]
 
-    monkeypatch.setattr(imports, "_save", save)
+    monkeypatch.setattr(staging.StagedImport, "apply", apply)
     job = run((HEADER + rows(5)).encode(), dry_run=False)
     assert job.state == "done" and (job.written_rows, job.rows_to_write) == (5, 5)
-    assert written == [2, 2, 1] and Contact.objects.count() == 5
+    assert written == [5] and Contact.objects.count() == 5
 
 
-def test_a_write_interrupted_midway_resumes_at_its_checkpoint(org, settings, monkeypatch):
-    """Chunks commit separately, so a worker that stops leaves a checkpoint; the task delivered
-    again writes the rest: the checked rows are never left half-imported."""
-    settings.IMPORT_WRITE_CHUNK_ROWS = 2
-    real = imports._save
-    calls = []
+def test_a_write_interrupted_midway_writes_nothing_and_is_done_again(org, monkeypatch):
+    """The check and the write are one transaction: a worker that stops after the rows were
+    sent but before the commit leaves nothing; the task delivered again imports every row."""
+    real = staging.StagedImport.apply
 
-    def crash_on_second_chunk(pending, lines):
-        calls.append(1)
-        if len(calls) == 2:
-            raise SystemExit("worker killed")
-        return real(pending, lines)
+    def crash_after_the_write(self):
+        real(self)
+        assert Contact.objects.count() == 5  # written, not committed
+        raise SystemExit("worker killed")
 
-    monkeypatch.setattr(imports, "_save", crash_on_second_chunk)
+    monkeypatch.setattr(staging.StagedImport, "apply", crash_after_the_write)
     job = imports.create_job(
         kind="contacts",
         filename="people.csv",
@@ -287,7 +283,9 @@ def test_a_write_interrupted_midway_resumes_at_its_checkpoint(org, settings, mon
     with pytest.raises(SystemExit):
         imports.run_import(job_id=job.pk)
     job.refresh_from_db()
-    assert (job.state, job.written_rows, Contact.objects.count()) == ("running", 2, 2)
+    assert (job.state, job.written_rows, Contact.objects.count()) == ("running", 0, 0)
+    assert staging.staging_tables() == []
+    monkeypatch.setattr(staging.StagedImport, "apply", real)
     job = imports.run_import(job_id=job.pk)  # the task, delivered again
     assert (job.state, job.written_rows, job.new_rows, job.error_rows) == ("done", 5, 5, 0)
     assert sorted(Contact.objects.values_list("external_id", flat=True)) == [

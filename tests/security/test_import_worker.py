@@ -19,7 +19,7 @@ def test_a_real_worker_imports_the_file_the_request_only_stored(
     settings,
     start_worker,  # noqa: F811
 ):
-    worker = start_worker(MEDIA_ROOT=str(settings.MEDIA_ROOT), IMPORT_WRITE_CHUNK_ROWS="2")
+    worker = start_worker(MEDIA_ROOT=str(settings.MEDIA_ROOT))
     client.force_login(org.operator_a)
     content = "external_id,first_name\n" + "".join(f"W{i},Name{i}\n" for i in range(5))
     response = client.post(

@@ -1,0 +1,671 @@
+"""The set-based check and write of an import: one staging table per import.
+
+django-import-export stays the format and user-facing layer (resources, widgets, messages);
+this module is its write path at database speed. Each row is converted once in Python with the
+resource's widgets and the model fields' own validation (the very messages a full_clean()
+gives), then loaded into a temporary staging table (PostgreSQL: ``COPY``; SQLite: chunked
+``executemany``). Everything that needs the database is then one SQL statement over the
+whole file: references to entities, stores and contacts looked up among the importing
+entity's rows only, the existing row under each key and its owner (the security rule: another
+entity's key is answered exactly as an unknown one), unchanged rows, keys repeated within the
+file. The rows are applied with one ``INSERT … ON CONFLICT DO UPDATE`` per kind (an ``UPDATE …
+FROM`` plus an ``INSERT … SELECT`` for subscriptions, whose key has no unique constraint).
+
+A temporary table lives in the database session: it is dropped when the import ends, and by
+the server itself when the worker's connection dies (a killed worker leaves nothing behind).
+The caller runs the check and the write in one transaction holding the kind's lock (see
+``lock``), so a kill writes nothing and two imports of the same kind are serialised.
+
+Table and column names come from the model's metadata and a counter, never from the file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import re
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection, models
+from django.utils import timezone
+
+LOAD_CHUNK = 5000  # rows per executemany / COPY progress step
+LOCK_NAMESPACE = 0x1D17  # first key of the kinds' advisory locks (the second is the kind)
+LOCK_KINDS = {"contacts": 1, "stores": 2, "bookings": 3, "subscriptions": 4}
+STAGE_PREFIX = "import_stage_"
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+PLAIN_NUMBER = re.compile(r"-?\d{1,30}(\.\d{1,30})?\Z")
+_counter = itertools.count(1)
+
+Problem = tuple[int, str, str]
+
+
+class ImportChanged(Exception):
+    """Rows changed under the import between its check and its write (outside imports, which
+    are serialised): nothing was written."""
+
+
+def q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def lock(kind: str) -> None:
+    """Serialise imports of one kind: held until the end of the caller's transaction (SQLite
+    serialises every write transaction already)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, LOCK_KINDS[kind]]
+            )
+
+
+def staging_tables() -> list[str]:
+    """The staging tables this database session can see (for tests and checks)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT relname FROM pg_class WHERE relname LIKE %s AND relkind = 'r'",
+                [STAGE_PREFIX + "%"],
+            )
+        else:
+            cursor.execute(
+                "SELECT name FROM sqlite_temp_master WHERE type = 'table' AND name LIKE %s",
+                [STAGE_PREFIX + "%"],
+            )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+class _Bad(Exception):
+    pass
+
+
+class Column:
+    """One resource field as the staging table sees it."""
+
+    def __init__(self, resource: Any, field: Any, index: int) -> None:
+        from campaigns.imports import ScopedForeignKeyWidget
+
+        self.field = field
+        self.index = index  # position in the incoming row
+        self.model_field: models.Field = resource._meta.model._meta.get_field(field.attribute)
+        self.name = self.model_field.name
+        self.is_ref = isinstance(field.widget, ScopedForeignKeyWidget)
+        if self.is_ref:
+            widget = field.widget
+            self.stage = f"r_{self.name}"
+            self.ref_table = widget.model._meta.db_table
+            self.ref_lookup = widget.model._meta.get_field(widget.field).column
+            scope = widget.scope_path  # "pk" for entities, "entity" for stores and contacts
+            self.ref_scope = (
+                widget.model._meta.pk.column
+                if scope == "pk"
+                else widget.model._meta.get_field(scope).column
+            )
+            self.plural = widget.plural
+            self.sql_type = "text"
+        else:
+            self.stage = f"c_{self.model_field.column}"
+            self.sql_type = self.model_field.db_type(connection)
+        self.convert = self._converter()
+        self.prepare = self._preparer()
+
+    # Conversion: a fast path for clean values, the exact Django path for everything else.
+
+    def _converter(self) -> Callable[[Any], Any]:
+        field, model_field = self.field, self.model_field
+        if self.is_ref:
+            required = not self.model_field.blank
+
+            def reference(raw: Any) -> Any:
+                value = None if raw is None else str(raw).strip() or None
+                if (value is None and required) or (value is not None and "\x00" in value):
+                    raise _Bad
+                return value
+
+            return reference
+        default = None if field.default is models.NOT_PROVIDED else field.default
+        if isinstance(model_field, models.BooleanField):
+            clean = field.widget.clean
+
+            def boolean(raw: Any) -> Any:
+                value = clean(raw)
+                return default if value is None else value
+
+            return boolean
+        if isinstance(model_field, models.CharField):
+            limit = model_field.max_length
+            blank = model_field.blank
+            choices = {str(key) for key, _ in model_field.flatchoices} or None
+            validators = [
+                v for v in model_field.validators if not hasattr(v, "limit_value")
+            ]  # the length is checked here; an email field keeps its EmailValidator
+
+            def text(raw: Any) -> Any:
+                value = "" if raw is None else raw if type(raw) is str else str(raw)
+                if value == "" and default is not None:
+                    value = default
+                if "\x00" in value:
+                    raise _Bad
+                if value == "":
+                    if blank:
+                        return value
+                    raise _Bad
+                if (limit and len(value) > limit) or (choices and value not in choices):
+                    raise _Bad
+                for validator in validators:
+                    try:
+                        validator(value)
+                    except ValidationError:
+                        raise _Bad from None
+                return value
+
+            return text
+        if isinstance(model_field, models.DateField) and not isinstance(
+            model_field, models.DateTimeField
+        ):
+            nullable = model_field.null
+
+            def day(raw: Any) -> Any:
+                if raw is None or raw == "":
+                    if nullable and default is None:
+                        return None
+                    raise _Bad
+                if type(raw) is str and ISO_DATE.match(raw):
+                    try:
+                        return datetime.date.fromisoformat(raw)
+                    except ValueError:
+                        raise _Bad from None
+                raise _Bad
+
+            return day
+        if isinstance(model_field, models.DecimalField):
+            validators = model_field.validators
+
+            def number(raw: Any) -> Any:
+                if type(raw) is not str or not PLAIN_NUMBER.match(raw):
+                    raise _Bad
+                value = Decimal(raw)
+                for validator in validators:
+                    try:
+                        validator(value)
+                    except ValidationError:
+                        raise _Bad from None
+                return value
+
+            return number
+
+        def exact(raw: Any) -> Any:
+            value, problems = self._exact(raw)
+            if problems:
+                raise _Bad
+            return value
+
+        return exact
+
+    def _preparer(self) -> Callable[[Any], Any] | None:
+        """How a clean value is handed to the database: as is (psycopg adapts dates and
+        decimals itself; text and booleans everywhere), else Django's own conversion."""
+        if self.is_ref or connection.vendor == "postgresql":
+            return None
+        if isinstance(self.model_field, models.CharField | models.BooleanField):
+            return None
+        if isinstance(self.model_field, models.DecimalField):
+            return str  # as Django stores it: text that the column's affinity makes a number
+        if type(self.model_field) is models.DateField:
+            return datetime.date.isoformat
+        field = self.model_field
+        return lambda value: field.get_db_prep_save(value, connection)
+
+    def _exact(self, raw: Any) -> tuple[Any, list[tuple[str, str]]]:
+        """The value and the messages import-export's field and the model field's clean()
+        give (the exact path: used for any value the fast path did not accept)."""
+        field, model_field = self.field, self.model_field
+        try:
+            value = field.clean({field.column_name: raw})
+        except ValueError as exc:
+            return None, [(field.attribute, str(exc))]
+        except (ArithmeticError, TypeError):
+            return None, [(field.attribute, "Enter a number.")]
+        if model_field.blank and value in model_field.empty_values:
+            return value, []
+        try:
+            return model_field.clean(value, None), []
+        except ValidationError as exc:
+            return None, [(model_field.name, message) for message in exc.messages]
+
+    def clean(self, raw: Any) -> tuple[Any, list[tuple[str, str]]]:
+        """The value and its problems (the slow path, for a row the fast one refused)."""
+        if type(raw) is str and "\x00" in raw:  # no database column can hold it
+            return None, [(self.name, "Null characters are not allowed.")]
+        if self.is_ref:
+            value = None if raw is None else str(raw).strip() or None
+            if value is None and not self.model_field.blank:
+                return None, [(self.name, str(self.model_field.error_messages["null"]))]
+            return value, []
+        try:
+            value = self.convert(raw)
+        except _Bad:
+            return self._exact(raw)
+        except ValidationError as exc:
+            return None, [(self.name, message) for message in exc.messages]
+        return value, []
+
+
+class StagedImport:
+    """One import's staging table: load rows, check them in SQL, apply them.
+
+    ``columns`` are the incoming rows' column names (each row a list in that order).
+    Use as a context manager: the staging tables are dropped on exit, whatever happened.
+    """
+
+    def __init__(self, *, kind: str, entity: Any, columns: list[str], expect: str = "") -> None:
+        from campaigns.imports import RESOURCES
+
+        self.kind = kind
+        self.resource = RESOURCES[kind](entity=entity)
+        self.model = self.resource._meta.model
+        self.allowed = self.resource.allowed_entities()
+        self.expect = expect
+        self.entity_code = entity.code if entity is not None else None
+        self.plural = self.resource.plural
+        position = {name: number for number, name in enumerate(columns)}
+        self.columns = [
+            Column(self.resource, field, position[field.column_name])
+            for field in self.resource.get_import_fields()
+            if field.attribute and field.column_name in position
+        ]
+        self.by_name = {column.name: column for column in self.columns}
+        self.plan = [(column.convert, column.index) for column in self.columns]
+        self.preparers = [
+            (3 + number, column.prepare)
+            for number, column in enumerate(self.columns)
+            if column.prepare is not None
+        ]
+        self.keys = list(self.resource._meta.import_id_fields)
+        self.key_index = [position.get(self.resource.fields[key].column_name) for key in self.keys]
+        entity_column = self.resource.entity_column
+        self.entity_index = position.get(entity_column) if entity_column else None
+        number = next(_counter)
+        self.table = f"{STAGE_PREFIX}{number}"
+        self.resolved = f"{STAGE_PREFIX}{number}_r"
+        self.python_problems: dict[int, list[tuple[str, str]]] = {}
+        self.new_row_problems = self._new_row_problems()
+        self.loaded = 0
+
+    def _new_row_problems(self) -> list[tuple[str, str]]:
+        """What a new row's full_clean() says of the fields the file leaves out (their
+        defaults): the same for every new row of the file."""
+        instance = self.model()
+        present = [column.name for column in self.columns]
+        try:
+            instance.clean_fields(exclude=present)
+        except ValidationError as exc:
+            return [
+                (name, str(message))
+                for name, messages in exc.message_dict.items()
+                for message in messages
+            ]
+        return []
+
+    # Staging ---------------------------------------------------------------------------
+
+    def __enter__(self) -> StagedImport:
+        definition = ", ".join(
+            ["line bigint NOT NULL", "dkey text NOT NULL", "bad smallint NOT NULL"]
+            + [f"{q(column.stage)} {column.sql_type}" for column in self.columns]
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TEMPORARY TABLE {q(self.table)} ({definition})")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.drop()
+
+    def drop(self) -> None:
+        if connection.connection is None:
+            return  # the session is gone, and its temporary tables with it
+        try:
+            with connection.cursor() as cursor:
+                for table in (self.resolved, self.table):
+                    cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
+        except DatabaseError:  # an aborted outer transaction: its rollback drops them
+            pass
+
+    def _row(self, line: int, values: list[Any], problem: str) -> tuple[Any, ...]:
+        raw_key = "\x1f".join(
+            "" if index is None or values[index] is None else str(values[index]).strip()
+            for index in self.key_index
+        )
+        if problem:  # a line refused as a whole: only its key is kept (for repeated keys)
+            self.python_problems[line] = [("", problem)]
+            return (line, raw_key, 2, *([None] * len(self.columns)))
+        if self.entity_code is not None and self.entity_index is not None:
+            value = values[self.entity_index]
+            if value is None or not str(value).strip():
+                values[self.entity_index] = self.entity_code
+        try:  # the fast path: every value clean
+            out = [line, raw_key, 0, *[convert(values[index]) for convert, index in self.plan]]
+        except Exception:  # any refusal: the slow path says which and why
+            pass
+        else:
+            for position, prepare in self.preparers:
+                if out[position] is not None:
+                    out[position] = prepare(out[position])
+            return tuple(out)
+        out = [line, raw_key, 0]
+        errors: list[tuple[str, str]] = []
+        for column in self.columns:
+            value, found = column.clean(values[column.index])
+            if found:
+                errors += found
+                value = None
+            elif column.prepare is not None and value is not None:
+                value = column.prepare(value)
+            out.append(value)
+        if errors:
+            out[2] = 1
+            self.python_problems[line] = errors
+        return tuple(out)
+
+    def load(
+        self,
+        rows: Iterable[tuple[int, list[Any], str]],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Convert and stage (line, values, problem) rows; ``progress(count)`` after each
+        chunk. Returns the number of rows staged."""
+        names = ", ".join(["line", "dkey", "bad"] + [q(c.stage) for c in self.columns])
+        converted = (self._row(line, values, problem) for line, values, problem in rows)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                raw = cursor.cursor
+                while chunk := list(itertools.islice(converted, LOAD_CHUNK)):
+                    with raw.copy(f"COPY {q(self.table)} ({names}) FROM STDIN") as copy:
+                        for row in chunk:
+                            copy.write_row(row)
+                    self.loaded += len(chunk)
+                    if progress:
+                        progress(self.loaded)
+            else:
+                marks = ", ".join(["%s"] * (3 + len(self.columns)))
+                sql = f"INSERT INTO {q(self.table)} ({names}) VALUES ({marks})"
+                # Outside a transaction each row would be its own (a temporary table's
+                # commit still visits the main database's WAL): one deferred transaction per
+                # chunk, which writes only the temporary database and so locks nobody out.
+                own = not connection.in_atomic_block
+                while chunk := list(itertools.islice(converted, LOAD_CHUNK)):
+                    if own:
+                        cursor.execute("BEGIN DEFERRED")
+                    try:
+                        cursor.executemany(sql, chunk)
+                    except BaseException:
+                        if own:
+                            cursor.execute("ROLLBACK")
+                        raise
+                    if own:
+                        cursor.execute("COMMIT")
+                    self.loaded += len(chunk)
+                    if progress:
+                        progress(self.loaded)
+        return self.loaded
+
+    # Checking ----------------------------------------------------------------------------
+
+    def _in_allowed(self, expression: str) -> str:
+        ids = ", ".join(str(int(pk)) for pk in sorted(self.allowed or ())) or "NULL"
+        return f"{expression} IN ({ids})"
+
+    def _target_join(self) -> tuple[str, str]:
+        """The join finding the row under each key, and the SQL of that row's owner."""
+        meta = self.model._meta
+        target = q(meta.db_table)
+        if self.kind == "subscriptions":
+            contact = self.by_name["contact"]
+            product = self.by_name["product"]
+            start = self.by_name["start_date"]
+            sub = (
+                f"SELECT MIN(t2.id) FROM {target} t2 WHERE t2.contact_id = ref_contact.id "
+                f"AND t2.{q(product.model_field.column)} = s.{q(product.stage)} "
+                f"AND t2.{q(start.model_field.column)} = s.{q(start.stage)}"
+            )
+            assert contact.is_ref
+            return f"LEFT JOIN {target} t ON t.id = ({sub})", "ref_contact.entity_id"
+        key = self.by_name[self.keys[0]]
+        join = f"LEFT JOIN {target} t ON t.{q(key.model_field.column)} = s.{q(key.stage)}"
+        if self.resource.scope_path == "contact__entity":
+            contact_table = q(meta.get_field("contact").related_model._meta.db_table)
+            join += f" LEFT JOIN {contact_table} towner ON towner.id = t.contact_id"
+            return join, "towner.entity_id"
+        return join, "t.entity_id"
+
+    def check(self) -> tuple[list[Problem], dict[str, int]]:
+        """Check the staged rows in SQL; problems (line, field, message) and the counts of
+        new, updated, unchanged and refused rows."""
+        joins, values = [], []
+        for column in self.columns:
+            if column.is_ref:
+                alias = f"ref_{column.name}"
+                scope = (
+                    f" AND {self._in_allowed(f'{alias}.{q(column.ref_scope)}')}"
+                    if self.allowed is not None
+                    else ""
+                )
+                joins.append(
+                    f"LEFT JOIN {q(column.ref_table)} {alias} ON "
+                    f"{alias}.{q(column.ref_lookup)} = s.{q(column.stage)}{scope}"
+                )
+                values.append(f"{alias}.id AS {q(column.model_field.column)}")
+        target_join, owner = self._target_join()
+        refused = (
+            f"(t.id IS NOT NULL AND NOT COALESCE({self._in_allowed(owner)}, FALSE))"
+            if self.allowed is not None and self.kind != "subscriptions"
+            else "(1 = 0)"
+        )
+        same = [
+            f"t.{q(c.model_field.column)} IS NOT DISTINCT FROM "
+            + (f"ref_{c.name}.id" if c.is_ref else f"s.{q(c.stage)}")
+            for c in self.columns
+        ] or ["1 = 1"]
+        unresolved = (
+            " OR ".join(
+                f"(s.{q(c.stage)} IS NOT NULL AND ref_{c.name}.id IS NULL)"
+                for c in self.columns
+                if c.is_ref
+            )
+            or "(1 = 0)"
+        )
+        repeated = f"s.dkey IN (SELECT dkey FROM {q(self.table)} GROUP BY dkey HAVING COUNT(*) > 1)"
+        new_bad = "(t.id IS NULL)" if self.new_row_problems else "(1 = 0)"
+        err0 = (
+            f"(s.bad <> 0 OR {refused} OR (s.bad = 0 AND ({unresolved} OR {new_bad})) "
+            f"OR {repeated})"
+        )
+        expect = {"new": "t.id IS NOT NULL", "existing": "t.id IS NULL"}.get(self.expect, "1 = 0")
+        select = ", ".join(
+            [
+                "s.*",
+                *values,
+                "t.id AS tid",
+                f"CASE WHEN {refused} THEN 1 ELSE 0 END AS refused",
+                f"CASE WHEN t.id IS NULL OR ({' AND '.join(same)}) THEN 0 ELSE 1 END AS changed",
+                f"CASE WHEN {err0} THEN 1 ELSE 0 END AS err0",
+                f"CASE WHEN {err0} OR ({expect}) THEN 1 ELSE 0 END AS err",
+            ]
+        )
+        problems: list[Problem] = []
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {q(self.resolved)} AS SELECT {select} "
+                f"FROM {q(self.table)} s {' '.join(joins)} {target_join}"
+            )
+            resolved = q(self.resolved)
+            cursor.execute(f"SELECT line, dkey FROM {resolved} WHERE refused = 1")
+            refused_lines = set()
+            for line, key in cursor.fetchall():
+                refused_lines.add(line)
+                problems.append((line, self.keys[0], self._not_found(key, self.plural)))
+            for line, found in self.python_problems.items():
+                if line not in refused_lines:
+                    problems += [(line, name, message) for name, message in found]
+            for column in self.columns:
+                if column.is_ref:
+                    cursor.execute(
+                        f"SELECT line, {q(column.stage)} FROM {resolved} WHERE refused = 0 "
+                        f"AND bad < 2 AND {q(column.stage)} IS NOT NULL "
+                        f"AND {q(column.model_field.column)} IS NULL"
+                    )
+                    problems += [
+                        (line, column.name, self._not_found(value, column.plural))
+                        for line, value in cursor.fetchall()
+                    ]
+            if self.new_row_problems:
+                cursor.execute(
+                    f"SELECT line FROM {resolved} WHERE tid IS NULL AND refused = 0 AND bad < 2"
+                )
+                for (line,) in cursor.fetchall():
+                    problems += [(line, name, message) for name, message in self.new_row_problems]
+            cursor.execute(
+                f"SELECT dkey, line FROM {q(self.table)} WHERE dkey IN (SELECT dkey FROM "
+                f"{q(self.table)} GROUP BY dkey HAVING COUNT(*) > 1) ORDER BY dkey, line"
+            )
+            for key, group in itertools.groupby(cursor.fetchall(), key=lambda row: row[0]):
+                lines = [line for _, line in group]
+                shown = ", ".join(str(n) for n in lines[:10]) + (", …" if len(lines) > 10 else "")
+                shown_key = key.replace("\x1f", "/")
+                problems += [
+                    (line, self.keys[0], f"“{shown_key}” appears on several lines ({shown}).")
+                    for line in lines
+                ]
+            if self.expect:
+                cursor.execute(f"SELECT line, dkey FROM {resolved} WHERE err0 = 0 AND err = 1")
+                for line, key in cursor.fetchall():
+                    message = (
+                        f"“{key.replace(chr(31), '/')}” already exists."
+                        if self.expect == "new"
+                        else "No such row to update."
+                    )
+                    problems.append((line, self.keys[0], message))
+            cursor.execute(
+                "SELECT COALESCE(SUM(CASE WHEN err = 0 AND tid IS NULL THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN err = 0 AND changed = 1 THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN err = 0 AND tid IS NOT NULL AND changed = 0 "
+                "THEN 1 ELSE 0 END), 0), COALESCE(SUM(err), 0), COUNT(*) "
+                f"FROM {resolved}"
+            )
+            new, updated, unchanged, errors, total = cursor.fetchone()
+        counts = {
+            "new": int(new),
+            "updated": int(updated),
+            "unchanged": int(unchanged),
+            "errors": int(errors),
+            "total": int(total),
+        }
+        return problems, counts
+
+    def statuses(self) -> dict[str, list[int]]:
+        """The lines of the accepted rows: new, updated and unchanged (after ``check``)."""
+        out: dict[str, list[int]] = {"new": [], "updated": [], "unchanged": []}
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT line, CASE WHEN tid IS NULL THEN 'new' WHEN changed = 1 THEN 'updated' "
+                f"ELSE 'unchanged' END FROM {q(self.resolved)} WHERE err = 0"
+            )
+            for line, status in cursor.fetchall():
+                out[status].append(line)
+        return out
+
+    @staticmethod
+    def _not_found(value: Any, plural: str) -> str:
+        from campaigns.imports import not_found_message
+
+        return not_found_message(str(value).replace("\x1f", "/"), plural)
+
+    # Writing -----------------------------------------------------------------------------
+
+    def _value_sql(self, field: models.Field, now: datetime.datetime) -> tuple[str, list[Any]]:
+        """The SELECT expression giving a new row's value of ``field``."""
+        column = self.by_name.get(field.name)
+        if column is not None:
+            return (q(field.column) if column.is_ref else q(column.stage)), []
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            value: Any = now
+        else:
+            value = field.get_default()
+        value = field.get_db_prep_save(value, connection)
+        if connection.vendor == "postgresql":
+            return f"CAST(%s AS {field.db_type(connection)})", [value]
+        return "%s", [value]
+
+    def apply(self) -> int:
+        """Write the accepted rows (call inside the transaction that ran ``check``): new rows
+        inserted, changed rows updated, the rest left alone. Returns the rows written."""
+        meta = self.model._meta
+        table = q(meta.db_table)
+        now = timezone.now()
+        fields = [f for f in meta.concrete_fields if not f.primary_key]
+        insert_columns = ", ".join(q(f.column) for f in fields)
+        expressions, params = [], []
+        for field in fields:
+            sql, values = self._value_sql(field, now)
+            expressions.append(sql)
+            params += values
+        updates = [f for f in fields if f.name in self.by_name or getattr(f, "auto_now", False)]
+        resolved = q(self.resolved)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT COUNT(*) FROM {resolved} WHERE err = 0 AND (tid IS NULL OR changed = 1)"
+            )
+            expected = cursor.fetchone()[0]
+            written = 0
+            if updates:  # the rows found under their keys (checked under the kind's lock)
+                assignments = ", ".join(
+                    f"{q(f.column)} = {self._update_source(f)}" for f in updates
+                )
+                update_params = [
+                    connection.ops.adapt_datetimefield_value(now)
+                    for f in updates
+                    if f.name not in self.by_name
+                ]
+                cursor.execute(
+                    f"UPDATE {table} SET {assignments} FROM {resolved} r "
+                    f"WHERE {table}.id = r.tid AND r.err = 0 AND r.changed = 1",
+                    update_params,
+                )
+                written += cursor.rowcount
+            insert = (
+                f"INSERT INTO {table} ({insert_columns}) SELECT {', '.join(expressions)} "
+                f"FROM {resolved} WHERE err = 0 AND tid IS NULL ORDER BY line"
+            )
+            if self.kind != "subscriptions":  # a key inserted meanwhile outside imports
+                key = meta.get_field(self.keys[0]).column
+                assignments = ", ".join(f"{q(f.column)} = EXCLUDED.{q(f.column)}" for f in updates)
+                guard = ""
+                if self.allowed is not None:
+                    if self.resource.scope_path == "contact__entity":
+                        contact_table = q(meta.get_field("contact").related_model._meta.db_table)
+                        owner = (
+                            f"(SELECT entity_id FROM {contact_table} WHERE "
+                            f"{contact_table}.id = {table}.contact_id)"
+                        )
+                    else:
+                        owner = f"{table}.entity_id"
+                    guard = f" WHERE {self._in_allowed(owner)}"
+                insert += (
+                    f" ON CONFLICT ({q(key)}) DO UPDATE SET {assignments}{guard}"
+                    if assignments
+                    else f" ON CONFLICT ({q(key)}) DO NOTHING"
+                )
+            cursor.execute(insert, params)
+            written += cursor.rowcount
+        if written != expected:
+            raise ImportChanged(f"{expected - written} row(s) changed since the check.")
+        return written
+
+    def _update_source(self, field: models.Field) -> str:
+        column = self.by_name.get(field.name)
+        if column is None:
+            return "%s"  # auto_now
+        return f"r.{q(field.column) if column.is_ref else q(column.stage)}"
