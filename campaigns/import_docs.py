@@ -189,7 +189,14 @@ def kind_markdown(kind: str, label: str) -> list[str]:
             f"| `{field.column_name}` | {_cell(_type(field, model_field))} "
             f"| {_cell(_required(resource, field, model_field))} |"
         )
-    lines += ["", "Example (CSV):", "", "```csv", template_csv(kind).decode().strip(), "```"]
+    lines += [
+        "",
+        "Example (CSV):",
+        "",
+        "```csv",
+        template_csv(kind).decode().replace("\r\n", "\n").strip(),
+        "```",
+    ]
     return lines
 
 
