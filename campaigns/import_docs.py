@@ -111,7 +111,8 @@ EXAMPLES: dict[str, list[dict[str, str]]] = {
 
 UPDATE_NOTE = (
     "A row whose key exists updates that row: only the columns the file has are written "
-    "(a column left out of the file keeps its stored value), and a row equal to the stored "
+    "(a column left out of the file keeps its stored value, an empty cell writes the column's "
+    "default), and a row equal to the stored "
     "one is reported unchanged and not written. A new row gets the default of every column "
     "the file leaves out."
 )
@@ -156,7 +157,7 @@ def _required(resource: type[ScopedResource], field: Any, model_field: models.Fi
     if model_field.has_default():
         default = model_field.get_default()
         shown = "yes" if default is True else "no" if default is False else default
-        return f"no (new rows: {shown})"
+        return f"no (default: {shown})"
     if model_field.blank:
         return "no"
     return "yes"
