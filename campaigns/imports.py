@@ -90,6 +90,34 @@ class ScopedForeignKeyWidget(widgets.ForeignKeyWidget):
         return self._found[key]
 
 
+class YesNoWidget(widgets.BooleanWidget):
+    """A yes/no cell: the usual words of a CRM export in English or French, any case, or an
+    error naming the value. django-import-export's own widget reads any other word as *no*,
+    so a file saying "yes" would silently withdraw every contact's consent."""
+
+    TRUE_VALUES = ["1", "true", "yes", "y", "oui"]
+    FALSE_VALUES = ["0", "false", "no", "n", "non"]
+
+    def clean(self, value: Any, row: Any = None, **kwargs: Any) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):  # an XLSX number cell
+            if value in (0, 1):
+                return bool(value)
+        else:
+            text = str(value).strip().lower()
+            if text in ("", "null", "none"):
+                return None
+            if text in self.TRUE_VALUES:
+                return True
+            if text in self.FALSE_VALUES:
+                return False
+        raise ValueError(
+            f"“{value}” is not a yes/no value: use {'/'.join(self.TRUE_VALUES)} for yes, "
+            f"{'/'.join(self.FALSE_VALUES)} for no (any case)."
+        )
+
+
 class KeyLoader(ModelInstanceLoader):
     """Finds the row under a key made of several columns; a reference in the key that is not
     found means no row, and the field itself then reports it."""
@@ -124,6 +152,8 @@ class ScopedResource(resources.ModelResource):
         for field in self.fields.values():  # each resource has its own copy of its fields
             if isinstance(field.widget, ScopedForeignKeyWidget):
                 field.widget.resource = self
+            elif type(field.widget) is widgets.BooleanWidget:
+                field.widget = YesNoWidget(coerce_to_string=field.widget.coerce_to_string)
 
     def allowed_entities(self) -> set[int] | None:
         """The ids of the entities rows may belong to; None: any."""

@@ -131,7 +131,10 @@ class Column:
             clean = field.widget.clean
 
             def boolean(raw: Any) -> Any:
-                value = clean(raw)
+                try:
+                    value = clean(raw)
+                except ValueError:  # not a yes/no word: the exact path words the error
+                    raise _Bad from None
                 return default if value is None else value
 
             return boolean

@@ -238,3 +238,25 @@ def test_a_null_character_is_refused_with_its_field(org):
     job = job_for(HEADER + "C1,A\x00nn,A,,STORE_A,1,\n")
     assert report(job) == [["2", "first_name", "Null characters are not allowed."]]
     assert not Contact.objects.exists()
+
+
+def test_yes_no_cells_take_the_usual_words_and_refuse_the_others(org, admin_user):
+    job = job_for(
+        "external_id,entity,email_consent,sms_consent,blocklisted\n"
+        "Y1,STORE_A,yes,Non,TRUE\n"
+        "Y2,STORE_A,maybe,0,no\n"
+    )
+    assert report(job) == [
+        ["3", "email_consent",
+         "“maybe” is not a yes/no value: use 1/true/yes/y/oui for yes, 0/false/no/n/non for no "
+         "(any case)."],
+    ]  # fmt: skip
+    assert not Contact.objects.exists()  # nothing is written while a row is wrong
+    result = imports.import_rows(
+        kind="contacts", actor=admin_user,
+        rows=[{"external_id": "Y1", "entity": "STORE_A", "email_consent": "Yes",
+               "sms_consent": "non", "blocklisted": 1}],
+    )  # fmt: skip
+    assert not result.get("errors"), result
+    contact = Contact.objects.get(external_id="Y1")
+    assert (contact.email_consent, contact.sms_consent, contact.blocklisted) == (True, False, True)
