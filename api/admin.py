@@ -11,7 +11,7 @@ from api.choices import WebhookEvent
 from api.models import ApiToken, WebhookDelivery, WebhookEndpoint
 from api.services import revoke_token
 from portal import services as portal_services
-from portal.admin_mixins import AuditLogInline, ReadOnlyAdminMixin
+from portal.admin_mixins import AuditLogInline, BoundedJSONAdminMixin, ReadOnlyAdminMixin
 from portal.exceptions import DomainError
 
 
@@ -60,7 +60,7 @@ def _show_secret(request: HttpRequest, endpoint: WebhookEndpoint) -> None:
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(BoundedJSONAdminMixin, admin.ModelAdmin):
     """Central admins register the URLs that receive signed events. The signing secret is
     generated here and shown once; private and loopback addresses are refused (SSRF)."""
 
