@@ -46,6 +46,9 @@ from portal import services as portal_services
 
 # The Message-ID the sending code sets: <d{delivery id}.m{message id}@{SITE_URL host}>.
 OUR_MESSAGE_ID = re.compile(r"<?\s*d(\d{1,18})\.m(\d{1,18})@[^>\s]+\s*>?")
+# The kind of a provider's delivery notification (the receiving server accepted the message):
+# not a bounce kind, no ProviderEvent, only a "delivered" engagement event.
+DELIVERED = "delivered"
 SENT_STATUSES = (MessageStatus.SENT, MessageStatus.IN_DOUBT, MessageStatus.IN_FLIGHT)
 
 
@@ -209,10 +212,32 @@ def record(report: Report) -> Outcome:
     return Outcome(event, True)
 
 
+def record_delivered(report: Report) -> bool:
+    """Record a provider's delivery notification as a ``delivered`` engagement event of the
+    message it matches (matched like a bounce: our Message-ID first). One that matches none
+    of our messages is ignored, and a replay (same provider and event id) records nothing.
+    Returns whether an event was recorded."""
+    event_id = _event_id(report.event_id)
+    if not event_id:
+        raise ValueError("A provider event needs an id.")
+    ref = f"{report.provider}:{event_id}"
+    if len(ref) > 100:  # the event's ref column
+        ref = f"{report.provider}:{hashlib.sha256(event_id.encode()).hexdigest()}"
+    message = match(report)
+    if message is None:
+        return False
+    return record_event(message, DELIVERED, at=report.at, ref=ref) is not None
+
+
 def record_all(reports: list[Report]) -> dict[str, int]:
-    """Record several reports; the counts of new, replayed and unmatched ones."""
-    counts = {"recorded": 0, "replayed": 0, "unmatched": 0}
+    """Record several reports; the counts of new, replayed and unmatched bounces and
+    complaints, and of delivery notifications recorded (``delivered``: unmatched ones and
+    replays are not counted)."""
+    counts = {"recorded": 0, "replayed": 0, "unmatched": 0, "delivered": 0}
     for report in reports:
+        if report.kind == DELIVERED:
+            counts["delivered"] += record_delivered(report)
+            continue
         outcome = record(report)
         counts["recorded" if outcome.created else "replayed"] += 1
         counts["unmatched"] += outcome.created and outcome.event.unmatched

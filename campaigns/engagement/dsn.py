@@ -232,7 +232,8 @@ def poll_mailbox(url: str | None = None) -> dict[str, int]:
             counts["mails"] += 1
             found = reports(raw)
             for key, value in bounces.record_all(found).items():
-                counts[key] += value
+                if key in counts:  # a DSN reports no deliveries ("delivered": 0)
+                    counts[key] += value
             counts["reports"] += len(found)
             if found and settings.DELIVERY_BOUNCE_IMAP_DELETE:
                 connection.uid("STORE", uid, "+FLAGS", "(\\Deleted)")

@@ -14,8 +14,12 @@
   ``/webhooks/bounces/postmark/<token>/``): ``DELIVERY_BOUNCE_POSTMARK_TOKEN``.
 
 A provider whose secret is not set answers 404; a bad or missing signature 403 (logged); a
-malformed body 400; events that are not bounces or complaints are acknowledged and ignored;
-a bounce that matches none of our messages is recorded as unmatched (200).
+malformed body 400; a bounce that matches none of our messages is recorded as unmatched
+(200). Delivery notifications (SES ``Delivery``, SendGrid ``delivered``, Mailgun
+``delivered``, Postmark ``Delivery``: the recipient's server accepted the message) record a
+``delivered`` engagement event of the message they match, once per provider event id; one
+matching none of our messages is ignored (200). Other events (deferred, open, click…) are
+acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -225,8 +229,8 @@ def ses_reports(notification: Any, sns_id: str) -> list[Report]:
     if not isinstance(notification, dict):
         raise Malformed("the SNS Message is not a JSON object")
     kind = notification.get("notificationType") or notification.get("eventType")
-    if kind not in ("Bounce", "Complaint"):
-        return []  # deliveries, sends, opens…: not ours to record here
+    if kind not in ("Bounce", "Complaint", "Delivery"):
+        return []  # sends, opens…: not ours to record here
     mail = notification.get("mail")
     mail = mail if isinstance(mail, dict) else {}
     headers = _ses_headers(mail)
@@ -234,6 +238,21 @@ def ses_reports(notification: Any, sns_id: str) -> list[Report]:
     message_id = headers.get("message-id") or str(common.get("messageId") or "")
     delivery_id = _delivery_id(headers.get("x-portal-delivery"))
     reference = str(mail.get("messageId") or "")
+    if kind == "Delivery":
+        body = notification.get("delivery")
+        if not isinstance(body, dict) or not isinstance(body.get("recipients"), list):
+            raise Malformed("a Delivery notification needs delivery.recipients")
+        # One delivery per recipient of one SES message: the id holds across SNS retries.
+        mail_id = reference or sns_id
+        return [
+            Report(
+                provider=BounceProvider.SES,
+                event_id=f"{mail_id}:delivered:{_text(address, 'recipients').lower()}",
+                kind=bounces.DELIVERED, recipient=address, message_id=message_id,
+                delivery_id=delivery_id, reference=reference, at=_when(body.get("timestamp")),
+            )
+            for address in body["recipients"]
+        ]  # fmt: skip
     if kind == "Bounce":
         body = notification.get("bounce")
         if not isinstance(body, dict) or not isinstance(body.get("bouncedRecipients"), list):
@@ -348,10 +367,12 @@ def sendgrid_reports(events: Any) -> list[Report]:
         if not isinstance(event, dict):
             raise Malformed("each event must be an object")
         name = event.get("event")
-        if name not in ("bounce", "spamreport"):
-            continue  # delivered, deferred, open, click, dropped…
+        if name not in ("bounce", "spamreport", "delivered"):
+            continue  # deferred, open, click, dropped…
         address = _text(event.get("email"), "email")
-        if name == "spamreport":
+        if name == "delivered":
+            kind = bounces.DELIVERED
+        elif name == "spamreport":
             kind = BounceKind.COMPLAINT
         else:
             kind = BounceKind.SOFT if event.get("type") == "blocked" else BounceKind.HARD
@@ -410,6 +431,8 @@ def mailgun_reports(payload: dict[str, Any]) -> list[Report]:
         kind = BounceKind.COMPLAINT
     elif name == "failed":
         kind = BounceKind.HARD if data.get("severity") == "permanent" else BounceKind.SOFT
+    elif name == "delivered":
+        kind = bounces.DELIVERED
     else:
         return []
     message = data.get("message") if isinstance(data.get("message"), dict) else {}
@@ -477,8 +500,10 @@ def postmark_reports(payload: Any) -> list[Report]:
         kind = BounceKind.HARD
     elif record_type == "Bounce" and kind_name in POSTMARK_SOFT:
         kind = BounceKind.SOFT
+    elif record_type == "Delivery":
+        return [postmark_delivery(payload)]
     else:
-        return []  # deliveries, opens, auto-replies…
+        return []  # opens, clicks, auto-replies…
     content = payload.get("Content")
     message_id = ""
     if isinstance(content, str) and content:
@@ -494,6 +519,23 @@ def postmark_reports(payload: Any) -> list[Report]:
             at=_when(payload.get("BouncedAt")),
         )
     ]  # fmt: skip
+
+
+def postmark_delivery(payload: dict[str, Any]) -> Report:
+    """A Postmark Delivery webhook: no event id nor our Message-ID in it; one delivery per
+    Postmark message and recipient, matched by recipient (and delivery, from the metadata)."""
+    recipient = _text(payload.get("Recipient"), "Recipient")
+    reference = _text(payload.get("MessageID"), "MessageID")
+    metadata = payload.get("Metadata") if isinstance(payload.get("Metadata"), dict) else {}
+    return Report(
+        provider=BounceProvider.POSTMARK,
+        event_id=f"{reference}:delivered:{recipient.lower()}",
+        kind=bounces.DELIVERED,
+        recipient=recipient,
+        reference=reference,
+        delivery_id=_delivery_id(metadata.get("portal_delivery")),
+        at=_when(payload.get("DeliveredAt")),
+    )
 
 
 def handle_postmark(request: HttpRequest, token: str | None = None) -> dict[str, Any]:

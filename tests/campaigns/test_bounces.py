@@ -24,6 +24,8 @@ from campaigns.models import Contact, Delivery, Message, ProviderEvent, Quaranti
 from portal.models import AuditLog
 
 DOMAIN = "portal.example.com"
+# One bounce recorded (the counts also say how many delivery notifications were: none).
+ONE = {"recorded": 1, "replayed": 0, "delivered": 0}
 
 
 @pytest.fixture
@@ -622,7 +624,7 @@ def test_postmark_soft_and_other_records(client, postmark, delivery, alice, sett
     post_postmark(client, postmark_bounce(message, kind="SoftBounce", bounce_id=1), auth=auth)
     other = postmark_bounce(message, kind="AutoResponder", bounce_id=2)
     assert post_postmark(client, other, auth=auth).json() == {
-        "recorded": 0, "replayed": 0, "unmatched": 0}  # fmt: skip
+        "recorded": 0, "replayed": 0, "unmatched": 0, "delivered": 0}  # fmt: skip
     assert list(ProviderEvent.objects.values_list("kind", flat=True)) == ["bounce_soft"]
     assert post_postmark(client, [1], auth=auth).status_code == 400
     settings.DELIVERY_BOUNCE_POSTMARK_TOKEN = ""
@@ -754,8 +756,13 @@ def test_a_dsn_matched_by_message_id_quarantines_once(delivery, alice):
     raw = postfix_dsn(message_id(message), recipient=alice.email)
     [one] = dsn.reports(raw)
     assert one.event_id == "<20261202025901.1A2B3C@mx.portal.example.com>:alice@example.com"
-    assert bounces.record_all(dsn.reports(raw)) == {"recorded": 1, "replayed": 0, "unmatched": 0}
-    assert bounces.record_all(dsn.reports(raw)) == {"recorded": 0, "replayed": 1, "unmatched": 0}
+    assert bounces.record_all(dsn.reports(raw)) == {**ONE, "unmatched": 0}
+    assert bounces.record_all(dsn.reports(raw)) == {
+        "recorded": 0,
+        "replayed": 1,
+        "unmatched": 0,
+        "delivered": 0,
+    }
     event = ProviderEvent.objects.get()
     assert event.provider == "dsn" and event.message == message and event.quarantined
     assert event.at == datetime(2026, 12, 2, 2, 59, 1, tzinfo=UTC)
@@ -764,7 +771,7 @@ def test_a_dsn_matched_by_message_id_quarantines_once(delivery, alice):
 def test_a_dsn_that_does_not_name_our_message_is_not_matched_by_recipient(delivery, alice):
     sent(delivery, alice)
     raw = postfix_dsn("<someone-else@example.org>", recipient=alice.email)
-    assert bounces.record_all(dsn.reports(raw)) == {"recorded": 1, "replayed": 0, "unmatched": 1}
+    assert bounces.record_all(dsn.reports(raw)) == {**ONE, "unmatched": 1}
     assert not Quarantine.objects.exists()
 
 
@@ -857,3 +864,143 @@ def test_a_bad_mailbox_url_names_the_setting():
 
     with pytest.raises(ImproperlyConfigured, match="DELIVERY_BOUNCE_IMAP_URL"):
         dsn.mailbox("https://imap.example.com")
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery notifications: the "delivered" figure
+# --------------------------------------------------------------------------------------------
+
+
+def delivered_events(message=None):
+    from campaigns.models import Event
+
+    events = Event.objects.filter(kind=1)  # EventKind.DELIVERED
+    return events.filter(message=message) if message else events
+
+
+def ses_delivery(message, *, mail_id="ses-0001", recipient=None, headers=True):
+    return {
+        "notificationType": "Delivery",
+        "mail": {"messageId": mail_id, "headers": [
+            {"name": "Message-ID", "value": message_id(message)},
+            {"name": "X-Portal-Delivery", "value": str(message.delivery_id)},
+        ] if headers else []},
+        "delivery": {"timestamp": "2026-12-02T03:00:01.000Z", "processingTimeMillis": 512,
+                     "recipients": [recipient or message.address],
+                     "smtpResponse": "250 2.6.0 Message received"},
+    }  # fmt: skip
+
+
+def test_a_signed_ses_delivery_records_one_delivered_event(client, sns, sns_key, delivery, alice):
+    message = sent(delivery, alice)
+    payload = signed_sns(
+        sns_key[0], {"Type": "Notification", "Message": json.dumps(ses_delivery(message))}
+    )
+    response = post_sns(client, payload)
+    assert response.status_code == 200
+    assert response.json() == {"recorded": 0, "replayed": 0, "unmatched": 0, "delivered": 1}
+    event = delivered_events().get()
+    assert (event.message_id, event.delivery_id, event.entity_id) == (
+        message.pk, delivery.pk, alice.entity_id)  # fmt: skip
+    assert event.ref == "ses:ses-0001:delivered:alice@example.com"
+    assert event.at == datetime(2026, 12, 2, 3, 0, 1, tzinfo=UTC)
+    # A replay (SNS retries) records nothing more; a delivery is no bounce: no quarantine.
+    assert post_sns(client, payload).json()["delivered"] == 0
+    assert delivered_events().count() == 1
+    assert not ProviderEvent.objects.exists() and not Quarantine.objects.exists()
+
+
+def test_an_ses_delivery_of_a_strangers_message_is_ignored(client, sns, sns_key, delivery, alice):
+    sent(delivery, alice)
+    notification = ses_delivery(sent(delivery, alice, secondary_id=1), headers=False,
+                                recipient="stranger@example.org")  # fmt: skip
+    payload = signed_sns(sns_key[0], {"Type": "Notification", "Message": json.dumps(notification)})
+    response = post_sns(client, payload)
+    assert response.status_code == 200 and response.json()["delivered"] == 0
+    assert not delivered_events().exists() and not ProviderEvent.objects.exists()
+
+
+def test_an_ses_delivery_without_recipients_is_a_400(client, sns, sns_key, delivery, alice):
+    notification = {**ses_delivery(sent(delivery, alice)), "delivery": {"timestamp": "x"}}
+    payload = signed_sns(sns_key[0], {"Type": "Notification", "Message": json.dumps(notification)})
+    assert post_sns(client, payload).status_code == 400
+    assert not delivered_events().exists()
+
+
+def test_a_sendgrid_delivered_event_records_delivered_beside_the_bounce(
+    client, sendgrid, sendgrid_key, delivery, alice
+):
+    message = sent(delivery, alice)
+    events = sendgrid_events(message)
+    response = post_sendgrid(client, sendgrid_key, events)
+    assert response.json() == {"recorded": 2, "replayed": 0, "unmatched": 0, "delivered": 1}
+    assert delivered_events(message).get().ref == "sendgrid:ev-0"
+    assert post_sendgrid(client, sendgrid_key, events[:1]).json()["delivered"] == 0  # replay
+    stranger = {**events[0], "email": "nobody@example.org", "smtp-id": "<x@elsewhere>",
+                "sg_event_id": "ev-9"}  # fmt: skip
+    response = post_sendgrid(client, sendgrid_key, [stranger])
+    assert response.status_code == 200 and response.json()["delivered"] == 0
+    assert delivered_events().count() == 1
+
+
+def test_a_forged_delivery_notification_records_nothing(client, sendgrid, sendgrid_key, delivery,
+                                                        alice):  # fmt: skip
+    message = sent(delivery, alice)
+    forged = ec.generate_private_key(ec.SECP256R1())
+    assert post_sendgrid(client, forged, sendgrid_events(message)[:1]).status_code == 403
+    assert not delivered_events().exists()
+
+
+def test_a_mailgun_delivered_event_records_delivered_once(client, mailgun, delivery, alice):
+    message = sent(delivery, alice)
+    payload = mailgun_payload(message, event="delivered", severity="")
+    assert post_mailgun(client, payload).json()["delivered"] == 1
+    assert post_mailgun(client, payload).json()["delivered"] == 0
+    assert delivered_events(message).get().ref == "mailgun:mg-delivered-"
+    assert not ProviderEvent.objects.exists() and not Quarantine.objects.exists()
+
+
+def postmark_delivery(message, *, recipient=None, postmark_id="pm-883953f4"):
+    return {"RecordType": "Delivery", "ServerID": 23, "MessageStream": "outbound",
+            "MessageID": postmark_id, "Recipient": recipient or message.address, "Tag": "",
+            "DeliveredAt": "2026-12-02T03:00:02.9070259Z", "Details": "smtp;250 2.0.0 OK",
+            "Metadata": {"portal_delivery": str(message.delivery_id)}}  # fmt: skip
+
+
+def test_a_postmark_delivery_webhook_records_delivered_once(client, postmark, delivery, alice):
+    message = sent(delivery, alice)
+    auth = f"postmark:{POSTMARK_TOKEN}"
+    payload = postmark_delivery(message)
+    assert post_postmark(client, payload, auth=auth).json()["delivered"] == 1
+    assert post_postmark(client, payload, token=POSTMARK_TOKEN).json()["delivered"] == 0
+    event = delivered_events(message).get()
+    assert event.ref == "postmark:pm-883953f4:delivered:alice@example.com"
+    stranger = postmark_delivery(message, recipient="nobody@example.org", postmark_id="pm-2")
+    assert post_postmark(client, stranger, auth=auth).status_code == 200
+    assert delivered_events().count() == 1
+    assert post_postmark(client, {"RecordType": "Delivery"}, auth=auth).status_code == 400
+
+
+def test_the_delivered_figure_adds_up_across_providers(
+    client, sns, sns_key, sendgrid, sendgrid_key, mailgun, postmark, delivery, alice, org
+):
+    people = [alice] + [
+        Contact.objects.create(external_id=f"C{i}", entity=org.store_a,
+                               email=f"c{i}@example.com", email_consent=True)
+        for i in range(4)
+    ]  # fmt: skip
+    messages = [sent(delivery, person, secondary_id=i) for i, person in enumerate(people)]
+    ses = signed_sns(sns_key[0], {"Type": "Notification", "MessageId": "sns-1",
+                                  "Message": json.dumps(ses_delivery(messages[0]))})  # fmt: skip
+    post_sns(client, ses)
+    post_sns(client, ses)
+    post_sendgrid(client, sendgrid_key, sendgrid_events(messages[1])[:1])
+    # Two providers reporting the same message delivered: one delivered message.
+    post_mailgun(client, mailgun_payload(messages[2], event="delivered", severity=""))
+    post_postmark(client, postmark_delivery(messages[2]), auth=f"postmark:{POSTMARK_TOKEN}")
+    post_postmark(client, postmark_delivery(messages[3], postmark_id="pm-3"),
+                  token=POSTMARK_TOKEN)  # fmt: skip
+    # messages[4] was accepted by the SMTP server only: not delivered.
+    figures = reports.engagement(delivery)
+    assert (figures.sent, figures.delivered) == (5, 4)
+    assert delivered_events().count() == 5
