@@ -17,7 +17,7 @@ from django.db.models import Case, F, Q, QuerySet, When
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from import_export import fields, resources
 
 from campaigns import imports, services
@@ -646,6 +646,18 @@ class SavedQueryAdmin(BoundedJSONAdminMixin, EntityScopedAdminMixin, admin.Model
         super().save_model(request, obj, form, change)
 
 
+def template_help() -> str:
+    """The import kinds' template files (CSV and XLSX), linked under the admin's kind field."""
+    from campaigns.views import template_links
+
+    links = format_html_join(
+        "; ",
+        '{}: <a href="{}" download>CSV</a>, <a href="{}" download>XLSX</a>',
+        ((t["label"], t["csv"], t["xlsx"]) for t in template_links()),
+    )
+    return format_html("Templates (header line and example rows): {}.", links)
+
+
 class ImportJobForm(forms.ModelForm):
     class Meta:
         model = ImportJob
@@ -659,6 +671,8 @@ class ImportJobForm(forms.ModelForm):
             self.fields["entity"].required = not is_central_user(user)
         if "file" in self.fields:
             self.fields["file"].help_text = imports.upload_help()
+        if "kind" in self.fields:
+            self.fields["kind"].help_text = template_help()
 
     def clean_file(self):  # type: ignore[no-untyped-def]
         return imports.validate_upload(self.cleaned_data["file"])

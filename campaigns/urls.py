@@ -43,4 +43,9 @@ urlpatterns = [
     path("audience/imports/", views.import_create, name="import_create"),
     path("audience/imports/<int:pk>/", views.import_detail, name="import_detail"),
     path("audience/imports/<int:pk>/report/", views.import_report, name="import_report"),
+    path(
+        "audience/imports/templates/<slug:kind>.<slug:file_format>",
+        views.import_template,
+        name="import_template",
+    ),
 ]

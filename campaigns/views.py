@@ -21,7 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from campaigns import imports, services, targeting
+from campaigns import import_docs, imports, services, targeting
 from campaigns.choices import CampaignKind, Dimension, ImportKind
 from campaigns.delivery import reports
 from campaigns.models import Campaign, Contact, ImportJob, LocalApproval, SavedQuery
@@ -319,6 +319,33 @@ def import_report(request: HttpRequest, pk: int) -> HttpResponse:
     return file_response(job.error_report.name, f"import-{job.pk}-errors.csv")
 
 
+@login_required
+def import_template(request: HttpRequest, kind: str, file_format: str) -> HttpResponse:
+    """A kind's template file: the header line and example rows (no data of anyone's)."""
+    try:
+        content = import_docs.template(kind, file_format)
+    except KeyError:
+        raise Http404 from None
+    response = HttpResponse(content, content_type=import_docs.FORMATS[file_format])
+    response["Content-Disposition"] = f'attachment; filename="{kind}-template.{file_format}"'
+    return response
+
+
+def template_links() -> list[dict[str, str]]:
+    """The import kinds with their template files' addresses (import pages, admin)."""
+    return [
+        {
+            "kind": kind,
+            "label": label,
+            **{
+                file_format: reverse("campaigns:import_template", args=[kind, file_format])
+                for file_format in import_docs.FORMATS
+            },
+        }
+        for kind, label in ImportKind.choices
+    ]
+
+
 class ImportForm(forms.Form):
     kind = forms.ChoiceField(choices=ImportKind.choices, label="What the file holds")
     file = forms.FileField(help_text="CSV (UTF-8, header line) or XLSX.")
@@ -416,7 +443,12 @@ def import_create(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "campaigns/import_form.html",
-        {"form": form, "jobs": jobs, "kept_upload": reference if kept else ""},
+        {
+            "form": form,
+            "jobs": jobs,
+            "kept_upload": reference if kept else "",
+            "templates": template_links(),
+        },
     )
 
 
