@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api import bulk, filters
+from api import filters
 from api import serializers as s
 from api.models import ApiToken
 from api.problems import BodyLimitMixin, ProblemValidationError
@@ -200,7 +200,8 @@ class AudienceViewSet(
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
         """Upsert up to API_BULK_MAX_ROWS rows keyed by their natural key, all or nothing
-        (unless ``import_valid_rows``); the same rows again change nothing."""
+        (unless ``import_valid_rows``); the same rows again change nothing. Every kind takes
+        the import's set-based write path (``imports.import_rows`` → ``campaigns.staging``)."""
         payload = s.BulkSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -214,12 +215,7 @@ class AudienceViewSet(
             self._refuse({"problems": problems}, prefix="rows")
         entity = self._scope(data.get("entity"))
         options = {"import_valid_rows": data["import_valid_rows"], "dry_run": data["dry_run"]}
-        if self.kind == ImportKind.CONTACTS:
-            result = bulk.upsert_contacts(
-                rows=data["rows"], actor=request.user, entity=entity, **options
-            )
-        else:
-            result = self._import(data["rows"], entity=entity, **options)
+        result = self._import(data["rows"], entity=entity, **options)
         if result["problems"] and not data["import_valid_rows"] and not data["dry_run"]:
             self._refuse(result, prefix="rows")
         result["problems"] = [

@@ -1,5 +1,6 @@
-"""The set-based contact upsert of the API answers exactly what the import answers for the
-same rows (counts, problems and their messages), and writes all or nothing."""
+"""The API's bulk upsert takes the import's one write path (``imports.import_rows`` over
+``campaigns.staging``) for every kind: per-row problems in the import's form, all or nothing
+by default, idempotent, scoped to the token's entity."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from unittest import mock
 import pytest
 from rest_framework.test import APIClient
 
-from api import bulk
 from api.services import create_token
-from campaigns import imports
-from campaigns.choices import ImportKind
-from campaigns.models import Contact
+from campaigns import imports, staging
+from campaigns.models import Booking, Contact, Store
 from tests.factories import EntityFactory
 
 pytestmark = pytest.mark.django_db
@@ -23,6 +22,10 @@ def client_for(user):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     return client
+
+
+def post(client, kind, rows, **options):
+    return client.post(f"/api/v1/{kind}/bulk/", {"rows": rows, **options}, "json")
 
 
 MIXED = [
@@ -46,31 +49,34 @@ def contacts(org):
     Contact.objects.create(external_id="B1", entity=org.store_b, first_name="Bee")
 
 
-@pytest.mark.parametrize("actor,entity", [("operator_a", "store_a"), ("marketer", None)])
-def test_it_answers_what_the_import_answers(org, contacts, actor, entity):
-    user, scope = getattr(org, actor), getattr(org, entity) if entity else None
-    rows = [dict(row) for row in MIXED]
-    expected = imports.import_rows(
-        kind=ImportKind.CONTACTS, rows=[dict(r) for r in rows], actor=user, entity=scope,
-        dry_run=True,
-    )  # fmt: skip
-    got = bulk.upsert_contacts(rows=rows, actor=user, entity=scope, dry_run=True)
-    assert got == expected
-    assert got["errors"] >= 5 and not got["written"]
-    messages = {(row, field) for row, field, _ in got["problems"]}
-    assert (1, "email") in messages and (1, "birth_date") in messages
-    assert (2, "first_name") in messages and (3, "entity") in messages
-    assert (5, "external_id") in messages and (6, "external_id") in messages
-    assert ((4, "external_id") in messages) == (actor == "operator_a")  # B1 is store B's
+def test_every_bad_row_is_reported_with_its_field_and_nothing_is_written(org, contacts):
+    response = post(client_for(org.operator_a), "contacts", MIXED)
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    found = {(error["row"], error["field"]) for error in errors}
+    assert {(1, "email"), (1, "birth_date"), (2, "first_name")} <= found
+    assert {(3, "entity"), (4, "external_id"), (5, "external_id"), (6, "external_id")} <= found
+    assert all(error["path"] == f"rows/{error['row']}/{error['field']}" for error in errors)
+    assert not {row for row, _ in found} & {0, 7, 8, 9}
+    assert "NOPE" in next(e["message"] for e in errors if (e["row"], e["field"]) == (3, "entity"))
+    assert Contact.objects.count() == 3
+    assert Contact.objects.get(external_id="A1").last_name == "Before"
+    assert imports.staging.staging_tables() == []
 
 
-def test_a_central_row_without_entity_is_refused_like_the_import(org):
-    rows = [{"external_id": "C1", "email": "c1@example.com"}]
-    expected = imports.import_rows(
-        kind=ImportKind.CONTACTS, rows=[dict(rows[0])], actor=org.marketer, dry_run=True
-    )
-    got = bulk.upsert_contacts(rows=rows, actor=org.marketer)
-    assert got["problems"] == expected["problems"] == [(0, "entity", got["problems"][0][2])]
+def test_another_stores_key_is_refused_for_a_store_token_only(org, contacts):
+    rows = [{"external_id": "B1", "first_name": "Stolen"}]
+    store = post(client_for(org.operator_a), "contacts", rows, dry_run=True).json()
+    assert [(p["row"], p["field"]) for p in store["problems"]] == [(0, "external_id")]
+    central = post(client_for(org.marketer), "contacts", rows, dry_run=True).json()
+    assert central["problems"] == [] and central["updated"] == 1 and not central["written"]
+    assert Contact.objects.get(external_id="B1").first_name == "Bee"
+
+
+def test_a_central_row_without_entity_is_refused(org):
+    response = post(client_for(org.marketer), "contacts", [{"external_id": "C1"}])
+    assert response.status_code == 400
+    assert [(e["row"], e["field"]) for e in response.json()["errors"]] == [(0, "entity")]
     assert not Contact.objects.exists()
 
 
@@ -81,7 +87,8 @@ def test_it_writes_new_and_changed_rows_and_leaves_the_rest(org, contacts):
         {"external_id": "A1", "last_name": "Changed", "language": "fr"},
         {"external_id": "A2", "last_name": "Same"},
     ]
-    result = bulk.upsert_contacts(rows=rows, actor=org.operator_a, entity=org.store_a)
+    client = client_for(org.operator_a)
+    result = post(client, "contacts", rows).json()
     assert (result["new"], result["updated"], result["unchanged"]) == (1, 1, 1)
     assert result["written"] and result["problems"] == []
     new = Contact.objects.get(external_id="N1")
@@ -90,36 +97,71 @@ def test_it_writes_new_and_changed_rows_and_leaves_the_rest(org, contacts):
     changed = Contact.objects.get(external_id="A1")
     assert (changed.last_name, changed.language) == ("Changed", "fr")
     assert Contact.objects.get(external_id="A2").updated_at == before
-    again = bulk.upsert_contacts(rows=rows, actor=org.operator_a, entity=org.store_a)
+    again = post(client, "contacts", rows).json()
     assert (again["new"], again["updated"], again["unchanged"]) == (0, 0, 3)
+    assert Contact.objects.count() == 4
 
 
 def test_one_bad_row_writes_nothing_unless_asked(org, contacts):
+    client = client_for(org.operator_a)
     rows = [{"external_id": "A1", "last_name": "New"}, {"external_id": "X", "email": "bad"}]
-    refused = bulk.upsert_contacts(rows=rows, actor=org.operator_a, entity=org.store_a)
-    assert not refused["written"] and refused["errors"] == 1
+    assert post(client, "contacts", rows).status_code == 400
     assert Contact.objects.get(external_id="A1").last_name == "Before"
-    partial = bulk.upsert_contacts(
-        rows=rows, actor=org.operator_a, entity=org.store_a, import_valid_rows=True
-    )
-    assert partial["written"] and partial["updated"] == 1
+    partial = post(client, "contacts", rows, import_valid_rows=True).json()
+    assert partial["written"] and partial["updated"] == 1 and partial["errors"] == 1
+    assert [(p["row"], p["field"]) for p in partial["problems"]] == [(1, "email")]
     assert Contact.objects.get(external_id="A1").last_name == "New"
     assert not Contact.objects.filter(external_id="X").exists()
 
 
-def test_a_key_inserted_meanwhile_refuses_everything(org, contacts):
-    rows = [{"external_id": "A1", "last_name": "Lost"}, {"external_id": "B1"}]
-    real = bulk._existing
+def test_a_key_taken_by_another_store_meanwhile_refuses_everything(org, contacts):
+    real = staging.StagedImport.apply
 
-    def stale(keys, *, lock):  # as if B1 did not exist yet when the rows were read
-        return {k: v for k, v in real(keys, lock=lock).items() if k != "B1"}
+    def late(stage):  # another store's contact appears between the check and the write
+        Contact.objects.create(external_id="N9", entity=org.store_b, first_name="Theirs")
+        return real(stage)
 
-    with mock.patch.object(bulk, "_existing", stale):
-        result = bulk.upsert_contacts(rows=rows, actor=org.marketer, entity=org.store_a)
-    assert not result["written"]
-    assert result["problems"] == [(1, "", imports.CHANGED_MESSAGE)]
+    rows = [{"external_id": "A1", "last_name": "Lost"}, {"external_id": "N9", "last_name": "Mine"}]
+    with mock.patch.object(staging.StagedImport, "apply", late):
+        response = post(client_for(org.operator_a), "contacts", rows)
+    assert response.status_code == 400
+    assert {(e["row"], e["message"]) for e in response.json()["errors"]} == {
+        (0, imports.CHANGED_MESSAGE),
+        (1, imports.CHANGED_MESSAGE),
+    }
     assert Contact.objects.get(external_id="A1").last_name == "Before"
-    assert Contact.objects.get(external_id="B1").entity == org.store_b
+    assert not Contact.objects.filter(external_id="N9").exists()  # rolled back with the rest
+
+
+def test_the_other_kinds_take_the_same_path(org, contacts):
+    stores = [{"code": "S1", "name": "Shop", "entity": "STORE_A"}, {"code": "S2", "name": "Two"}]
+    refused = post(client_for(org.marketer), "stores", stores)
+    assert [(e["row"], e["field"]) for e in refused.json()["errors"]] == [(1, "entity")]
+    assert post(client_for(org.marketer), "stores", stores[:1]).json()["new"] == 1
+    client = client_for(org.marketer)
+    bookings = [
+        {
+            "reference": "K1",
+            "contact": "A1",
+            "store": "S1",
+            "product": "Cruise",
+            "booking_date": "2026-01-02",
+        },
+        {
+            "reference": "K2",
+            "contact": "B1",
+            "store": "S1",
+            "product": "Cruise",
+            "booking_date": "2026-01-02",
+        },
+    ]
+    refused = post(client, "bookings", bookings, entity="STORE_A")  # as store A
+    assert refused.status_code == 400
+    assert [(e["row"], e["field"]) for e in refused.json()["errors"]] == [(1, "contact")]
+    assert not Booking.objects.exists()
+    assert post(client, "bookings", bookings[:1], entity="STORE_A").json()["new"] == 1
+    assert post(client, "bookings", bookings[:1], entity="STORE_A").json()["unchanged"] == 1
+    assert set(Store.objects.values_list("entity__code", flat=True)) == {"STORE_A"}
 
 
 def test_the_api_bulk_path_refuses_bad_shapes_per_row(org):
