@@ -16,6 +16,7 @@ NOT_PAGES = {
     "campaigns:delivery_action",
     "campaigns:audience_count",
     "campaigns:import_report",
+    "campaigns:import_template",
     "campaigns:canvas_graph",
     "campaigns:canvas_save",
     "campaigns:canvas_step",
