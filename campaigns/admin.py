@@ -508,6 +508,8 @@ class ContactAdmin(
                     "sms_consent", "blocklisted"]  # fmt: skip
     list_filter = ["email_consent", "sms_consent", "push_consent", "blocklisted",
                    ("language", IndexedValuesFilter), ("entity", EntityListFilter)]  # fmt: skip
+    search_fields = ["external_id"]  # shows the box; get_search_results does the search
+    search_help_text = "A customer id or phone number exactly, or part of a name or an email."
     # Sorts on indexed columns only: the others sort the whole table for one page.
     sortable_by = ["external_id", "last_name"]
     list_select_related = ["entity"]

@@ -69,6 +69,8 @@ def test_booking_year_filter_is_a_date_range_with_fixed_choices(audience, superu
 def test_contact_search_matches_name_and_email_parts_and_exact_keys(audience, superuser, client):
     alpha, beta = audience
     client.force_login(superuser)
+    page = client.get(reverse("admin:campaigns_contact_changelist")).content.decode()
+    assert 'id="searchbar"' in page and "part of a name or an email" in page
     assert listed(client, "contact", q="phons") == {str(alpha.pk)}
     assert listed(client, "contact", q="BETA.EXAMPLE") == {str(beta.pk)}
     assert listed(client, "contact", q="+33600000001") == {str(alpha.pk)}
