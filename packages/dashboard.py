@@ -16,6 +16,17 @@ from portal.dashboard import DashboardItem, DashboardSection, register
 from portal.models import Entity, is_central_user
 
 
+def _request_item(request: Any, due_word: str) -> DashboardItem:
+    """An approval request as a dashboard line: title, link, deadline, overdue badge."""
+    return DashboardItem(
+        title=request.title,
+        url=reverse("approvals:request_detail", args=[request.pk]),
+        detail=f"{due_word} {timezone.localtime(request.deadline):%Y-%m-%d %H:%M}",
+        late=request.is_overdue,
+        late_text="decision overdue",
+    )
+
+
 @register(10)
 def approvals_waiting(user: Any) -> DashboardSection | None:
     pending = list(pending_for(user)[:10])
@@ -25,16 +36,7 @@ def approvals_waiting(user: Any) -> DashboardSection | None:
         key="approvals",
         title="Approvals waiting for you",
         empty_text="Nothing waits for your decision.",
-        items=[
-            DashboardItem(
-                title=request.title,
-                url=reverse("approvals:request_detail", args=[request.pk]),
-                detail=f"decide by {timezone.localtime(request.deadline):%Y-%m-%d %H:%M}",
-                late=request.is_overdue,
-                late_text="decision overdue",
-            )
-            for request in pending
-        ],
+        items=[_request_item(request, "decide by") for request in pending],
     )
 
 
@@ -148,16 +150,7 @@ def approvals_pending(user: Any) -> DashboardSection | None:
         key="pending-approvals",
         title="Pending approvals",
         empty_text="No request waits for a decision.",
-        items=[
-            DashboardItem(
-                title=request.title,
-                url=reverse("approvals:request_detail", args=[request.pk]),
-                detail=f"due {timezone.localtime(request.deadline):%Y-%m-%d %H:%M}",
-                late=request.is_overdue,
-                late_text="decision overdue",
-            )
-            for request in pending
-        ],
+        items=[_request_item(request, "due") for request in pending],
     )
 
 
