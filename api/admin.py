@@ -11,8 +11,12 @@ from api.choices import WebhookEvent
 from api.models import ApiToken, WebhookDelivery, WebhookEndpoint
 from api.services import revoke_token
 from portal import services as portal_services
-from portal.admin_mixins import AuditLogInline, BoundedJSONAdminMixin, ReadOnlyAdminMixin
-from portal.exceptions import DomainError
+from portal.admin_mixins import (
+    AuditLogInline,
+    BoundedJSONAdminMixin,
+    ReadOnlyAdminMixin,
+    ResendActionMixin,
+)
 
 
 @admin.register(ApiToken)
@@ -104,7 +108,7 @@ class WebhookEndpointAdmin(BoundedJSONAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class WebhookDeliveryAdmin(ResendActionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The delivery log: each event sent to each endpoint, its attempts and last answer."""
 
     list_display = [
@@ -125,19 +129,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = ["resend"]
     inlines = [AuditLogInline]
 
-    @admin.action(description="Resend the selected failed deliveries", permissions=["resend"])
-    def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done, refused = 0, []
-        for delivery in queryset:
-            try:
-                webhooks.resend(delivery=delivery, actor=request.user)
-                done += 1
-            except (DomainError, PermissionDenied) as exc:
-                refused.append(f"#{delivery.pk}: {exc}")
-        if done:
-            self.message_user(request, f"{done} delivery(ies) queued again.", messages.SUCCESS)
-        for text in refused:
-            self.message_user(request, text, messages.WARNING)
+    resend_noun = "delivery(ies)"
+    resend_permission = "api.resend_webhookdelivery"
 
-    def has_resend_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("api.resend_webhookdelivery")
+    def resend_row(self, row: Any, actor: Any) -> None:
+        webhooks.resend(delivery=row, actor=actor)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -20,10 +19,10 @@ from portal.admin_mixins import (
     AuditLogInline,
     EntityScopedAdminMixin,
     ReadOnlyAdminMixin,
+    ResendActionMixin,
     register_site_titles,
     use_labelled_autocomplete,
 )
-from portal.exceptions import DomainError
 from portal.models import AuditLog, Entity, ExportJob, Membership, Notification
 
 register_site_titles(admin.site, settings.SITE_NAME)
@@ -177,7 +176,9 @@ class ExportJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin):
+class NotificationAdmin(
+    ResendActionMixin, ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.ModelAdmin
+):
     """The outbox as the central team reads it. A secret the email carries (a reset or an
     approval link) is not stored; its place in the text shows as hidden."""
 
@@ -228,19 +229,8 @@ class NotificationAdmin(ReadOnlyAdminMixin, EntityScopedAdminMixin, admin.ModelA
     def redacted_html(self, obj: Notification) -> str:
         return bearer.redact(obj.body_html, obj)
 
-    @admin.action(description="Resend the selected failed notifications", permissions=["resend"])
-    def resend(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done, refused = 0, []
-        for notification in queryset:
-            try:
-                services.resend_notification(notification=notification, actor=request.user)
-                done += 1
-            except (DomainError, PermissionDenied) as exc:
-                refused.append(f"#{notification.pk}: {exc}")
-        if done:
-            self.message_user(request, f"{done} notification(s) queued again.", messages.SUCCESS)
-        for text in refused:
-            self.message_user(request, text, messages.WARNING)
+    resend_noun = "notification(s)"
+    resend_permission = "portal.resend_notification"
 
-    def has_resend_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("portal.resend_notification")
+    def resend_row(self, row: Any, actor: Any) -> None:
+        services.resend_notification(notification=row, actor=actor)

@@ -372,3 +372,36 @@ class BackgroundExportMixin(ExportMixin):
             "offers the file when it is ready.",
         )
         return redirect("admin:portal_exportjob_change", job.pk)
+
+
+class ResendActionMixin:
+    """The "resend the selected failed rows" action of an outbox admin (notifications,
+    webhook deliveries): each row through its service, refusals listed one by one.
+
+    Set ``resend_row(row, actor)``, ``resend_noun`` and ``resend_permission``."""
+
+    resend_noun = "row(s)"
+    resend_permission = ""
+    actions = ["resend"]
+
+    def resend_row(self, row: Any, actor: Any) -> None:
+        raise NotImplementedError
+
+    @admin.action(description="Resend the selected failed rows", permissions=["resend"])
+    def resend(self, request: HttpRequest, queryset: models.QuerySet) -> None:
+        done, refused = 0, []
+        for row in queryset:
+            try:
+                self.resend_row(row, request.user)
+                done += 1
+            except (DomainError, PermissionDenied) as exc:
+                refused.append(f"#{row.pk}: {exc}")
+        if done:
+            self.message_user(  # type: ignore[attr-defined]
+                request, f"{done} {self.resend_noun} queued again.", messages.SUCCESS
+            )
+        for text in refused:
+            self.message_user(request, text, messages.WARNING)  # type: ignore[attr-defined]
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(self.resend_permission)
