@@ -120,38 +120,59 @@ def set_category(*, contact: Contact, category: str, receiving: bool, source: st
     return True
 
 
+def _channel_of(message: Message) -> str:
+    """The consent channel a message's unsubscribe withdraws."""
+    return message.channel if message.channel in CONSENT_CHANNELS else Channel.EMAIL
+
+
 def unsubscribe(*, message: Message, source: str) -> bool:
     """The recipient of ``message`` unsubscribes from its channel (an email's link or its
     one-click header), recorded as the message's unsubscribe event. Idempotent."""
-    from campaigns.engagement.events import record_event
-
-    channel = message.channel if message.channel in CONSENT_CHANNELS else Channel.EMAIL
+    channel = _channel_of(message)
     with transaction.atomic():
         changed = set_consent(
             contact=message.contact, channel=channel, receiving=False, source=source,
             extra={"message": message.pk, "delivery": message.delivery_id},
         )  # fmt: skip
-        if changed:  # the delivery's unsubscribe figure (once per message), and the webhooks
-            record_event(message, "unsubscribe", agent_class="", detail=source)
-            webhooks.emit(
-                WebhookEvent.CONTACT_UNSUBSCRIBED, obj=message.contact,
-                extra={"channel": channel, "message": message.pk,
-                       "delivery": message.delivery_id, "source": source},
-            )  # fmt: skip
+        if changed:
+            _unsubscribed(message, channel, source)
     return changed
+
+
+def _unsubscribed(message: Message, channel: str, source: str) -> None:
+    """What an unsubscribe from ``message`` adds to the consent change: the message's
+    unsubscribe event (the delivery's unsubscribe figure, once per message) and the
+    outgoing webhook. Inside the consent change's transaction."""
+    from campaigns.engagement.events import record_event
+
+    record_event(message, "unsubscribe", agent_class="", detail=source)
+    webhooks.emit(
+        WebhookEvent.CONTACT_UNSUBSCRIBED, obj=message.contact,
+        extra={"channel": channel, "message": message.pk, "delivery": message.delivery_id,
+               "source": source},
+    )  # fmt: skip
 
 
 def set_preferences(
     *, contact: Contact, channels: Mapping[str, bool], opted_out: Iterable[str],
-    source: str = "preference page",
+    source: str = "preference page", message: Message | None = None,
 ) -> list[Change]:  # fmt: skip
     """The preference page: consent per channel, and the categories opted out of (among
-    ``categories()``). Returns what changed (each change audited)."""
+    ``categories()``). Returns what changed (each change audited). ``message``: the message
+    whose link led to the page; withdrawing consent on that message's channel is its
+    unsubscribe, recorded as the one-click unsubscribe records it (event, webhook), so that
+    the delivery's report counts it. (Withdrawing another channel's consent is not that
+    message's unsubscribe: audited only.)"""
     changes = []
     with transaction.atomic():
         for channel, receiving in channels.items():
-            if set_consent(contact=contact, channel=channel, receiving=receiving, source=source):
+            extra = ({"message": message.pk, "delivery": message.delivery_id}
+                     if message is not None and not receiving else None)  # fmt: skip
+            if set_consent(contact=contact, channel=channel, receiving=receiving, source=source,
+                           extra=extra):  # fmt: skip
                 changes.append(Change(channel, receiving))
+                if message is not None and not receiving and channel == _channel_of(message):
+                    _unsubscribed(message, channel, source)
         out = set(opted_out)
         for category in categories():
             receiving = category not in out

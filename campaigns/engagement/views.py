@@ -106,7 +106,8 @@ class PreferencesForm(forms.Form):
 def preferences(request: HttpRequest, token: str) -> HttpResponse:
     if token == tokens.SAMPLE:
         return _sample(request)
-    contact = _message(token).contact
+    message = _message(token)
+    contact = message.contact
     available = services.categories()
     opted_out = set(contact.opt_outs.values_list("category", flat=True))
     initial = {
@@ -121,6 +122,7 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
             contact=contact,
             channels={channel: bool(chosen[channel]) for channel in services.CONSENT_CHANNELS},
             opted_out=set(available) - set(chosen.get("categories") or []),
+            message=message,
         )
         contact.refresh_from_db()
     return render(

@@ -408,3 +408,34 @@ def test_services_consent_changes_are_idempotent(people):
     assert not services.set_category(contact=contact, category="news", receiving=False,
                                      source="t")  # fmt: skip
     assert CategoryOptOut.objects.filter(contact=contact).count() == 1
+
+
+def test_withdrawing_email_consent_on_the_preference_page_is_the_messages_unsubscribe(
+    email, people
+):
+    from campaigns.delivery import reports
+    from campaigns.models import Event, EventKind
+
+    url = path_of(unsubscribe_url(email)).replace("/unsubscribe/", "/preferences/")
+    message = Message.objects.get(pk=tokens.read(token_of(email)))
+    for _ in range(2):  # the second post changes nothing and records nothing
+        response = Client().post(url, {"sms": "on", "push": ""})
+        assert response.status_code == 200
+    contact = Contact.objects.get(pk=people[0].pk)
+    assert contact.email_consent is False and contact.email_consent_source == "preference page"
+    entry = AuditLog.objects.for_object(contact).get(action="consent_withdrawn")
+    assert entry.extra == {**entry.extra, "channel": "email", "message": message.pk}
+    event = Event.objects.get(kind=EventKind.UNSUBSCRIBE)
+    assert (event.message_id, event.delivery_id) == (message.pk, message.delivery_id)
+    assert event.detail == "preference page"
+    assert reports.engagement(message.delivery).unsubscribed == 1
+
+
+def test_withdrawing_another_channel_on_the_preference_page_is_no_unsubscribe_event(email, people):
+    from campaigns.models import Event
+
+    url = path_of(unsubscribe_url(email)).replace("/unsubscribe/", "/preferences/")
+    Client().post(url, {"email": "on", "push": ""})  # SMS withdrawn from an email's page
+    assert Contact.objects.get(pk=people[0].pk).sms_consent is False
+    assert AuditLog.objects.filter(action="consent_withdrawn").count() == 1
+    assert not Event.objects.exists()
