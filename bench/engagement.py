@@ -35,7 +35,7 @@ from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from campaigns.delivery import reports  # noqa: E402
-from campaigns.engagement import tracking  # noqa: E402
+from campaigns.engagement import sent, tracking  # noqa: E402
 from campaigns.engagement.events import rebuild  # noqa: E402
 from campaigns.models import (  # noqa: E402
     Campaign,
@@ -44,6 +44,7 @@ from campaigns.models import (  # noqa: E402
     Event,
     Message,
     MessageEngagement,
+    SentBlock,
 )
 from portal.models import Entity  # noqa: E402
 
@@ -55,7 +56,7 @@ BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/1
 
 def forget(delivery_id: int) -> None:
     """The delivery's events and their summaries, deleted."""
-    for model in (Event, MessageEngagement, EngagementHour):
+    for model in (Event, MessageEngagement, EngagementHour):  # (the sent counts stay)
         model.objects.filter(delivery_id=delivery_id).delete()
 
 
@@ -224,6 +225,11 @@ def ensure_events(delivery: Delivery, events: int) -> None:
     if have == events:
         if not MessageEngagement.objects.filter(delivery_id=delivery.pk).exists():
             summarise_again(delivery)
+        elif not SentBlock.objects.filter(delivery_id=delivery.pk).exists():
+            started = time.perf_counter()  # the sent counts the sending code keeps
+            sent.refresh(delivery.pk)
+            raw(f"VACUUM ANALYZE {connection.ops.quote_name(SentBlock._meta.db_table)}")
+            print(f"Counted the sent messages in {time.perf_counter() - started:.1f} s")
         return
     forget(delivery.pk)
     first, last = (
@@ -259,7 +265,7 @@ def summarise_again(delivery: Delivery) -> None:
     started = time.perf_counter()
     engaged = rebuild(delivery.pk)
     q = connection.ops.quote_name
-    for model in (MessageEngagement, EngagementHour):
+    for model in (MessageEngagement, EngagementHour, SentBlock):
         raw(f"VACUUM ANALYZE {q(model._meta.db_table)}")
     print(f"Summarised {engaged} engaged messages in {time.perf_counter() - started:.1f} s")
 

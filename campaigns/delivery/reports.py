@@ -19,6 +19,7 @@ from campaigns.models import (
     MessageEngagement,
     MessageStatus,
     Seen,
+    SentBlock,
 )
 from portal import spreadsheets
 
@@ -155,7 +156,7 @@ def entity_csv(delivery: Delivery, messages: QuerySet) -> bytes:
 # reader clicked). Machine events (see ``campaigns.engagement.tracking``) are kept out of the
 # opened and clicked figures and shown apart.
 
-HOURS = 72  # the timeline: per hour over the first three days after the first send
+HOURS = 72  # the timeline: per hour over the first three days from the first send
 
 
 @dataclass
@@ -238,6 +239,43 @@ def _sent(ids: list[int], entities: Any) -> QuerySet:
     return messages if entities is None else messages.filter(entity_id__in=_entity_ids(entities))
 
 
+def _sent_per_entity(ids: list[int], entities: Any) -> dict[int | None, int]:
+    """Sent messages per entity (None: none) of the deliveries: from their sent blocks (kept
+    by the sending code, see ``campaigns.engagement.sent``), counted from the messages only
+    for deliveries without blocks (sent before the blocks existed)."""
+    counted = set(
+        SentBlock.objects.filter(delivery_id__in=ids).order_by()
+        .values_list("delivery_id", flat=True).distinct()
+    )  # fmt: skip
+    found: dict[int | None, int] = {}
+    if counted:
+        blocks = SentBlock.objects.filter(delivery_id__in=counted).order_by()
+        if entities is not None:
+            blocks = blocks.filter(entity_id__in=_entity_ids(entities))
+        for entity_id, n in blocks.values_list("entity_id").annotate(n=Sum("sent")):
+            found[entity_id or None] = found.get(entity_id or None, 0) + n
+    rest = [pk for pk in ids if pk not in counted]
+    if rest:
+        scanned = _sent(rest, entities).values_list("entity_id").annotate(n=Count("id"))
+        for entity_id, n in scanned:
+            found[entity_id] = found.get(entity_id, 0) + n
+    return found
+
+
+def _first_send(ids: list[int], entities: Any) -> Any:
+    """When the deliveries' first message was sent (the chart's start), or None."""
+    blocks = SentBlock.objects.filter(delivery_id__in=ids).order_by()
+    counted = set(blocks.values_list("delivery_id", flat=True).distinct())
+    if entities is not None:
+        blocks = blocks.filter(entity_id__in=_entity_ids(entities))
+    times = [blocks.aggregate(first=Min("first_sent_at"))["first"]] if counted else []
+    rest = [pk for pk in ids if pk not in counted]
+    if rest:
+        times.append(_sent(rest, entities).aggregate(first=Min("sent_at"))["first"])
+    times = [at for at in times if at is not None]
+    return min(times) if times else None
+
+
 def _summaries(ids: list[int], entities: Any) -> QuerySet:
     rows = MessageEngagement.objects.filter(delivery_id__in=ids).order_by()
     return rows if entities is None else rows.filter(entity_id__in=_entity_ids(entities))
@@ -245,10 +283,14 @@ def _summaries(ids: list[int], entities: Any) -> QuerySet:
 
 def engagement(deliveries: Any, *, entities: Any = None) -> Engagement:
     """The engagement figures of ``deliveries`` (a delivery, a queryset or ids), for the
-    contacts of ``entities`` (None: all). Two queries: the sent messages, and the messages'
-    engagement summaries (one narrow row per engaged message, kept by every event write)."""
+    contacts of ``entities`` (None: all). Read from summaries, never from the messages: the
+    sent counts per block of messages (kept by the sending code), and the messages'
+    engagement summaries (one narrow row per engaged message, kept by every event write).
+    A message a human clicked counts as opened even without a recorded open (images
+    blocked), as Mailchimp and Salesforce Marketing Cloud count it: click-to-open never
+    exceeds 100%."""
     ids = _ids(deliveries)
-    figures = Engagement(sent=_sent(ids, entities).count())
+    figures = Engagement(sent=sum(_sent_per_entity(ids, entities).values()))
     _tally(_summaries(ids, entities).values("seen"), lambda row: figures)
     return figures
 
@@ -276,9 +318,7 @@ def engagement_by_entity(
 
     ids = _ids(deliveries)
     found: dict[int | None, Engagement] = {}
-    for entity_id, sent in (
-        _sent(ids, entities).values_list("entity_id").annotate(n=Count("id"))
-    ):  # fmt: skip
+    for entity_id, sent in _sent_per_entity(ids, entities).items():
         found.setdefault(entity_id, Engagement()).sent = sent
     _tally(
         _summaries(ids, entities).values("entity_id", "seen"),
@@ -326,15 +366,17 @@ def link_clicks(deliveries: Any, *, entities: Any = None) -> list[dict[str, Any]
 
 def timeline(deliveries: Any, *, entities: Any = None, hours: int = HOURS) -> dict[str, Any]:
     """Human opens, human clicks and machine events per hour, over the first ``hours`` hours
-    after the first send (the chart's data)."""
+    from the hour of the first send (the chart's data: hour 0 is the send, quiet hours
+    included)."""
     from datetime import timedelta
 
     ids = _ids(deliveries)
-    # The first hour with opens or clicks: the send's first hour (the summaries' index).
     hours_rows = EngagementHour.objects.filter(delivery_id__in=ids).order_by()
     if entities is not None:
         hours_rows = hours_rows.filter(entity_id__in=_entity_ids(entities))
-    started = hours_rows.aggregate(first=Min("hour"))["first"]
+    # The send's first hour; without a sent message (events recorded by hand), the first
+    # hour with opens or clicks.
+    started = _first_send(ids, entities) or hours_rows.aggregate(first=Min("hour"))["first"]
     if started is None:
         return {"labels": [], "opens": [], "clicks": [], "machine": []}
     start = started.replace(minute=0, second=0, microsecond=0)

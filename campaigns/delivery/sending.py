@@ -43,6 +43,7 @@ from campaigns.choices import Channel
 from campaigns.delivery import rendering
 from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
 from campaigns.engagement import bounces
+from campaigns.engagement import sent as sent_blocks
 from campaigns.engagement.compliance import Compliance
 from campaigns.engagement.tracking import Tracker
 from campaigns.models import (
@@ -302,6 +303,7 @@ def finish_if_done(delivery_id: int) -> bool:
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
         webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
         wake_workflow(delivery)
+    sent_blocks.refresh(delivery_id)  # once: whatever chunk ended without counting
     return True
 
 
@@ -776,11 +778,15 @@ def send_chunk(
     if got.busy_until is not None:  # a redelivered task: take over when that lease ends
         result["retry_in"] = max(1, int((got.busy_until - timezone.now()).total_seconds()) + 1)
     if got.token is None:
+        if token is not None and not delivery.triggered:  # a resumed claim's marks
+            sent_blocks.refresh(delivery_id, first_id, last_id)
         finish_if_done(delivery_id)
         return result
     progress: dict[str, list] = {"done": [], "unhanded": []}
     try:
         _send_claimed(delivery, provider, renderer, got.token, result, progress)
+        if not delivery.triggered:  # the chunk's sent count per entity, for the reports
+            sent_blocks.refresh(delivery_id, first_id, last_id)
         finish_if_done(delivery_id)
     except DATABASE_ERRORS as exc:
         done = progress["done"]
@@ -1234,6 +1240,7 @@ def export_direct_mail(delivery_id: int) -> str:
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
         webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
         wake_workflow(delivery)
+    sent_blocks.refresh(delivery_id)
     return delivery.export_file.name
 
 

@@ -22,6 +22,7 @@ from campaigns.models import (
     Message,
     MessageEngagement,
     Seen,
+    SentBlock,
 )
 
 DETAIL_MAX = 255
@@ -164,11 +165,13 @@ def delete_with_delivery(sender: Any, instance: Any, **kwargs: Any) -> None:
     Event.objects.filter(delivery_id=instance.pk).delete()
     MessageEngagement.objects.filter(delivery_id=instance.pk).delete()
     EngagementHour.objects.filter(delivery_id=instance.pk).delete()
+    SentBlock.objects.filter(delivery_id=instance.pk).delete()
 
 
 def rebuild(delivery_id: int) -> int:
     """The summaries of a delivery computed again from its events, set-based (a repair, and
-    the benchmark's set-up). Returns the number of engaged messages."""
+    the benchmark's set-up), and its sent counts (``sent.refresh``). Returns the number of
+    engaged messages."""
     from django.db.models import Case, Count, IntegerField, Max, Value, When
     from django.db.models.functions import Coalesce, TruncHour
 
@@ -227,4 +230,7 @@ def rebuild(delivery_id: int) -> int:
             ],
             batch_size=1000,
         )
+        from campaigns.engagement.sent import refresh
+
+        refresh(delivery_id)
     return made

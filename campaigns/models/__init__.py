@@ -35,6 +35,7 @@ from campaigns.models.engagement import (
     EventKind,
     MessageEngagement,
     Seen,
+    SentBlock,
 )
 from campaigns.models.trigger import (
     TriggerDefinition,
@@ -87,6 +88,7 @@ __all__ = [
     "SavedQuery",
     "ScheduledRun",
     "Seen",
+    "SentBlock",
     "Store",
     "Subscription",
     "TargetRemoval",

@@ -196,3 +196,29 @@ class EngagementHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} {self.hour:%Y-%m-%d %H}: {self.events}"
+
+
+class SentBlock(models.Model):
+    """Sent messages per delivery, block of message ids (``id // BLOCK``) and entity (0:
+    none), with the first send time: the reports' "sent" and the chart's start, read without
+    scanning the messages. Counted again, set-based, for the blocks of a chunk once its
+    sending ends (``campaigns.engagement.sent``), and for the whole delivery when it finishes;
+    a count, not an increment, so that a chunk sent twice or taken over counts right."""
+
+    BLOCK = 4096
+
+    delivery_id = models.BigIntegerField()
+    block = models.BigIntegerField()
+    entity_id = models.BigIntegerField(default=0, help_text="0: none")
+    sent = models.PositiveIntegerField(default=0)
+    first_sent_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery_id", "block", "entity_id"], name="sent_block_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}/{self.block}/{self.entity_id}: {self.sent}"

@@ -195,3 +195,94 @@ def test_the_summaries_kept_by_each_write_equal_a_rebuild_from_the_events(sent_d
 def test_the_entity_rows_added_up_are_the_delivery_figures(sent_delivery):
     added = reports.added_up(reports.engagement_by_entity(sent_delivery))
     assert added.as_dict() == reports.engagement(sent_delivery).as_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# Sent counts kept at send time, click implies open, the chart from the send
+# --------------------------------------------------------------------------------------------
+
+
+def _figures(delivery):
+    return [(code, row.as_dict()) for code, _name, row in reports.engagement_by_entity(delivery)]
+
+
+def test_reports_read_the_sent_counts_kept_by_the_sending_not_the_messages(sent_delivery):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from campaigns.models import SentBlock
+
+    blocks = SentBlock.objects.filter(delivery_id=sent_delivery.pk)
+    assert sum(blocks.values_list("sent", flat=True)) == 4
+    with CaptureQueriesContext(connection) as queries:
+        figures = reports.engagement(sent_delivery)
+        rows = reports.engagement_by_entity(sent_delivery)
+    table = Message._meta.db_table
+    assert not [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"]]
+    assert figures.sent == 4 and [row.sent for *_, row in rows] == [2, 2]
+    kept = _figures(sent_delivery)
+    blocks.delete()  # a delivery sent before the counts existed: counted from its messages
+    assert _figures(sent_delivery) == kept
+
+
+def test_sent_counts_follow_each_chunk_and_a_chunk_sent_again_counts_once(
+    package, org, django_capture_on_commit_callbacks, mailoutbox, settings
+):
+    from campaigns.delivery import sending
+    from campaigns.models import SentBlock
+
+    settings.DELIVERY_CHUNK_SIZE = 1
+    for n in range(3):
+        person(org, f"C{n}", entity=org.store_a if n else org.store_b)
+    delivery = send(prepared(package.reference_campaign, html_body=HTML), org,
+                    django_capture_on_commit_callbacks)  # fmt: skip
+    ids = sorted(delivery.messages.values_list("pk", flat=True))
+    assert delivery.state == "sent" and len(ids) == 3
+    SentBlock.objects.all().delete()
+    sending.send_chunk(delivery.pk, ids[0], ids[1])  # a redelivered chunk: counts its blocks
+    counted = reports.engagement_by_entity(delivery)
+    assert {code: row.sent for code, _name, row in counted} == {"STORE_A": 2, "STORE_B": 1}
+    sending.send_chunk(delivery.pk, ids[0], ids[-1])  # again: counted, not added
+    assert reports.engagement(delivery).sent == 3 and len(mailoutbox) == 3
+
+
+def test_a_human_click_counts_as_an_open_and_a_machine_click_does_not(
+    package, org, django_capture_on_commit_callbacks, mailoutbox
+):
+    for code in ("H1", "H2", "M1"):
+        person(org, code, entity=org.store_a)
+    delivery = send(prepared(package.reference_campaign, html_body=HTML), org,
+                    django_capture_on_commit_callbacks)  # fmt: skip
+    m = {msg.contact.external_id: msg for msg in delivery.messages.select_related("contact")}
+    later = timezone.now() + timedelta(hours=1)
+    record_event(m["H1"], "click", link=0, at=later, agent_class="browser")  # images blocked
+    record_event(m["H1"], "click", link=1, at=later, agent_class="browser")
+    record_event(m["H2"], "open", at=later, agent_class="browser")
+    record_event(m["M1"], "click", link=0, at=later, agent_class="scanner", machine=True)
+    figures = reports.engagement(delivery)
+    assert (figures.opened, figures.clicked, figures.machine_clicks) == (2, 1, 1)
+    assert figures.click_to_open == 50.0
+    assert figures.click_to_open <= 100 and figures.clicked <= figures.opened
+
+
+def test_the_hourly_chart_starts_at_the_send_hour(
+    package, org, django_capture_on_commit_callbacks, mailoutbox
+):
+    for code in ("A1", "B1"):
+        person(org, code, entity=org.store_a if code == "A1" else org.store_b)
+    delivery = send(prepared(package.reference_campaign, html_body=HTML), org,
+                    django_capture_on_commit_callbacks)  # fmt: skip
+    m = {msg.contact.external_id: msg for msg in delivery.messages.select_related("contact")}
+    first = min(delivery.messages.values_list("sent_at", flat=True))
+    start = first.replace(minute=0, second=0, microsecond=0)
+    # Nobody engaged on the first day: the chart still starts at the send.
+    record_event(m["A1"], "open", at=start + timedelta(hours=30, minutes=10), agent_class="browser")
+    record_event(m["B1"], "click", link=0, at=start + timedelta(hours=50), agent_class="mobile")
+    chart = reports.timeline(delivery)
+    assert chart["labels"][0] == start.strftime("%m-%d %H:00")
+    assert len(chart["labels"]) == reports.HOURS == 72
+    assert chart["opens"][30] == 1 and sum(chart["opens"]) == 1
+    assert chart["clicks"][50] == 1 and sum(chart["clicks"]) == 1
+    store_b = reports.timeline(delivery, entities=[org.store_b])
+    assert store_b["labels"][0] == chart["labels"][0]
+    assert (sum(store_b["opens"]), store_b["clicks"][50]) == (0, 1)
