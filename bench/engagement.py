@@ -1,9 +1,11 @@
 """Engagement benchmarks (PostgreSQL, DATABASE_URL):
 
-- ``endpoints``: the click redirect and the open pixel under gunicorn (one sync worker, the
-  portal's WSGI application), loaded by a small asyncio HTTP client: requests per second,
+- ``endpoints``: the click redirect and the open pixel under gunicorn (one worker, sync by
+  default, ``--worker-class gthread --threads 4`` to compare; the portal's WSGI
+  application), loaded by a small asyncio HTTP client: requests per second,
   p50/p99 latency, and a check that every answered hit became an event once the server
-  stopped cleanly (events are buffered in the worker and flushed on exit). Why not locust:
+  stopped (``--stop TERM|INT|QUIT``: events are buffered in the worker and flushed on exit;
+  ``--stop KILL`` kills the worker and shows what its buffer lost). Why not locust:
   on this 2-core machine the load generator competes with the server for CPU; a raw asyncio
   client costs a fraction of locust's per-request CPU, so the figure is the server's.
 - ``reports``: the report queries (figures, per entity, per link, per hour) on a delivery of
@@ -156,7 +158,14 @@ def wait_for(port: int, seconds: float = 30) -> None:
     sys.exit("gunicorn did not start")
 
 
-def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
+def worker_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(one) for one in children.read_text().split()] if children.exists() else []
+
+
+def measure_endpoints(requests: int, concurrency: int, messages: int, *,
+                      worker_class: str = "sync", threads: int = 1,
+                      stop: str = "TERM") -> dict:  # fmt: skip
     entities = list(Entity.objects.order_by("pk").values_list("pk", flat=True)[:20])
     delivery = bench_delivery("Bench tracking endpoints", messages, entities)
     forget(delivery.pk)
@@ -170,13 +179,15 @@ def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
         else:
             paths.append("/t/o/" + tracking.open_token(message, delivery.pk, sent) + ".gif")
     port = free_port()
-    env = {**os.environ, "ENGAGEMENT_BUFFER_MS": os.environ.get("ENGAGEMENT_BUFFER_MS", "200")}
+    env = {**os.environ, "ENGAGEMENT_BUFFER_MS": os.environ.get("ENGAGEMENT_BUFFER_MS", "200"),
+           "GUNICORN_WORKER_CLASS": worker_class, "GUNICORN_THREADS": str(threads)}  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--workers", "1",
          "--bind", f"127.0.0.1:{port}", "--config", str(ROOT / "bench" / "gunicorn_tracking.py"),
          "--log-level", "warning", "--backlog", "2048"],
         cwd=ROOT, env=env,
     )  # fmt: skip
+    waiting = 0
     try:
         wait_for(port)
         asyncio.run(load(port, paths[:200], concurrency))  # warm-up (recorded too)
@@ -185,8 +196,13 @@ def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
         latencies, statuses = asyncio.run(load(port, paths, concurrency))
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(server.pid) - cpu
+        if stop == "KILL":  # the worker killed at once: what its buffer held is lost
+            waiting = Event.objects.filter(delivery_id=delivery.pk).count()
+            for pid in worker_pids(server.pid):
+                os.kill(pid, signal.SIGKILL)
     finally:
-        server.send_signal(signal.SIGTERM)  # a clean shutdown: the worker flushes its buffer
+        # TERM: graceful stop; INT, QUIT: quick stop. Each worker flushes its buffer.
+        server.send_signal(getattr(signal, f"SIG{stop if stop != 'KILL' else 'TERM'}"))
         server.wait(timeout=60)
     answered = statuses.get("200", 0) + statuses.get("302", 0)
     recorded = Event.objects.filter(delivery_id=delivery.pk).count()
@@ -194,6 +210,9 @@ def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
     result = {
         "requests": requests,
         "concurrency": concurrency,
+        "worker": worker_class if threads <= 1 else f"{worker_class} x{threads} threads",
+        "stop": stop,
+        "load_average": os.getloadavg()[0],
         "per_second": round(requests / elapsed),
         "per_cpu_second": round(requests / cpu) if cpu else None,
         "p50_ms": round(statistics.median(latencies), 2),
@@ -202,12 +221,17 @@ def measure_endpoints(requests: int, concurrency: int, messages: int) -> dict:
         "events_recorded": recorded,
         "events_expected": answered + min(200, requests),
     }
+    lost = ""
+    if stop == "KILL":
+        lost = (f"; {waiting} were written when the worker was killed, so "
+                f"{result['events_expected'] - recorded} lost with its buffer")  # fmt: skip
     print(
-        f"Tracking endpoints, 1 gunicorn sync worker: {result['per_second']} req/s "
-        f"({result['per_cpu_second']} per CPU-second of the worker; load average "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), p50 "
-        f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms, statuses {statuses}; events "
-        f"recorded {recorded} of {result['events_expected']} hits (warm-up included)"
+        f"Tracking endpoints, 1 gunicorn {result['worker']} worker, {concurrency} clients: "
+        f"{result['per_second']} req/s ({result['per_cpu_second']} per CPU-second of the "
+        f"server; load average {result['load_average']:.1f} on {os.cpu_count()} cores), p50 "
+        f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms, statuses {statuses}; stopped by "
+        f"SIG{stop}: events recorded {recorded} of {result['events_expected']} hits "
+        "(warm-up included)" + lost
     )
     return result
 
@@ -308,11 +332,21 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=3_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--worker-class", default="sync", help="gunicorn: sync or gthread")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn gthread threads")
+    parser.add_argument(
+        "--stop",
+        default="TERM",
+        choices=["TERM", "INT", "QUIT", "KILL"],
+        help="how the server is stopped (KILL: its worker, SIGKILL)",
+    )
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         print("Note: the targets are for PostgreSQL (set DATABASE_URL).")
     if args.only in ("", "endpoints"):
-        measure_endpoints(args.requests, args.concurrency, min(args.messages, 20_000))
+        measure_endpoints(args.requests, args.concurrency, min(args.messages, 20_000),
+                          worker_class=args.worker_class, threads=args.threads,
+                          stop=args.stop)  # fmt: skip
     if args.only in ("", "reports"):
         measure_reports(args.messages, args.events, args.repeat)
     return 0

@@ -300,6 +300,8 @@ ENGAGEMENT_MACHINE_CLICK_SECONDS = env_int(ENV, "ENGAGEMENT_MACHINE_CLICK_SECOND
 # Tracking events are buffered in each web process and written in bulk every this many
 # milliseconds (and on a clean shutdown); 0 writes each event at once.
 ENGAGEMENT_BUFFER_MS = env_int(ENV, "ENGAGEMENT_BUFFER_MS", 200, minimum=0)
+# ... or as soon as this many events wait (bounds what a killed process loses).
+ENGAGEMENT_BUFFER_MAX = env_int(ENV, "ENGAGEMENT_BUFFER_MAX", 2000, minimum=1)
 # Bounces and complaints (campaigns/engagement/bounces.py). Each provider's webhook answers
 # 404 until its secret is set: SES through SNS needs the topic ARNs it may post from;
 # SendGrid the Event Webhook's verification key (base64 DER, or PEM); Mailgun the HTTP webhook

@@ -35,6 +35,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import threading
 import time
@@ -43,7 +44,9 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import connection, transaction
+from django.dispatch import receiver
 
 from campaigns.models import AgentClass, Delivery, Event, EventKind, Message
 
@@ -101,9 +104,38 @@ def _key(secret: str) -> bytes:
     return hashlib.sha256(SALT + b"|" + secret.encode()).digest()
 
 
+class Hot:
+    """The settings the hot path reads, read once per process (and again after a settings
+    change: tests), and the signing key derived once: a hit reads no Django setting."""
+
+    def __init__(self) -> None:
+        self.key = _key(settings.SECRET_KEY)
+        self.store_ip = bool(settings.ENGAGEMENT_STORE_IP)
+        self.trust_forwarded = bool(settings.ENGAGEMENT_TRUST_X_FORWARDED_FOR)
+        self.click_seconds = settings.ENGAGEMENT_MACHINE_CLICK_SECONDS
+        self.buffer_ms = settings.ENGAGEMENT_BUFFER_MS
+        self.buffer_max = max(1, settings.ENGAGEMENT_BUFFER_MAX)
+
+
+_HOT: Hot | None = None
+
+
+def hot() -> Hot:
+    global _HOT
+    if _HOT is None:
+        _HOT = Hot()
+    return _HOT
+
+
+@receiver(setting_changed)
+def _settings_changed(**kwargs: Any) -> None:
+    global _HOT
+    _HOT = None
+
+
 def _sig(payload: str) -> str:
-    mac = hmac.new(_key(settings.SECRET_KEY), payload.encode(), hashlib.sha256).digest()
-    return mac[:12].hex()
+    """HMAC-SHA256 of the payload under the derived key (one C call), 12 bytes in hex."""
+    return hmac.digest(hot().key, payload.encode(), "sha256")[:12].hex()
 
 
 def signing_time() -> int:
@@ -121,16 +153,20 @@ def open_token(message_id: int, delivery_id: int, sent: int) -> str:
     return f"{payload}-{_sig('o' + payload)}"
 
 
+_CLICK_TOKEN = re.compile(r"((\d{1,19})-(\d{1,19})-(\d{1,12})-(\d{1,4}))-([0-9a-f]{24})", re.ASCII)
+_OPEN_TOKEN = re.compile(r"((\d{1,19})-(\d{1,19})-(\d{1,12}))-([0-9a-f]{24})", re.ASCII)
+
+
 def read(kind: str, token: str) -> tuple[int, int, int, int | None] | None:
     """(message id, delivery id, send time, link index) of a token we signed, else None."""
-    payload, _, sig = token.rpartition("-")
-    parts = payload.split("-")
-    if len(parts) != (4 if kind == "c" else 3) or not all(p.isdigit() for p in parts):
+    match = (_CLICK_TOKEN if kind == "c" else _OPEN_TOKEN).fullmatch(token)
+    if match is None:
         return None
-    if not hmac.compare_digest(sig.encode(), _sig(kind + payload).encode()):
+    groups = match.groups()
+    if not hmac.compare_digest(groups[-1], _sig(kind + groups[0])):
         return None
-    numbers = [int(p) for p in parts]
-    return numbers[0], numbers[1], numbers[2], numbers[3] if kind == "c" else None
+    link = int(groups[4]) if kind == "c" else None
+    return int(groups[1]), int(groups[2]), int(groups[3]), link
 
 
 class Tracker:
@@ -236,13 +272,24 @@ def is_apple_network(ip: str) -> bool:
 def classify(*, kind: EventKind, method: str, user_agent: str, ip: str, sent: int,
              now: float) -> tuple[AgentClass, bool]:  # fmt: skip
     """(agent class, machine) of a hit."""
-    agent = agent_class(user_agent)
-    if agent in (AgentClass.UNKNOWN, AgentClass.BROWSER) and is_apple_network(ip):
-        agent = AgentClass.APPLE_PROXY
-    machine = agent in MACHINE_AGENTS or method == "HEAD"
-    if kind == EventKind.CLICK and now - sent <= settings.ENGAGEMENT_MACHINE_CLICK_SECONDS:
+    agent, machine = _agent(user_agent)
+    if agent in _APPLE_MAYBE and is_apple_network(ip):
+        agent, machine = AgentClass.APPLE_PROXY.value, True
+    machine = machine or method == "HEAD"
+    if kind == EventKind.CLICK and now - sent <= hot().click_seconds:
         machine = True
-    return agent, machine
+    return AgentClass(agent), machine
+
+
+_APPLE_MAYBE = frozenset({AgentClass.UNKNOWN.value, AgentClass.BROWSER.value})
+
+
+@lru_cache(maxsize=4096)
+def _agent(user_agent: str) -> tuple[int, bool]:
+    """(agent class as stored, machine) of a user agent string: the regular expressions
+    run once per distinct agent per process."""
+    agent = agent_class(user_agent)
+    return agent.value, agent in MACHINE_AGENTS
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,45 +298,66 @@ def classify(*, kind: EventKind, method: str, user_agent: str, ip: str, sent: in
 
 
 # A buffered hit: (message id, delivery id, kind, link, at, agent class, machine, ip). Plain
-# tuples: building a model instance per hit would cost more than the rest of the hit.
-Hit = tuple[int, int, int, "int | None", datetime, int, bool, "str | None"]
+# tuples: building a model instance per hit would cost more than the rest of the hit. ``at``
+# is a POSIX time (float) in the buffer, a datetime once written.
+Hit = tuple[int, int, int, "int | None", "float | datetime", int, bool, "str | None"]
 
 
 class Buffer:
     """Events waiting to be written, per process. ``add`` is a list append under a lock; a
-    daemon thread flushes every ENGAGEMENT_BUFFER_MS; ``flush`` also runs at exit. A flush
-    that fails keeps its events for the next one (up to ``limit``; beyond, the oldest are
-    dropped and logged)."""
+    daemon thread flushes every ENGAGEMENT_BUFFER_MS, or as soon as ENGAGEMENT_BUFFER_MAX
+    events wait; ``flush`` also runs at exit (``atexit``, and gunicorn's ``worker_exit``,
+    ``worker_int`` and ``worker_abort`` hooks). One flush writes at a time: a flush at exit
+    waits for the thread's flush under way, so none is cut off. A flush that fails keeps its
+    events for the next one (up to ``limit``; beyond, the oldest are dropped and logged).
+    What a process killed without a clean exit (SIGKILL, OOM) loses is what waited: at most
+    ENGAGEMENT_BUFFER_MS of hits, and never more than ENGAGEMENT_BUFFER_MAX plus the hits
+    answered during the flush under way."""
 
     limit = 500_000
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # Re-entrant: a signal handler (gunicorn's worker_int) may flush on the thread it
+        # interrupted while that thread held one.
+        self.lock = threading.RLock()  # the list
+        self.writing = threading.RLock()  # one flush at a time
+        self.wake = threading.Event()
         self.hits: list[Hit] = []
         self.thread: threading.Thread | None = None
 
     def add(self, hit: Hit) -> None:
-        interval = settings.ENGAGEMENT_BUFFER_MS
-        if interval <= 0:
+        settings_now = hot()
+        if settings_now.buffer_ms <= 0:
             self.write([hit])
             return
         with self.lock:
             self.hits.append(hit)
-        if self.thread is None or not self.thread.is_alive():
-            self.start(interval)
+            waiting = len(self.hits)
+        if self.thread is None:
+            self.start(settings_now.buffer_ms)
+        if waiting >= settings_now.buffer_max:
+            self.wake.set()
 
     def start(self, interval: int) -> None:
         with self.lock:
-            if self.thread is not None and self.thread.is_alive():
+            if self.thread is not None:
                 return
             self.thread = threading.Thread(
                 target=self.run, args=(interval / 1000,), name="engagement-buffer", daemon=True
             )
             self.thread.start()
 
+    def forked(self) -> None:
+        """In a forked child (a gunicorn worker of a preloaded app): no thread, fresh locks,
+        and none of the parent's hits (the parent writes those)."""
+        self.lock, self.writing = threading.RLock(), threading.RLock()
+        self.wake = threading.Event()
+        self.hits, self.thread = [], None
+
     def run(self, seconds: float) -> None:
         while True:
-            time.sleep(seconds)
+            self.wake.wait(seconds)
+            self.wake.clear()
             try:
                 self.flush()
             except Exception:  # keep the thread alive; the events stay in the buffer
@@ -297,20 +365,21 @@ class Buffer:
                 connection.close()  # the next flush opens a fresh connection
 
     def flush(self) -> int:
-        with self.lock:
-            hits, self.hits = self.hits, []
-        if not hits:
-            return 0
-        try:
-            return self.write(hits)
-        except Exception:
+        with self.writing:
             with self.lock:
-                kept = (hits + self.hits)[-self.limit :]
-                if len(kept) < len(hits) + len(self.hits):
-                    logger.error("Engagement events: buffer full, %d events dropped",
-                                 len(hits) + len(self.hits) - len(kept))  # fmt: skip
-                self.hits = kept
-            raise
+                hits, self.hits = self.hits, []
+            if not hits:
+                return 0
+            try:
+                return self.write(hits)
+            except Exception:
+                with self.lock:
+                    kept = (hits + self.hits)[-self.limit :]
+                    if len(kept) < len(hits) + len(self.hits):
+                        logger.error("Engagement events: buffer full, %d events dropped",
+                                     len(hits) + len(self.hits) - len(kept))  # fmt: skip
+                    self.hits = kept
+                raise
 
     @staticmethod
     def write(hits: list[Hit]) -> int:
@@ -318,6 +387,11 @@ class Buffer:
         and add them to the summaries, in one transaction; hits of messages that no longer
         exist are dropped. PostgreSQL: one COPY into a temporary table, then set-based SQL
         (no per-row Python beyond the COPY)."""
+        hits = [
+            hit if isinstance(hit[4], datetime)
+            else (*hit[:4], datetime.fromtimestamp(hit[4], UTC), *hit[5:])
+            for hit in hits
+        ]  # fmt: skip
         if connection.vendor == "postgresql":
             return write_postgresql(hits)
         from campaigns.engagement.events import record_many
@@ -407,6 +481,7 @@ def write_postgresql(hits: list[Hit]) -> int:
 
 BUFFER = Buffer()
 atexit.register(lambda: BUFFER.flush())
+os.register_at_fork(after_in_child=lambda: BUFFER.forked())
 
 
 def flush() -> int:
@@ -434,6 +509,10 @@ def links_for(delivery_id: int) -> list[str]:
     return links
 
 
+_OPEN_KIND, _CLICK_KIND = EventKind.OPEN.value, EventKind.CLICK.value
+_APPLE = AgentClass.APPLE_PROXY.value
+
+
 def hit(kind: str, token: str, *, method: str, user_agent: str, ip: str) -> str | None:
     """Record an open (``kind`` "o") or a click ("c") of a token; returns the link to redirect
     to (a click), "" (an open), or None: not a token we signed (404)."""
@@ -446,18 +525,23 @@ def hit(kind: str, token: str, *, method: str, user_agent: str, ip: str) -> str 
         return None
     message_id, delivery_id, sent, link = found
     target = ""
+    now = time.time()
+    settings_now = hot()
+    agent, machine = _agent(user_agent)
+    if agent in _APPLE_MAYBE and ip.startswith("17.") and is_apple_network(ip):
+        agent, machine = _APPLE, True
+    if method == "HEAD":
+        machine = True
     if kind == "c":
-        links = links_for(delivery_id)
+        links = _LINKS.get(delivery_id) or links_for(delivery_id)
         if link is None or link >= len(links):
             return None
         target = links[link]
-    event_kind = EventKind.CLICK if kind == "c" else EventKind.OPEN
-    now = time.time()
-    agent, machine = classify(kind=event_kind, method=method, user_agent=user_agent, ip=ip,
-                              sent=sent, now=now)  # fmt: skip
+        if now - sent <= settings_now.click_seconds:
+            machine = True
     BUFFER.add(
-        (message_id, delivery_id, event_kind.value, link, datetime.fromtimestamp(now, UTC),
-         agent.value, machine, (ip or None) if settings.ENGAGEMENT_STORE_IP else None)
+        (message_id, delivery_id, _CLICK_KIND if kind == "c" else _OPEN_KIND, link, now, agent,
+         machine, (ip or None) if settings_now.store_ip else None)
     )  # fmt: skip
     return target
 
@@ -465,18 +549,26 @@ def hit(kind: str, token: str, *, method: str, user_agent: str, ip: str) -> str 
 def client_ip(environ: dict[str, Any]) -> str:
     """The client's address: the first of X-Forwarded-For when the portal runs behind a
     proxy (ENGAGEMENT_TRUST_X_FORWARDED_FOR), else REMOTE_ADDR."""
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
-    if forwarded and settings.ENGAGEMENT_TRUST_X_FORWARDED_FOR:
-        return forwarded.split(",")[0].strip()
+    if hot().trust_forwarded:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
     return environ.get("REMOTE_ADDR", "")
 
 
 NOT_FOUND = b"Not found"
 NO_STORE = ("Cache-Control", "no-store, private, max-age=0")
+# The answers' status lines and headers, built once.
+NOT_FOUND_HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(NOT_FOUND)))]
+PIXEL_HEADERS = [("Content-Type", "image/gif"), NO_STORE, ("Content-Length", str(len(GIF)))]
+REDIRECT_HEADERS = [NO_STORE, ("Referrer-Policy", "no-referrer"), ("Content-Length", "0")]
+PIXEL_BODY, EMPTY_BODY, NOT_FOUND_BODY = (GIF,), (b"",), (NOT_FOUND,)
 
 
 class TrackingMiddleware:
-    """WSGI layer in front of Django answering ``/t/c/…`` and ``/t/o/…`` itself."""
+    """WSGI layer in front of Django answering ``/t/c/…`` and ``/t/o/…`` itself: a token
+    checked by one HMAC call, the agent classified from a per-process cache, the hit
+    appended to the buffer, an answer whose headers and body are built once."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -493,14 +585,10 @@ class TrackingMiddleware:
                          user_agent=environ.get("HTTP_USER_AGENT", ""),
                          ip=client_ip(environ))  # fmt: skip
         if target is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain"),
-                                              ("Content-Length", str(len(NOT_FOUND)))])  # fmt: skip
-            return [NOT_FOUND]
+            start_response("404 Not Found", list(NOT_FOUND_HEADERS))
+            return NOT_FOUND_BODY
         if kind == "c":
-            start_response("302 Found", [("Location", target), NO_STORE,
-                                         ("Referrer-Policy", "no-referrer"),
-                                         ("Content-Length", "0")])  # fmt: skip
-            return [b""]
-        start_response("200 OK", [("Content-Type", "image/gif"), NO_STORE,
-                                  ("Content-Length", str(len(GIF)))])  # fmt: skip
-        return [GIF] if method == "GET" else [b""]
+            start_response("302 Found", [("Location", target), *REDIRECT_HEADERS])
+            return EMPTY_BODY
+        start_response("200 OK", list(PIXEL_HEADERS))
+        return PIXEL_BODY if method == "GET" else EMPTY_BODY

@@ -288,3 +288,69 @@ def test_transactional_emails_are_not_tracked(
                           typology=typology)  # fmt: skip
     html = html_of(emails[0])
     assert "/t/o/" not in html and "/t/c/" not in html
+
+
+# --------------------------------------------------------------------------------------------
+# The buffer: bounded, and no flush cut off at exit
+# --------------------------------------------------------------------------------------------
+
+
+class Recording(tracking.Buffer):
+    """A buffer whose writes are recorded (slowly: a flush takes ``pause`` seconds)."""
+
+    def __init__(self, pause=0.0):
+        super().__init__()
+        self.written, self.pause = [], pause
+
+    def write(self, hits):
+        import time
+
+        time.sleep(self.pause)
+        self.written.extend(hits)
+        return len(hits)
+
+
+def a_hit(n):
+    return (n, 1, 2, None, 1_700_000_000.0 + n, 1, False, None)
+
+
+def test_the_buffer_is_written_as_soon_as_its_maximum_waits(settings):
+    import time
+
+    settings.ENGAGEMENT_BUFFER_MS = 60_000  # the timer alone would wait a minute
+    settings.ENGAGEMENT_BUFFER_MAX = 3
+    buffer = Recording()
+    for n in range(2):
+        buffer.add(a_hit(n))
+    time.sleep(0.2)
+    assert buffer.written == []
+    buffer.add(a_hit(2))
+    deadline = time.time() + 5
+    while len(buffer.written) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    assert [hit[0] for hit in buffer.written] == [0, 1, 2]
+
+
+def test_a_flush_at_exit_waits_for_the_flush_under_way(settings):
+    import threading
+    import time
+
+    settings.ENGAGEMENT_BUFFER_MS = 60_000
+    buffer = Recording(pause=0.3)
+    buffer.add(a_hit(1))
+    under_way = threading.Thread(target=buffer.flush)  # the background flush, writing
+    under_way.start()
+    time.sleep(0.05)
+    buffer.add(a_hit(2))  # answered meanwhile
+    assert buffer.flush() == 1  # at exit: returns once both are written
+    assert sorted(hit[0] for hit in buffer.written) == [1, 2]
+    under_way.join()
+
+
+def test_a_forked_worker_starts_with_an_empty_buffer_and_no_thread(settings):
+    settings.ENGAGEMENT_BUFFER_MS = 60_000
+    buffer = Recording()
+    buffer.add(a_hit(1))
+    assert buffer.thread is not None
+    buffer.forked()
+    assert (buffer.hits, buffer.thread) == ([], None)
