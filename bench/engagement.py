@@ -104,26 +104,41 @@ def bench_delivery(label: str, messages: int, entities: list[int]) -> Delivery:
 # --------------------------------------------------------------------------------------------
 
 
-async def load(port: int, paths: list[str], concurrency: int) -> tuple[list[float], dict]:
-    """GET every path (Connection: close, as gunicorn's sync worker answers), ``concurrency``
-    at a time; returns the latencies (ms) and the count per status."""
+async def load(port: int, paths: list[str], concurrency: int, keep_alive: bool = False,
+               ) -> tuple[list[float], dict]:  # fmt: skip
+    """GET every path, ``concurrency`` at a time; returns the latencies (ms) and the count
+    per status. One connection per request (Connection: close, as gunicorn's sync worker
+    answers, and as most mail clients fetch one pixel), or with ``keep_alive`` one per
+    client, reused while the server keeps it open (gthread does; sync closes each)."""
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     queue = iter(paths)
+    header = "keep-alive" if keep_alive else "close"
 
     async def worker() -> None:
+        reader = writer = None
         for path in queue:
             started = time.perf_counter()
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: {BROWSER}\r\n"
-                "Connection: close\r\n\r\n".encode()
+                f"Connection: {header}\r\n\r\n".encode()
             )
-            data = await reader.read()
-            writer.close()
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").lower().split("\r\n")
+            length = next((int(line[15:]) for line in lines
+                           if line.startswith("content-length:")), 0)  # fmt: skip
+            if length:
+                await reader.readexactly(length)
+            if not keep_alive or "connection: close" in lines:
+                writer.close()
+                reader = writer = None
             latencies.append((time.perf_counter() - started) * 1000)
-            status = data[9:12].decode() or "---"
+            status = head[9:12].decode() or "---"
             statuses[status] = statuses.get(status, 0) + 1
+        if writer is not None:
+            writer.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, statuses
@@ -164,8 +179,8 @@ def worker_pids(pid: int) -> list[int]:
 
 
 def measure_endpoints(requests: int, concurrency: int, messages: int, *,
-                      worker_class: str = "sync", threads: int = 1,
-                      stop: str = "TERM") -> dict:  # fmt: skip
+                      worker_class: str = "sync", threads: int = 1, stop: str = "TERM",
+                      keep_alive: bool = False) -> dict:  # fmt: skip
     entities = list(Entity.objects.order_by("pk").values_list("pk", flat=True)[:20])
     delivery = bench_delivery("Bench tracking endpoints", messages, entities)
     forget(delivery.pk)
@@ -190,10 +205,10 @@ def measure_endpoints(requests: int, concurrency: int, messages: int, *,
     waiting = 0
     try:
         wait_for(port)
-        asyncio.run(load(port, paths[:200], concurrency))  # warm-up (recorded too)
+        asyncio.run(load(port, paths[:200], concurrency, keep_alive))  # warm-up (recorded)
         cpu = cpu_seconds(server.pid)
         started = time.perf_counter()
-        latencies, statuses = asyncio.run(load(port, paths, concurrency))
+        latencies, statuses = asyncio.run(load(port, paths, concurrency, keep_alive))
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(server.pid) - cpu
         if stop == "KILL":  # the worker killed at once: what its buffer held is lost
@@ -212,6 +227,7 @@ def measure_endpoints(requests: int, concurrency: int, messages: int, *,
         "concurrency": concurrency,
         "worker": worker_class if threads <= 1 else f"{worker_class} x{threads} threads",
         "stop": stop,
+        "keep_alive": keep_alive,
         "load_average": os.getloadavg()[0],
         "per_second": round(requests / elapsed),
         "per_cpu_second": round(requests / cpu) if cpu else None,
@@ -226,7 +242,8 @@ def measure_endpoints(requests: int, concurrency: int, messages: int, *,
         lost = (f"; {waiting} were written when the worker was killed, so "
                 f"{result['events_expected'] - recorded} lost with its buffer")  # fmt: skip
     print(
-        f"Tracking endpoints, 1 gunicorn {result['worker']} worker, {concurrency} clients: "
+        f"Tracking endpoints, 1 gunicorn {result['worker']} worker, {concurrency} clients"
+        f"{' (keep-alive)' if keep_alive else ''}: "
         f"{result['per_second']} req/s ({result['per_cpu_second']} per CPU-second of the "
         f"server; load average {result['load_average']:.1f} on {os.cpu_count()} cores), p50 "
         f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms, statuses {statuses}; stopped by "
@@ -340,13 +357,15 @@ def main() -> int:
         choices=["TERM", "INT", "QUIT", "KILL"],
         help="how the server is stopped (KILL: its worker, SIGKILL)",
     )
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="reuse each client's connection (gthread keeps it)")  # fmt: skip
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         print("Note: the targets are for PostgreSQL (set DATABASE_URL).")
     if args.only in ("", "endpoints"):
         measure_endpoints(args.requests, args.concurrency, min(args.messages, 20_000),
                           worker_class=args.worker_class, threads=args.threads,
-                          stop=args.stop)  # fmt: skip
+                          stop=args.stop, keep_alive=args.keep_alive)  # fmt: skip
     if args.only in ("", "reports"):
         measure_reports(args.messages, args.events, args.repeat)
     return 0
