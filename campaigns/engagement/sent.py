@@ -35,11 +35,16 @@ def refresh(delivery_id: int, first_id: int | None = None, last_id: int | None =
               ("id", "delivery", "entity", "status", "sent_at")}  # fmt: skip
     table, blocks = q(meta.db_table), q(SentBlock._meta.db_table)
     size = SentBlock.BLOCK
-    where, params = f"{column['delivery']} = %s", [delivery_id]
+    where = f"{column['delivery']} = %s AND {column['status']} = %s"
+    params: list = [delivery_id, MessageStatus.SENT.value]
     dropped, dropped_params = "delivery_id = %s", [delivery_id]
     if first_id is not None and last_id is not None:
         low, high = first_id // size, last_id // size
-        where += f" AND {column['id']} >= %s AND {column['id']} < %s"
+        # Read by the primary key's range only: written plainly, the delivery and status
+        # conditions lead PostgreSQL to the sent-per-entity partial index, every sent
+        # message of the delivery (2 s at 1M instead of 1 ms).
+        where = (f"{column['delivery']} + 0 = %s AND {column['status']} || '' = %s "
+                 f"AND {column['id']} >= %s AND {column['id']} < %s")  # fmt: skip
         params += [low * size, (high + 1) * size]
         dropped += " AND block >= %s AND block <= %s"
         dropped_params += [low, high]
@@ -51,7 +56,7 @@ def refresh(delivery_id: int, first_id: int | None = None, last_id: int | None =
             f"INSERT INTO {blocks} (delivery_id, block, entity_id, sent, first_sent_at) "
             f"SELECT {column['delivery']}, {column['id']} / {size}, "
             f"COALESCE({column['entity']}, 0), COUNT(*), MIN({column['sent_at']}) "
-            f"FROM {table} WHERE {where} AND {column['status']} = %s GROUP BY 1, 2, 3",
-            [*params, MessageStatus.SENT.value],
+            f"FROM {table} WHERE {where} GROUP BY 1, 2, 3",
+            params,
         )
         return cursor.rowcount

@@ -205,7 +205,7 @@ class SentBlock(models.Model):
     sending ends (``campaigns.engagement.sent``), and for the whole delivery when it finishes;
     a count, not an increment, so that a chunk sent twice or taken over counts right."""
 
-    BLOCK = 4096
+    BLOCK = 1024
 
     delivery_id = models.BigIntegerField()
     block = models.BigIntegerField()
