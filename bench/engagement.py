@@ -180,7 +180,7 @@ def worker_pids(pid: int) -> list[int]:
 
 def measure_endpoints(requests: int, concurrency: int, messages: int, *,
                       worker_class: str = "sync", threads: int = 1, stop: str = "TERM",
-                      keep_alive: bool = False) -> dict:  # fmt: skip
+                      keep_alive: bool = False, config: str = "") -> dict:  # fmt: skip
     entities = list(Entity.objects.order_by("pk").values_list("pk", flat=True)[:20])
     delivery = bench_delivery("Bench tracking endpoints", messages, entities)
     forget(delivery.pk)
@@ -194,11 +194,12 @@ def measure_endpoints(requests: int, concurrency: int, messages: int, *,
         else:
             paths.append("/t/o/" + tracking.open_token(message, delivery.pk, sent) + ".gif")
     port = free_port()
+    config = config or str(ROOT / "bench" / "gunicorn_tracking.py")
     env = {**os.environ, "ENGAGEMENT_BUFFER_MS": os.environ.get("ENGAGEMENT_BUFFER_MS", "200"),
            "GUNICORN_WORKER_CLASS": worker_class, "GUNICORN_THREADS": str(threads)}  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--workers", "1",
-         "--bind", f"127.0.0.1:{port}", "--config", str(ROOT / "bench" / "gunicorn_tracking.py"),
+         "--bind", f"127.0.0.1:{port}", "--config", config,
          "--log-level", "warning", "--backlog", "2048"],
         cwd=ROOT, env=env,
     )  # fmt: skip
@@ -357,6 +358,11 @@ def main() -> int:
         choices=["TERM", "INT", "QUIT", "KILL"],
         help="how the server is stopped (KILL: its worker, SIGKILL)",
     )
+    parser.add_argument(
+        "--gunicorn-config",
+        default="",
+        help="another gunicorn config file (default bench/gunicorn_tracking.py)",
+    )
     parser.add_argument("--keep-alive", action="store_true",
                         help="reuse each client's connection (gthread keeps it)")  # fmt: skip
     args = parser.parse_args()
@@ -365,7 +371,8 @@ def main() -> int:
     if args.only in ("", "endpoints"):
         measure_endpoints(args.requests, args.concurrency, min(args.messages, 20_000),
                           worker_class=args.worker_class, threads=args.threads,
-                          stop=args.stop, keep_alive=args.keep_alive)  # fmt: skip
+                          stop=args.stop, keep_alive=args.keep_alive,
+                          config=args.gunicorn_config)  # fmt: skip
     if args.only in ("", "reports"):
         measure_reports(args.messages, args.events, args.repeat)
     return 0
