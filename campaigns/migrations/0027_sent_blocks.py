@@ -4,24 +4,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0026_contact_indexes_that_serve_queries'),
+        ("campaigns", "0026_contact_indexes_that_serve_queries"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SentBlock',
+            name="SentBlock",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('delivery_id', models.BigIntegerField()),
-                ('block', models.BigIntegerField()),
-                ('entity_id', models.BigIntegerField(default=0, help_text='0: none')),
-                ('sent', models.PositiveIntegerField(default=0)),
-                ('first_sent_at', models.DateTimeField(null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("delivery_id", models.BigIntegerField()),
+                ("block", models.BigIntegerField()),
+                ("entity_id", models.BigIntegerField(default=0, help_text="0: none")),
+                ("sent", models.PositiveIntegerField(default=0)),
+                ("first_sent_at", models.DateTimeField(null=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('delivery_id', 'block', 'entity_id'), name='sent_block_once')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("delivery_id", "block", "entity_id"), name="sent_block_once"
+                    )
+                ],
             },
         ),
     ]
