@@ -9,7 +9,7 @@ from campaigns.models.audience import (
     SavedQuery,
     Store,
     Subscription,
-    WorkTableRow,
+    WorkTable,
 )
 from campaigns.models.bounce import BounceKind, BounceProvider, ProviderEvent
 from campaigns.models.campaign import (
@@ -97,7 +97,7 @@ __all__ = [
     "TriggerState",
     "TriggeredMessage",
     "Typology",
-    "WorkTableRow",
+    "WorkTable",
     "WorkflowRun",
     "WorkflowRunState",
 ]

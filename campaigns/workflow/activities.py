@@ -2,8 +2,10 @@
 and validated by the forms of ``campaigns.workflow.forms``).
 
 An activity reads one work table per incoming transition and writes one work table per
-output (``out``, or a split's branch labels), named ``a<activity id>.<label>`` within the run.
-No activity loads contacts into Python: every step is an ``INSERT … SELECT``.
+output (``out``, or a split's branch labels), named ``a<activity id>.<label>`` within the run
+(the registry's step name; the table itself is ``wt_<registry id>``, see
+``campaigns.targeting.worktables``). No activity loads contacts into Python: every step is one
+``CREATE … AS SELECT`` reading its inputs as querysets.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
 
 from campaigns import targeting
-from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery, WorkTableRow
+from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery
 from campaigns.targeting.registry import DIMENSIONS
 from portal.models import Entity
 
@@ -120,12 +122,8 @@ class Union(ActivityType):
     min_inputs, max_inputs = 2, None
 
     def run(self, ctx: Context) -> None:
-        rows = ctx.inputs[0]
-        for other in ctx.inputs[1:]:
-            rows = rows | other
-        # One row per (contact, secondary record): the first one met.
-        keep = rows.values("contact_id", "secondary_id").annotate(first=Min("id")).values("first")
-        ctx.write("out", WorkTableRow.objects.filter(pk__in=Subquery(keep)))
+        # One row per (contact, secondary record): the first one met, in input order.
+        targeting.union_rows(ctx.run_key, ctx.table("out"), ctx.inputs)
 
 
 class Intersection(ActivityType):
@@ -165,8 +163,9 @@ class Deduplication(ActivityType):
     """One row per contact (the first one), e.g. after a booking-level query."""
 
     def run(self, ctx: Context) -> None:
-        keep = ctx.inputs[0].values("contact_id").annotate(first=Min("id")).values("first")
-        ctx.write("out", WorkTableRow.objects.filter(pk__in=Subquery(keep)))
+        rows = ctx.inputs[0]
+        keep = rows.values("contact_id").annotate(first=Min("id")).values("first")
+        ctx.write("out", rows.model.objects.filter(pk__in=Subquery(keep)))
 
 
 class Split(ActivityType):
@@ -186,7 +185,7 @@ class Split(ActivityType):
         start = 0
         settings = ctx.activity.settings
         for branch in settings["branches"]:
-            rows = source.exclude(Exists(self._taken(ctx, taken))) if taken else source
+            rows = self._untaken(ctx, source, taken)
             if "percent" in branch:
                 rows = rows.filter(_bucket__gte=start, _bucket__lt=start + branch["percent"])
                 start += branch["percent"]
@@ -196,21 +195,21 @@ class Split(ActivityType):
                 )
                 rows = rows.filter(contact_id__in=matching.values("pk"))
             if branch.get("limit") is not None:
-                rows = WorkTableRow.objects.filter(
+                rows = rows.model.objects.filter(
                     pk__in=Subquery(rows.order_by("id").values("pk")[: branch["limit"]])
                 )
             ctx.write(branch["label"], rows)
             taken.append(branch["label"])
         if settings.get("remainder"):
-            ctx.write(settings["remainder"], ctx.inputs[0].exclude(Exists(self._taken(ctx, taken))))
+            ctx.write(settings["remainder"], self._untaken(ctx, ctx.inputs[0], taken))
 
-    def _taken(self, ctx: Context, labels: list[str]) -> QuerySet:
-        """Rows of earlier branches for the outer row's contact (branch tables hold copies,
-        so they are matched on the contact); used as NOT EXISTS, an anti-join."""
-        names = [output_table(ctx.activity, label) for label in labels]
-        return WorkTableRow.objects.filter(
-            run_key=ctx.run_key, name__in=names, contact_id=OuterRef("contact_id")
-        )
+    def _untaken(self, ctx: Context, rows: QuerySet, labels: list[str]) -> QuerySet:
+        """``rows`` without the contacts of earlier branches (branch tables hold copies, so
+        they are matched on the contact): one NOT EXISTS, an anti-join, per branch table."""
+        for label in labels:
+            taken = targeting.work_table(ctx.run_key, output_table(ctx.activity, label))
+            rows = rows.exclude(Exists(taken.filter(contact_id=OuterRef("contact_id"))))
+        return rows
 
 
 class Distribution(ActivityType):
