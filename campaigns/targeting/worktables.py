@@ -453,14 +453,25 @@ def distribute(
             _wt_cap=cap,
         ).filter(_wt_rank__lte=F("_wt_cap"))
     copy_rows(rows, run_key=run_key, name=target)
-    eligible = per_entity(eligible_rows)
-    kept = per_entity(work_table(run_key, target))
+    # One GROUP BY over the source gives every figure: the window keeps exactly
+    # min(eligible, cap) rows of each entity, and the NULL group is the unassigned rows.
+    counts = per_entity(source_rows)
+    wanted = None if entities is None else set(entities)
+
+    def kept(entity: int, total: int) -> int:
+        if not limits and default_limit is None:
+            return total
+        return max(
+            0, min(total, limits.get(entity, 2**62 if default_limit is None else default_limit))
+        )
+
     return DistributionReport(
         shares={
-            entity: EntityShare(eligible=total, kept=kept.get(entity, 0))
-            for entity, total in eligible.items()
+            entity: EntityShare(eligible=total, kept=kept(entity, total))
+            for entity, total in counts.items()
+            if entity is not None and (wanted is None or entity in wanted)
         },
-        unassigned=source_rows.filter(entity__isnull=True).count(),
+        unassigned=counts.get(None, 0),
     )
 
 
