@@ -434,3 +434,29 @@ def test_a_saved_audience_feeds_the_workflow(
     run = simulate(campaign, org, django_capture_on_commit_callbacks)
     assert contacts_of(run, read) == {"A1", "A3", "A5", "A7", "A9"}
     assert Activity.objects.get(pk=read.pk).settings == {"saved_query": saved.pk}
+
+
+def test_simulating_again_drops_the_older_simulations_tables(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+
+    from campaigns.models import WorkTable
+
+    q = act(campaign, "q", "query", conditions=QUERY)
+    link(campaign, q, act(campaign, "end", "end"))
+
+    def tables_of(run):
+        return {entry.table_name for entry in WorkTable.objects.filter(run_key=run.run_key)}
+
+    runs = [simulate(campaign, org, django_capture_on_commit_callbacks)]
+    written_first = tables_of(runs[0])
+    assert written_first and written_first <= set(connection.introspection.table_names())
+    runs += [simulate(campaign, org, django_capture_on_commit_callbacks) for _ in range(2)]
+    assert [run.state for run in runs] == ["completed"] * 3
+    tables = set(connection.introspection.table_names())
+    assert not written_first & tables and not tables_of(runs[0])
+    assert contacts_of(runs[0], q) == set()  # a dropped step reads as empty
+    assert tables_of(runs[1]) <= tables and tables_of(runs[2]) <= tables
+    assert contacts_of(runs[1], q) == contacts_of(runs[2], q) != set()
+    assert engine.counts(runs[0]) == engine.counts(runs[2])  # the counts stay
