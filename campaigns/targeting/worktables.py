@@ -133,7 +133,7 @@ def ensure_index(entry: WorkTable, column: str) -> None:
 def drop(entry: WorkTable) -> None:
     """DROP the table (if it exists) and delete its registry row."""
     table = entry.table_name
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(table)}")
         if entry.pk is not None:
             WorkTable.objects.filter(pk=entry.pk).delete()
@@ -196,7 +196,7 @@ def create_table(run_key: str, name: str, sql: str | None, params: Sequence[Any]
     ``_wt_contact, _wt_secondary, _wt_entity, _wt_data`` (None: an empty table); the step's
     previous table is dropped. Returns the row count."""
     quote = connection.ops.quote_name
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         previous = find(run_key, name)
         if previous is not None:
             drop(previous)
