@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar
 
 from django.db.models import (
@@ -51,8 +52,9 @@ class Context:
     execution: ActivityExecution | None = None
     simulate: bool = False
 
-    @property
+    @cached_property
     def inputs(self) -> list[QuerySet]:
+        """The input tables as querysets (looked up once per activity run)."""
         return [targeting.work_table(self.run_key, name) for name in self.input_names]
 
     def table(self, label: str) -> str:
