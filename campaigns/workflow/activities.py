@@ -26,6 +26,7 @@ from django.db.models import (
     Max,
     Min,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
@@ -183,19 +184,30 @@ class Split(ActivityType):
         source = ctx.inputs[0].annotate(
             _bucket=Mod(F("contact_id") * 2654435761, 100)  # stable per contact
         )
-        taken: list[str] = []
-        start = 0
         settings = ctx.activity.settings
+        predicates: list[Q | Exists] = []
+        start = 0
         for branch in settings["branches"]:
-            rows = self._untaken(ctx, source, taken)
             if "percent" in branch:
-                rows = rows.filter(_bucket__gte=start, _bucket__lt=start + branch["percent"])
+                predicates.append(Q(_bucket__gte=start, _bucket__lt=start + branch["percent"]))
                 start += branch["percent"]
             else:
                 matching = Contact.objects.filter(
                     targeting.compile_conditions("contact", branch.get("conditions") or {})
                 )
-                rows = rows.filter(contact_id__in=matching.values("pk"))
+                # EXISTS, never IN: excluded, it must stay an anti-join (see Exclusion).
+                predicates.append(Exists(matching.filter(pk=OuterRef("contact_id"))))
+        # Every branch predicate is a property of the contact, so without limits "a contact
+        # an earlier branch took" is "a contact an earlier predicate holds for": plain
+        # filters over the input, no anti-join against the branch tables just written. A
+        # limit keeps only some of a branch's rows: then the branch tables are read back.
+        limited = any(branch.get("limit") is not None for branch in settings["branches"])
+        taken: list[str] = []
+        for branch, predicate in zip(settings["branches"], predicates, strict=True):
+            if limited:
+                rows = self._untaken(ctx, source, taken).filter(predicate)
+            else:
+                rows = self._unmatched(source, predicates[: len(taken)]).filter(predicate)
             if branch.get("limit") is not None:
                 rows = rows.model.objects.filter(
                     pk__in=Subquery(rows.order_by("id").values("pk")[: branch["limit"]])
@@ -203,7 +215,17 @@ class Split(ActivityType):
             ctx.write(branch["label"], rows)
             taken.append(branch["label"])
         if settings.get("remainder"):
-            ctx.write(settings["remainder"], self._untaken(ctx, ctx.inputs[0], taken))
+            if limited:
+                rest = self._untaken(ctx, ctx.inputs[0], taken)
+            else:
+                rest = self._unmatched(source, predicates)
+            ctx.write(settings["remainder"], rest)
+
+    @staticmethod
+    def _unmatched(rows: QuerySet, predicates: list[Q | Exists]) -> QuerySet:
+        for predicate in predicates:
+            rows = rows.exclude(predicate)
+        return rows
 
     def _untaken(self, ctx: Context, rows: QuerySet, labels: list[str]) -> QuerySet:
         """``rows`` without the contacts of earlier branches (branch tables hold copies, so

@@ -460,3 +460,33 @@ def test_simulating_again_drops_the_older_simulations_tables(
     assert tables_of(runs[1]) <= tables and tables_of(runs[2]) <= tables
     assert contacts_of(runs[1], q) == contacts_of(runs[2], q) != set()
     assert engine.counts(runs[0]) == engine.counts(runs[2])  # the counts stay
+
+
+def test_split_by_conditions_without_limits_gives_each_contact_to_its_first_branch(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    everyone = act(campaign, "all", "query", conditions={})
+    split = act(
+        campaign,
+        "split",
+        "split",
+        branches=[
+            {
+                "label": "store_b",
+                "conditions": {"field": "entity.code", "op": "eq", "value": "STORE_B"},
+            },
+            {"label": "consenting", "conditions": QUERY},
+            {"label": "french", "conditions": FRENCH},
+        ],
+        remainder="others",
+    )
+    end = act(campaign, "end", "end")
+    link(campaign, everyone, split)
+    for label in ("store_b", "consenting", "french", "others"):
+        link(campaign, split, end, label)
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    assert run.state == "completed", run.error
+    assert contacts_of(run, split, "store_b") == {"B0", "B1", "B2", "B3", "B4"}
+    assert contacts_of(run, split, "consenting") == {"A0", "A1", "A2", "A3", "A4", "A5"}
+    assert contacts_of(run, split, "french") == {"A7", "A9"}
+    assert contacts_of(run, split, "others") == {"A6", "A8"}
