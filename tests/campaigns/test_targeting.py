@@ -388,3 +388,22 @@ def test_the_default_distribution_priority_is_the_longest_standing_contacts(peop
     for person in sorted(people.values(), key=lambda person: person.pk):
         by_entity.setdefault(person.entity_id, person.pk)
     assert kept == set(by_entity.values())
+
+
+def _indexed(entry: WorkTable, column: str) -> bool:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, entry.table_name)
+    return any(item["index"] and item["columns"] == [column] for item in constraints.values())
+
+
+def test_a_table_is_indexed_only_when_preparation_reads_it_by_id(people, campaign):
+    from campaigns.delivery import preparation
+    from campaigns.models import Delivery
+
+    targeting.materialise(select({}), dimension="contact", run_key="r10", name="target")
+    entry = WorkTable.objects.get(run_key="r10", name="target")
+    assert not _indexed(entry, "id") and not _indexed(entry, "contact_id")
+    delivery = Delivery.objects.create(campaign=campaign, label="Spring", channel="email")
+    delivery = preparation.prepare(delivery=delivery, run_key="r10", table="target")
+    assert delivery.targeted == 4
+    assert _indexed(entry, "id") and not _indexed(entry, "contact_id")
