@@ -490,3 +490,38 @@ def test_split_by_conditions_without_limits_gives_each_contact_to_its_first_bran
     assert contacts_of(run, split, "consenting") == {"A0", "A1", "A2", "A3", "A4", "A5"}
     assert contacts_of(run, split, "french") == {"A7", "A9"}
     assert contacts_of(run, split, "others") == {"A6", "A8"}
+
+
+def test_a_retried_activity_rewrites_only_its_own_tables(
+    campaign, audience, org, django_capture_on_commit_callbacks, monkeypatch
+):
+    from campaigns.models import WorkTable
+    from campaigns.workflow import activities
+
+    q = act(campaign, "q", "query", conditions=QUERY)
+    dedup = act(campaign, "dedup", "deduplication")
+    link(campaign, q, dedup)
+    link(campaign, dedup, act(campaign, "end", "end"))
+    portal_services.transition(obj=campaign, name="mark_ready")
+    original = activities.Deduplication.run
+
+    def write_then_fail(self, ctx):
+        original(self, ctx)  # its table is written, then the activity fails
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(activities.Deduplication, "run", write_then_fail)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.start_run(campaign=campaign, actor=org.marketer)
+    run.refresh_from_db()
+    assert run.state == "failed"
+    query_table = WorkTable.objects.get(run_key=run.run_key, name=output_table(q, "out"))
+    # the failed step's table went with its transaction
+    assert not WorkTable.objects.filter(run_key=run.run_key, name=output_table(dedup, "out"))
+    monkeypatch.setattr(activities.Deduplication, "run", original)
+    failed = ActivityExecution.objects.get(run=run, activity=dedup)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.retry_activity(execution=failed, actor=org.marketer)
+    run.refresh_from_db()
+    assert run.state == "completed"
+    assert WorkTable.objects.get(pk=query_table.pk).table_name == query_table.table_name
+    assert contacts_of(run, dedup) == contacts_of(run, q) != set()
