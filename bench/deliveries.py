@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from campaigns import targeting
 from campaigns.delivery import preparation, rendering, sending
-from campaigns.models import Campaign, Contact, Delivery, Message, Typology, WorkTableRow
+from campaigns.models import Campaign, Contact, Delivery, Message, Typology
 from portal.models import Entity
 
 NAME = "Bench deliveries"
@@ -58,7 +58,7 @@ def measure_deliveries(
     )
     first = list(Contact.objects.order_by("id").values_list("id", flat=True)[:recipients])
     run_key = "bench-deliveries"
-    WorkTableRow.objects.filter(run_key=run_key).delete()
+    targeting.drop_run(run_key)
     targeting.materialise(
         Contact.objects.filter(pk__in=first), dimension="contact", run_key=run_key, name="t"
     )
@@ -67,8 +67,8 @@ def measure_deliveries(
     if connection.vendor == "postgresql":  # dead rows of earlier runs would slow every insert
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM ANALYZE {q(Message._meta.db_table)}")
-    message, contact, wt = (q(Message._meta.db_table), q(Contact._meta.db_table),
-                            q(WorkTableRow._meta.db_table))  # fmt: skip
+    message, contact = q(Message._meta.db_table), q(Contact._meta.db_table)
+    wt = q(targeting.worktables.find(run_key, "t").table_name)
 
     def render_all(delivery: Delivery) -> int:
         """What sending renders, chunk by chunk: the chunks are id ranges of the pending
@@ -102,9 +102,8 @@ def measure_deliveries(
                 f"INSERT INTO {message} (delivery_id, contact_id, secondary_id, entity_id, "
                 "channel, address, status, rule, error, attempts, created_at) SELECT %s, "
                 f"w.contact_id, 0, w.entity_id, 'email', COALESCE(c.email, ''), 'pending', '', "
-                f"'', 0, %s FROM {wt} w JOIN {contact} c ON c.id = w.contact_id "
-                "WHERE w.run_key = %s AND w.name = 't'",
-                [delivery.pk, now, run_key],
+                f"'', 0, %s FROM {wt} w JOIN {contact} c ON c.id = w.contact_id",
+                [delivery.pk, now],
             )
             raw(
                 f"UPDATE {message} SET status = 'excluded', rule = 'consent' WHERE "
@@ -149,5 +148,5 @@ def measure_deliveries(
     Message.objects.filter(delivery_id__in=made).delete()
     Delivery.objects.filter(pk__in=made).delete()
 
-    WorkTableRow.objects.filter(run_key=run_key).delete()
+    targeting.drop_run(run_key)
     campaign.delete()

@@ -29,7 +29,7 @@ from django.db import connection
 
 from campaigns import targeting
 from campaigns.delivery import preparation, sending
-from campaigns.models import Campaign, Contact, Delivery, Message, WorkTableRow
+from campaigns.models import Campaign, Contact, Delivery, Message
 from portal.celery import app as celery_app
 from portal.models import Entity
 
@@ -161,7 +161,7 @@ def measure_sending(*, sends: int, repeat: int, workers: tuple[int, ...] = (1, 2
     campaign = Campaign.objects.create(name=NAME, kind="parent", entity=central)
     few = list(Contact.objects.order_by("id").values_list("id", flat=True)[:sends])
     run_key = "bench-sending"
-    WorkTableRow.objects.filter(run_key=run_key).delete()
+    targeting.drop_run(run_key)
     targeting.materialise(
         Contact.objects.filter(pk__in=few), dimension="contact", run_key=run_key, name="s"
     )
@@ -184,7 +184,7 @@ def measure_sending(*, sends: int, repeat: int, workers: tuple[int, ...] = (1, 2
             rows.append(_measure(count, sends, repeat, campaign, run_key, sink, env, problems))
     finally:
         sink.stop()
-        WorkTableRow.objects.filter(run_key=run_key).delete()
+        targeting.drop_run(run_key)
         campaign.delete()
     for problem in problems:
         print(problem)
@@ -283,7 +283,7 @@ def _smtplib(count: int, sends: int, run_key: str, port: int) -> float:
     """``count`` processes of bare smtplib, the recipients split between them."""
     started = time.perf_counter()
     rows = list(
-        WorkTableRow.objects.filter(run_key=run_key, name="s")
+        targeting.work_table(run_key, "s")
         .order_by("contact_id")
         .values_list("contact_id", "contact__email", "contact__first_name",
                      "contact__last_name", "contact__entity__name")[:sends]

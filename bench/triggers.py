@@ -51,7 +51,6 @@ from campaigns.models import (  # noqa: E402
     Quarantine,
     TriggerDefinition,
     TriggeredMessage,
-    WorkTableRow,
 )
 from portal.models import Entity  # noqa: E402
 
@@ -214,7 +213,7 @@ def main() -> int:
     Campaign.objects.filter(name="Bench trigger batch").delete()
     campaign = Campaign.objects.create(name="Bench trigger batch", kind="parent", entity=central)
     run_key = "bench-triggers"
-    WorkTableRow.objects.filter(run_key=run_key).delete()
+    targeting.drop_run(run_key)
     targeting.materialise(
         Contact.objects.filter(pk__in=batch_ids),
         dimension="contact", run_key=run_key, name="b",
@@ -341,7 +340,7 @@ def main() -> int:
         _stop(processes)
         sink.stop()
         _use_broker(broker)  # flush what the stopped workers left in the broker
-        WorkTableRow.objects.filter(run_key=run_key).delete()
+        targeting.drop_run(run_key)
         Message.objects.filter(delivery=batch).delete()
         batch.delete()
         campaign.delete()

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
-from django.db import connection, transaction
+from django.db import connection
 
-from campaigns.models import Activity, Campaign, Transition, WorkflowRun, WorkTableRow
+from campaigns import targeting
+from campaigns.models import Activity, Campaign, Transition, WorkflowRun
+from campaigns.targeting import worktables
 from campaigns.workflow import engine
 from campaigns.workflow.activities import output_table
 from portal.celery import app as celery_app
@@ -46,86 +48,102 @@ def build(three: dict, segment: dict) -> tuple[Campaign, Activity]:
 
 
 def measure_workflow(
-    measure: Callable[[str, Callable[[], int], Callable[[], int]], None],
+    measure: Callable[..., None],
     raw: Callable[..., int],
     three: dict,
     segment: dict,
     born_before: date,
     since: date,
 ) -> None:
+    from bench.targeting import ctas, drop_bench_tables, shaped
+
     campaign, share = build(three, segment)
     q = connection.ops.quote_name
-    contact, booking, wt = (q("campaigns_contact"), q("campaigns_booking"),
-                            q(WorkTableRow._meta.db_table))  # fmt: skip
-    columns = "run_key, name, contact_id, secondary_id, entity_id, created_at"
+    contact, booking = q("campaigns_contact"), q("campaigns_booking")
 
     def product() -> int:
         celery_app.conf.task_always_eager = True
         run = engine.start_run(campaign=campaign, actor=None, simulate=True)
         run = WorkflowRun.objects.get(pk=run.pk)
         assert run.state == "completed", run.error
-        rows = WorkTableRow.objects.filter(
-            run_key=run.run_key, name=output_table(share, "out")
-        ).count()
-        WorkTableRow.objects.filter(run_key=run.run_key).delete()
+        rows = worktables.find(run.run_key, output_table(share, "out")).rows
+        targeting.drop_run(run.run_key)
         return rows
 
-    def raw_sql() -> int:
-        key = "bench-raw-wf"
-        with transaction.atomic():
-            if connection.vendor == "postgresql":  # as the product does (stale statistics)
-                raw("SET LOCAL enable_nestloop = off")
-            raw(f"DELETE FROM {wt} WHERE run_key = %s", [key])
-            raw(
-                f"INSERT INTO {wt} ({columns}) SELECT %s, 'target', c.id, NULL, c.entity_id, "
-                f"CURRENT_TIMESTAMP FROM {contact} c WHERE c.email_consent "
-                "AND c.language IN (%s, %s) AND c.birth_date < %s",
-                [key, "fr", "en", born_before],
-            )
-            raw(
-                f"INSERT INTO {wt} ({columns}) SELECT %s, 'skiers', c.id, NULL, c.entity_id, "
-                f"CURRENT_TIMESTAMP FROM {contact} c WHERE EXISTS (SELECT 1 FROM {booking} b "
+    def statements(shape: Callable[[str], str], prefix: str) -> int:
+        """The six steps as CREATE TABLE … AS SELECT, each reading the previous tables."""
+
+        def t(name: str) -> str:
+            return q(f"{prefix}_{name}")
+
+        bucket = "MOD(contact_id * 2654435761, 100)"
+        ctas(
+            f"{prefix}_target",
+            shape(
+                "SELECT c.id AS contact_id, CAST(NULL AS bigint) AS secondary_id, c.entity_id "
+                f"FROM {contact} c WHERE c.email_consent AND c.language IN (%s, %s) "
+                "AND c.birth_date < %s"
+            ),
+            ["fr", "en", born_before],
+        )
+        ctas(
+            f"{prefix}_skiers",
+            shape(
+                "SELECT c.id AS contact_id, CAST(NULL AS bigint) AS secondary_id, c.entity_id "
+                f"FROM {contact} c WHERE EXISTS (SELECT 1 FROM {booking} b "
                 "WHERE b.contact_id = c.id AND b.product = %s AND b.booking_date >= %s "
-                "AND b.booking_date <= %s)",
-                [key, "Ski week", since, date.today()],
+                "AND b.booking_date <= %s)"
+            ),
+            ["Ski week", since, date.today()],
+        )
+        columns = "contact_id, secondary_id, entity_id"
+        ctas(
+            f"{prefix}_minus",
+            shape(
+                f"SELECT {columns} FROM {t('target')} x WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {t('skiers')} s WHERE s.contact_id = x.contact_id)"
+            ),
+        )
+        ctas(
+            f"{prefix}_half",
+            shape(f"SELECT {columns} FROM {t('minus')} WHERE {bucket} >= 0 AND {bucket} < 50"),
+        )
+        ctas(
+            f"{prefix}_rest",
+            shape(
+                f"SELECT {columns} FROM {t('minus')} m WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {t('half')} h WHERE h.contact_id = m.contact_id)"
+            ),
+        )
+        numbered = shape is shaped  # the bare limit has no row number: dedup by ctid-free MIN
+        if numbered:
+            dedup = (
+                f"SELECT {columns} FROM {t('half')} WHERE id IN "
+                f"(SELECT MIN(id) FROM {t('half')} GROUP BY contact_id)"
             )
-            raw(
-                f"INSERT INTO {wt} ({columns}) SELECT run_key, 'minus', contact_id, "
-                f"secondary_id, entity_id, CURRENT_TIMESTAMP FROM {wt} t WHERE run_key = %s "
-                f"AND name = 'target' AND NOT EXISTS (SELECT 1 FROM {wt} s "
-                "WHERE s.run_key = %s AND s.name = 'skiers' AND s.contact_id = t.contact_id)",
-                [key, key],
-            )
-            raw(
-                f"INSERT INTO {wt} ({columns}) SELECT run_key, 'half', contact_id, "
-                f"secondary_id, entity_id, CURRENT_TIMESTAMP FROM {wt} WHERE run_key = %s "
-                "AND name = 'minus' AND (contact_id * 2654435761) %% 100 < 50",
-                [key],
-            )
-            raw(
-                f"INSERT INTO {wt} ({columns}) SELECT run_key, 'rest', contact_id, "
-                f"secondary_id, entity_id, CURRENT_TIMESTAMP FROM {wt} m WHERE run_key = %s "
-                f"AND name = 'minus' AND NOT EXISTS (SELECT 1 FROM {wt} h WHERE h.run_key = %s "
-                "AND h.name = 'half' AND h.contact_id = m.contact_id)",
-                [key, key],
-            )
-            raw(
-                f"INSERT INTO {wt} ({columns}) SELECT run_key, 'dedup', contact_id, "
-                f"secondary_id, entity_id, CURRENT_TIMESTAMP FROM {wt} WHERE id IN "
-                f"(SELECT MIN(id) FROM {wt} WHERE run_key = %s AND name = 'half' "
-                "GROUP BY contact_id)",
-                [key],
-            )
-            rows = raw(
-                f"INSERT INTO {wt} ({columns}) SELECT run_key, 'share', contact_id, "
-                "secondary_id, entity_id, CURRENT_TIMESTAMP FROM (SELECT *, ROW_NUMBER() "
-                "OVER (PARTITION BY entity_id ORDER BY id) AS rn FROM "
-                f"{wt} WHERE run_key = %s AND name = 'dedup' AND entity_id IS NOT NULL) r "
-                "WHERE rn <= %s",
-                [key, DISTRIBUTION_LIMIT],
-            )
-            raw(f"DELETE FROM {wt} WHERE run_key = %s", [key])
+        else:  # one row per contact already (a contact-level target): the same rows
+            dedup = f"SELECT DISTINCT {columns} FROM {t('half')}"
+        ctas(f"{prefix}_dedup", shape(dedup))
+        order = "contact_id, secondary_id" + (", id" if numbered else "")
+        rows = ctas(
+            f"{prefix}_share",
+            shape(
+                f"SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER "
+                f"(PARTITION BY entity_id ORDER BY {order}) AS rn FROM {t('dedup')} "
+                "WHERE entity_id IS NOT NULL) r WHERE rn <= %s"
+            ),
+            [DISTRIBUTION_LIMIT],
+        )
+        drop_bench_tables(*(f"{prefix}_{name}" for name in STEPS))
         return rows
 
-    measure("6-activity workflow (simulation)", product, raw_sql)
+    measure(
+        "6-activity workflow (simulation)",
+        product,
+        lambda: statements(shaped, "bench_raw_wf"),
+        lambda: statements(lambda select: select, "bench_limit_wf"),
+    )
     campaign.delete()
+
+
+STEPS = ("target", "skiers", "minus", "half", "rest", "dedup", "share")

@@ -36,7 +36,7 @@ from campaigns.models import (
     MessageStatus,
     PreparationChunk,
 )
-from campaigns.targeting.worktables import id_ranges, insert_select, work_table
+from campaigns.targeting.worktables import find, id_ranges, insert_select, work_table
 from portal import services as portal_services
 from portal.exceptions import DomainError
 
@@ -100,6 +100,9 @@ def prepare(
     (the delivery shows its progress meanwhile); otherwise they run now, in order."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        target = find(run_key, table)
+        if target is not None:  # the chunks read the table by id range
+            target.ensure_index("id")
         ranges = id_ranges(work_table(run_key, table), settings.DELIVERY_PREPARE_CHUNK_SIZE)
         size = {"chunks": len(ranges), "rows": sum(rows for _, _, rows in ranges)}
         portal_services.transition(

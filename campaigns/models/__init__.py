@@ -9,7 +9,7 @@ from campaigns.models.audience import (
     SavedQuery,
     Store,
     Subscription,
-    WorkTableRow,
+    WorkTable,
 )
 from campaigns.models.bounce import BounceKind, BounceProvider, ProviderEvent
 from campaigns.models.campaign import (
@@ -99,7 +99,7 @@ __all__ = [
     "TriggerState",
     "TriggeredMessage",
     "Typology",
-    "WorkTableRow",
+    "WorkTable",
     "WorkflowRun",
     "WorkflowRunState",
 ]

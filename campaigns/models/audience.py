@@ -197,39 +197,57 @@ class Subscription(models.Model):
         return f"{self.product} ({self.status})"
 
 
-class WorkTableRow(models.Model):
-    """One row of a persisted population: (run, name, contact[, secondary record][, entity]).
+class WorkTable(models.Model):
+    """The registry of per-step work tables: one row per table (run, step), so that purge,
+    retention and re-runs DROP tables instead of deleting rows.
 
-    Written by ``INSERT … SELECT`` only; read back as a queryset by the next step.
+    The table itself (``wt_<id>``: named from this row's id only, never from user text) is
+    created by ``CREATE [UNLOGGED] TABLE … AS SELECT`` and read back through
+    ``campaigns.targeting.worktables`` (``queryset()``, ``contact_ids()``, ``count()``,
+    ``drop()``).
     """
 
-    run_key = models.CharField(max_length=64)
-    name = models.CharField(max_length=64)
-    # No database-level foreign keys: rows are only ever copied from existing rows by
-    # INSERT … SELECT and purged by retention, and per-row constraint checks would dominate
-    # the cost of writing a large work table.
-    contact = models.ForeignKey(
-        Contact, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
-    )
-    secondary_id = models.BigIntegerField(null=True, blank=True)
-    entity = models.ForeignKey(
-        Entity,
-        null=True,
-        blank=True,
-        on_delete=models.DO_NOTHING,
-        related_name="+",
-        db_constraint=False,
-    )
-    data = models.JSONField(
-        null=True, blank=True, help_text="Enrichment values attached for personalisation."
-    )
+    run_key = models.CharField(max_length=64, help_text="The run (e.g. run-12, delivery-3).")
+    name = models.CharField(max_length=64, help_text="The step's output within the run.")
+    rows = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        indexes = [models.Index(fields=["run_key", "name", "entity"])]
+        constraints = [
+            models.UniqueConstraint(fields=["run_key", "name"], name="work_table_one_per_step")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.run_key}/{self.name}: {self.contact_id}"
+        return f"{self.run_key}/{self.name}: {self.table_name}"
+
+    @property
+    def table_name(self) -> str:
+        return f"wt_{int(self.pk)}"
+
+    # The small interface steps read a table through (campaigns.targeting.worktables).
+    def queryset(self) -> models.QuerySet:
+        """The table's rows (id, contact, secondary_id, entity, data) as a queryset."""
+        from campaigns.targeting import worktables
+
+        return worktables.rows_of(self)
+
+    def contact_ids(self) -> models.QuerySet:
+        return self.queryset().values("contact_id")
+
+    def count(self) -> int:
+        """The rows written (recorded at creation: no COUNT(*))."""
+        return self.rows
+
+    def ensure_index(self, column: str) -> None:
+        from campaigns.targeting import worktables
+
+        worktables.ensure_index(self, column)
+
+    def drop(self) -> None:
+        """DROP TABLE IF EXISTS, and this registry row with it."""
+        from campaigns.targeting import worktables
+
+        worktables.drop(self)
 
 
 class SavedQuery(models.Model):

@@ -6,8 +6,10 @@ from campaigns.targeting.counts import CountResult, count, target_queryset
 from campaigns.targeting.worktables import (
     copy_rows,
     distribute,
+    drop_run,
     materialise,
     purge_work_tables,
+    union_rows,
     work_table,
 )
 
@@ -18,9 +20,11 @@ __all__ = [
     "copy_rows",
     "count",
     "distribute",
+    "drop_run",
     "materialise",
     "parse_conditions",
     "purge_work_tables",
     "target_queryset",
+    "union_rows",
     "work_table",
 ]

@@ -1,25 +1,55 @@
-"""Work tables: populations persisted by ``INSERT … SELECT`` and read back as querysets.
+"""Work tables: one table per step of a run, written by ``CREATE … AS SELECT``.
 
-The SELECT is built by the ORM (compiled conditions, window functions), then wrapped in an
-INSERT whose table and column names come from the model's metadata: no user input ever
-becomes SQL text, and no contact row passes through Python.
+Every materialised population (a query's target, a distribution, an activity's output) is its
+own table, ``wt_<id>``, where ``<id>`` is the id of its registry row
+(``campaigns.models.WorkTable``: run key, step name, rows, created at). On PostgreSQL it is
+``CREATE UNLOGGED TABLE … AS SELECT`` (no WAL, no per-row index upkeep); on SQLite an
+ordinary ``CREATE TABLE … AS SELECT``. Its columns::
+
+    id            bigint   1..n, the row's number within the table (id ranges, tie-breaks)
+    contact_id    bigint   the contact
+    secondary_id  bigint   the secondary record (booking, subscription) or NULL
+    entity_id     bigint   the entity the row is distributed by, or NULL
+    data          json     enrichment values (or NULL)
+
+The SELECT is built by the ORM (compiled conditions, window functions) and wrapped in the
+CREATE: no user input ever becomes SQL text (table names come from registry ids and are
+quoted with ``connection.ops.quote_name``), and no contact row passes through Python.
+
+Reading a table — the small interface the steps use:
+
+- ``work_table(run_key, name)`` → a queryset over the table (``.filter``, ``.exclude``,
+  ``Exists(...)``, ``contact__…`` lookups), through a cached unmanaged model
+  (``Meta.managed = False``, ``db_table = "wt_<id>"``); an empty queryset when the step has
+  no table;
+- ``find(run_key, name)`` → the registry row (``WorkTable``) or None, with
+  ``queryset()``, ``contact_ids()``, ``count()`` (the rows written), ``ensure_index(column)``
+  and ``drop()``.
+
+Indexes are created only when a consumer asks (``ensure_index``): e.g. preparation reads
+a table in id ranges and asks for ``id``. Set operations between tables (union, exclusion,
+split) use hash joins and need none.
+
+Tables are dropped (``DROP TABLE IF EXISTS``, never a large DELETE) when the step is
+written again, when the run is simulated again or restarted (``drop_run``), and by
+retention (``purge_work_tables``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.apps import apps
 from django.core.exceptions import EmptyResultSet
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
-    CharField,
     Count,
-    DateTimeField,
     F,
     Func,
     JSONField,
@@ -31,15 +61,103 @@ from django.db.models import (
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from campaigns.models import WorkTableRow
+from campaigns.models import Contact, WorkTable
 from campaigns.targeting.registry import DIMENSIONS
+from portal.models import Entity
 
-COLUMNS = ("run_key", "name", "contact_id", "secondary_id", "entity_id", "data", "created_at")
+# The columns of every work table, in order (see the module docstring).
+COLUMNS = ("id", "contact_id", "secondary_id", "entity_id", "data")
+# Columns a consumer may ask an index on.
+INDEXABLE = frozenset({"id", "contact_id", "entity_id"})
+# Row models kept per process (an unused one is unregistered when the cache is full).
+MODEL_CACHE_SIZE = 256
+_models: OrderedDict[str, type[models.Model]] = OrderedDict()
 
 
-def _insert_select(select: QuerySet) -> int:
-    """INSERT the rows of ``select`` (values in COLUMNS order) into the work table."""
-    return insert_select(WorkTableRow, COLUMNS, select)
+def _row_model(table: str) -> type[models.Model]:
+    """The unmanaged model reading the work table ``table`` (cached per process)."""
+    model = _models.get(table)
+    if model is not None:
+        _models.move_to_end(table)
+        return model
+    meta = type("Meta", (), {"managed": False, "db_table": table, "app_label": "campaigns"})
+    model = type(
+        f"WorkTableRows_{table}",
+        (models.Model,),
+        {
+            "__module__": __name__,
+            "Meta": meta,
+            "id": models.BigIntegerField(primary_key=True),
+            "contact": models.ForeignKey(
+                Contact, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+            ),
+            "secondary_id": models.BigIntegerField(null=True),
+            "entity": models.ForeignKey(
+                Entity,
+                null=True,
+                on_delete=models.DO_NOTHING,
+                related_name="+",
+                db_constraint=False,
+            ),
+            "data": models.JSONField(null=True),
+        },
+    )
+    _models[table] = model
+    while len(_models) > MODEL_CACHE_SIZE:
+        _forget(next(iter(_models)))
+    return model
+
+
+def _forget(table: str) -> None:
+    """Unregister the row model of a dropped (or evicted) table."""
+    model = _models.pop(table, None)
+    if model is not None:
+        apps.all_models["campaigns"].pop(model._meta.model_name, None)
+        apps.clear_cache()
+
+
+def ensure_index(entry: WorkTable, column: str) -> None:
+    """``CREATE INDEX IF NOT EXISTS`` on one column of a work table, when a consumer needs
+    it (the index name, too, comes from the registry id)."""
+    if column not in INDEXABLE:
+        raise ValueError(f"Work tables are indexed on {', '.join(sorted(INDEXABLE))}.")
+    quote = connection.ops.quote_name
+    table = entry.table_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS {quote(f'{table}_{column}')} "
+            f"ON {quote(table)} ({quote(column)})"
+        )
+
+
+def drop(entry: WorkTable) -> None:
+    """DROP the table (if it exists) and delete its registry row."""
+    table = entry.table_name
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(table)}")
+        if entry.pk is not None:
+            WorkTable.objects.filter(pk=entry.pk).delete()
+    transaction.on_commit(lambda: _forget(table))
+
+
+def rows_of(entry: WorkTable) -> QuerySet:
+    return _row_model(entry.table_name).objects.all()
+
+
+def find(run_key: str, name: str) -> WorkTable | None:
+    return WorkTable.objects.filter(run_key=run_key, name=name).first()
+
+
+def _empty_model() -> type[models.Model]:
+    return _row_model("wt_none")
+
+
+def work_table(run_key: str, name: str) -> QuerySet:
+    """The rows of the step ``name`` of run ``run_key`` (empty when it has no table)."""
+    entry = find(run_key, name)
+    if entry is None:
+        return _empty_model().objects.none()
+    return entry.queryset()
 
 
 def insert_select(
@@ -67,12 +185,58 @@ def insert_select(
         return cursor.rowcount
 
 
-def _constants(queryset: QuerySet, run_key: str, name: str) -> QuerySet:
-    return queryset.annotate(
-        _wt_run=Value(run_key, output_field=CharField()),
-        _wt_name=Value(name, output_field=CharField()),
-        _wt_now=Value(timezone.now(), output_field=DateTimeField()),
-    )
+def _typed(expression: str, kind: str) -> str:
+    if kind == "json":
+        return f"CAST({expression} AS jsonb)" if connection.vendor == "postgresql" else expression
+    return f"CAST({expression} AS {'bigint' if connection.vendor == 'postgresql' else 'INTEGER'})"
+
+
+def create_table(run_key: str, name: str, sql: str | None, params: Sequence[Any] = ()) -> int:
+    """Write the step (run_key, name) as a new table from ``sql``, a SELECT whose columns are
+    ``_wt_contact, _wt_secondary, _wt_entity, _wt_data`` (None: an empty table); the step's
+    previous table is dropped. Returns the row count."""
+    quote = connection.ops.quote_name
+    with transaction.atomic(savepoint=False):
+        previous = find(run_key, name)
+        if previous is not None:
+            drop(previous)
+        entry = WorkTable.objects.create(run_key=run_key, name=name)
+        table = quote(entry.table_name)
+        unlogged = "UNLOGGED " if connection.vendor == "postgresql" else ""
+        hash_joins_only()
+        with connection.cursor() as cursor:
+            if sql is None:
+                json_type = "jsonb" if connection.vendor == "postgresql" else "text"
+                cursor.execute(
+                    f"CREATE {unlogged}TABLE {table} (id bigint, contact_id bigint, "
+                    f"secondary_id bigint, entity_id bigint, data {json_type})"
+                )
+                rows = 0
+            else:
+                cursor.execute(
+                    f"CREATE {unlogged}TABLE {table} AS SELECT "
+                    f"{_typed('ROW_NUMBER() OVER ()', 'int')} AS id, "
+                    f"{_typed('s._wt_contact', 'int')} AS contact_id, "
+                    f"{_typed('s._wt_secondary', 'int')} AS secondary_id, "
+                    f"{_typed('s._wt_entity', 'int')} AS entity_id, "
+                    f"{_typed('s._wt_data', 'json')} AS data FROM ({sql}) s",
+                    params,
+                )
+                rows = cursor.rowcount
+                if connection.vendor != "postgresql" or rows is None or rows < 0:
+                    cursor.execute(f"SELECT COUNT(*) FROM {table}")
+                    rows = cursor.fetchone()[0]
+        entry.rows = rows
+        entry.save(update_fields=["rows"])
+        return rows
+
+
+def _create_from(run_key: str, name: str, select: QuerySet) -> int:
+    try:
+        sql, params = select.query.sql_with_params()
+    except EmptyResultSet:
+        return create_table(run_key, name, None)
+    return create_table(run_key, name, sql, params)
 
 
 def materialise(
@@ -83,7 +247,8 @@ def materialise(
     name: str,
     entity_path: str | None = None,
 ) -> int:
-    """Persist the rows of a target queryset under (run_key, name); returns the row count.
+    """Persist the rows of a target queryset as the step (run_key, name); returns the row
+    count.
 
     ``entity_path`` says which entity a row is distributed by (default: the contact's owning
     entity; e.g. ``store__entity`` for bookings).
@@ -92,22 +257,17 @@ def materialise(
     secondary = (
         Value(None, output_field=BigIntegerField()) if spec.contact_path == "pk" else F("pk")
     )
-    select = _constants(queryset.order_by(), run_key, name).annotate(
-        _wt_contact=F(spec.contact_path),
-        _wt_secondary=secondary,
-        _wt_entity=F(entity_path or spec.entity_path),
-        _wt_data=Func(template="NULL", output_field=JSONField()),  # SQL NULL, not JSON null
+    select = (
+        queryset.order_by()
+        .annotate(
+            _wt_contact=F(spec.contact_path),
+            _wt_secondary=secondary,
+            _wt_entity=F(entity_path or spec.entity_path),
+            _wt_data=Func(template="NULL", output_field=JSONField()),  # SQL NULL, not JSON null
+        )
+        .values_list("_wt_contact", "_wt_secondary", "_wt_entity", "_wt_data")
     )
-    select = select.values_list(
-        "_wt_run", "_wt_name", "_wt_contact", "_wt_secondary", "_wt_entity", "_wt_data", "_wt_now"
-    )
-    with transaction.atomic():
-        WorkTableRow.objects.filter(run_key=run_key, name=name).delete()
-        return _insert_select(select)
-
-
-def work_table(run_key: str, name: str) -> QuerySet:
-    return WorkTableRow.objects.filter(run_key=run_key, name=name)
+    return _create_from(run_key, name, select)
 
 
 def id_ranges(rows: QuerySet, size: int) -> list[tuple[int, int, int]]:
@@ -128,26 +288,69 @@ def id_ranges(rows: QuerySet, size: int) -> list[tuple[int, int, int]]:
 
 
 def copy_rows(rows: QuerySet, *, run_key: str, name: str, data: Any = None) -> int:
-    """Write work-table rows selected by ``rows`` (any filter over WorkTableRow, or a union
-    grouped by contact) as the table (run_key, name), replacing it. One INSERT … SELECT.
+    """Write the work-table rows selected by ``rows`` (any filter over a work table's
+    queryset) as the step (run_key, name), replacing it. One CREATE … AS SELECT.
 
     ``data`` is an expression computing each row's enrichment data (default: kept as is)."""
-    select = _constants(rows.order_by(), run_key, name)
-    if data is not None:
-        select = select.annotate(_wt_data=data)
-    select = select.values_list(
-        "_wt_run",
-        "_wt_name",
-        "contact_id",
-        "secondary_id",
-        "entity_id",
-        "data" if data is None else "_wt_data",
-        "_wt_now",
+    select = rows.order_by().annotate(
+        _wt_contact=F("contact_id"),
+        _wt_secondary=F("secondary_id"),
+        _wt_entity=F("entity_id"),
+        _wt_data=F("data") if data is None else data,
     )
-    with transaction.atomic():
-        work_table(run_key, name).delete()
-        hash_joins_only()
-        return _insert_select(select)
+    select = select.values_list("_wt_contact", "_wt_secondary", "_wt_entity", "_wt_data")
+    return _create_from(run_key, name, select)
+
+
+def union_rows(run_key: str, name: str, sources: Sequence[QuerySet]) -> int:
+    """One row per (contact, secondary record) of ``sources``: the first met, in input order
+    then row order. One CREATE … AS SELECT over a UNION ALL with a window function."""
+    parts, params = [], []
+    for position, source in enumerate(sources):
+        try:
+            sql, part_params = (
+                source.order_by()
+                .annotate(
+                    _wt_source=Value(position, output_field=BigIntegerField()),
+                    _wt_row=F("id"),
+                    _wt_contact=F("contact_id"),
+                    _wt_secondary=F("secondary_id"),
+                    _wt_entity=F("entity_id"),
+                    _wt_data=F("data"),
+                )
+                .values_list(
+                    "_wt_source",
+                    "_wt_row",
+                    "_wt_contact",
+                    "_wt_secondary",
+                    "_wt_entity",
+                    "_wt_data",
+                )
+                .query.sql_with_params()
+            )
+        except EmptyResultSet:
+            continue
+        parts.append(f"SELECT * FROM ({sql}) p{position}")
+        params.extend(part_params)
+    if not parts:
+        return create_table(run_key, name, None)
+    sql = (
+        "SELECT _wt_contact, _wt_secondary, _wt_entity, _wt_data FROM (SELECT u.*, "
+        "ROW_NUMBER() OVER (PARTITION BY _wt_contact, _wt_secondary "
+        "ORDER BY _wt_source, _wt_row) AS _wt_rank FROM (" + " UNION ALL ".join(parts) + ") u"
+        ") ranked WHERE _wt_rank = 1"
+    )
+    return create_table(run_key, name, sql, params)
+
+
+def drop_run(run_key: str) -> int:
+    """Drop every table of a run (before it is simulated again or restarted); returns the
+    rows they held."""
+    dropped = 0
+    for entry in WorkTable.objects.filter(run_key=run_key):
+        dropped += entry.rows
+        drop(entry)
+    return dropped
 
 
 def hash_joins_only() -> None:
@@ -163,10 +366,16 @@ def hash_joins_only() -> None:
             cursor.execute("SET LOCAL enable_nestloop = off")
 
 
-# Orders a distribution may rank rows by (a leading "-" sorts descending); "id" breaks ties.
+# Orders a distribution may rank rows by (a leading "-" sorts descending). The default
+# priority, and what breaks ties after any other order, is the business order
+# DEFAULT_PRIORITY: the longest-standing contacts first (contact ids grow with registration,
+# like contact.created_at), then a contact's rows in record order (secondary id); the row's
+# number in the work table only settles what is still equal.
 PRIORITY_FIELDS = frozenset(
     {"id", "contact_id", "contact__created_at", "contact__birth_date", "contact__last_name"}
 )
+DEFAULT_PRIORITY = ("contact_id",)
+TIE_BREAK = ("contact_id", "secondary_id", "id")
 
 
 @dataclass(frozen=True)
@@ -193,11 +402,14 @@ class DistributionReport:
 
 
 def _priority(order: Sequence[str]) -> list[Any]:
-    expressions = []
-    for item in [*order, "id"]:
+    expressions, seen = [], set()
+    for item in [*(order or DEFAULT_PRIORITY), *TIE_BREAK]:
         name = item.lstrip("-")
-        if name not in PRIORITY_FIELDS:
+        if name not in PRIORITY_FIELDS and name not in TIE_BREAK:
             raise ValueError(f"Cannot rank by “{item}”; use one of {sorted(PRIORITY_FIELDS)}.")
+        if name in seen:
+            continue
+        seen.add(name)
         expressions.append(F(name).desc() if item.startswith("-") else F(name).asc())
     return expressions
 
@@ -214,9 +426,10 @@ def distribute(
 ) -> DistributionReport:
     """Split a work table among entities into ``target``: each entity keeps at most its limit
     (``limits[entity_id]``, else ``default_limit``, else everything) of its rows, ranked by
-    ``order`` (deterministic: ties go to the lowest id), optionally only for ``entities``.
+    ``order`` (default ``DEFAULT_PRIORITY``: the longest-standing contacts first; ties go to
+    the lowest contact id, then record, then row), optionally only for ``entities``.
 
-    One ``INSERT … SELECT`` with a window function; reports eligible, kept and dropped rows per
+    One ``CREATE … AS SELECT`` with a window function; reports eligible, kept and dropped rows per
     entity, and the rows that have no entity to go to.
     """
     priority = _priority(order)
@@ -240,14 +453,25 @@ def distribute(
             _wt_cap=cap,
         ).filter(_wt_rank__lte=F("_wt_cap"))
     copy_rows(rows, run_key=run_key, name=target)
-    eligible = per_entity(eligible_rows)
-    kept = per_entity(work_table(run_key, target))
+    # One GROUP BY over the source gives every figure: the window keeps exactly
+    # min(eligible, cap) rows of each entity, and the NULL group is the unassigned rows.
+    counts = per_entity(source_rows)
+    wanted = None if entities is None else set(entities)
+
+    def kept(entity: int, total: int) -> int:
+        if not limits and default_limit is None:
+            return total
+        return max(
+            0, min(total, limits.get(entity, 2**62 if default_limit is None else default_limit))
+        )
+
     return DistributionReport(
         shares={
-            entity: EntityShare(eligible=total, kept=kept.get(entity, 0))
-            for entity, total in eligible.items()
+            entity: EntityShare(eligible=total, kept=kept(entity, total))
+            for entity, total in counts.items()
+            if entity is not None and (wanted is None or entity in wanted)
         },
-        unassigned=source_rows.filter(entity__isnull=True).count(),
+        unassigned=counts.get(None, 0),
     )
 
 
@@ -262,7 +486,11 @@ def per_entity(rows: QuerySet) -> dict[int, int]:
 
 
 def purge_work_tables(*, older_than: timedelta = timedelta(days=7), now: Any = None) -> int:
-    """Retention: drop work-table rows older than ``older_than`` (one DELETE)."""
+    """Retention: DROP the work tables older than ``older_than`` (no row is deleted one by
+    one); returns the rows they held."""
     cutoff = (now or timezone.now()) - older_than
-    deleted, _ = WorkTableRow.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
+    dropped = 0
+    for entry in WorkTable.objects.filter(created_at__lt=cutoff).order_by("pk"):
+        dropped += entry.rows
+        drop(entry)
+    return dropped

@@ -2,8 +2,10 @@
 and validated by the forms of ``campaigns.workflow.forms``).
 
 An activity reads one work table per incoming transition and writes one work table per
-output (``out``, or a split's branch labels), named ``a<activity id>.<label>`` within the run.
-No activity loads contacts into Python: every step is an ``INSERT … SELECT``.
+output (``out``, or a split's branch labels), named ``a<activity id>.<label>`` within the run
+(the registry's step name; the table itself is ``wt_<registry id>``, see
+``campaigns.targeting.worktables``). No activity loads contacts into Python: every step is one
+``CREATE … AS SELECT`` reading its inputs as querysets.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar
 
 from django.db.models import (
@@ -23,6 +26,7 @@ from django.db.models import (
     Max,
     Min,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
@@ -32,7 +36,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
 
 from campaigns import targeting
-from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery, WorkTableRow
+from campaigns.models import Activity, ActivityExecution, Contact, SavedQuery
 from campaigns.targeting.registry import DIMENSIONS
 from portal.models import Entity
 
@@ -49,8 +53,9 @@ class Context:
     execution: ActivityExecution | None = None
     simulate: bool = False
 
-    @property
+    @cached_property
     def inputs(self) -> list[QuerySet]:
+        """The input tables as querysets (looked up once per activity run)."""
         return [targeting.work_table(self.run_key, name) for name in self.input_names]
 
     def table(self, label: str) -> str:
@@ -120,12 +125,8 @@ class Union(ActivityType):
     min_inputs, max_inputs = 2, None
 
     def run(self, ctx: Context) -> None:
-        rows = ctx.inputs[0]
-        for other in ctx.inputs[1:]:
-            rows = rows | other
-        # One row per (contact, secondary record): the first one met.
-        keep = rows.values("contact_id", "secondary_id").annotate(first=Min("id")).values("first")
-        ctx.write("out", WorkTableRow.objects.filter(pk__in=Subquery(keep)))
+        # One row per (contact, secondary record): the first one met, in input order.
+        targeting.union_rows(ctx.run_key, ctx.table("out"), ctx.inputs)
 
 
 class Intersection(ActivityType):
@@ -165,8 +166,9 @@ class Deduplication(ActivityType):
     """One row per contact (the first one), e.g. after a booking-level query."""
 
     def run(self, ctx: Context) -> None:
-        keep = ctx.inputs[0].values("contact_id").annotate(first=Min("id")).values("first")
-        ctx.write("out", WorkTableRow.objects.filter(pk__in=Subquery(keep)))
+        rows = ctx.inputs[0]
+        keep = rows.values("contact_id").annotate(first=Min("id")).values("first")
+        ctx.write("out", rows.model.objects.filter(pk__in=Subquery(keep)))
 
 
 class Split(ActivityType):
@@ -182,35 +184,56 @@ class Split(ActivityType):
         source = ctx.inputs[0].annotate(
             _bucket=Mod(F("contact_id") * 2654435761, 100)  # stable per contact
         )
-        taken: list[str] = []
-        start = 0
         settings = ctx.activity.settings
+        predicates: list[Q | Exists] = []
+        start = 0
         for branch in settings["branches"]:
-            rows = source.exclude(Exists(self._taken(ctx, taken))) if taken else source
             if "percent" in branch:
-                rows = rows.filter(_bucket__gte=start, _bucket__lt=start + branch["percent"])
+                predicates.append(Q(_bucket__gte=start, _bucket__lt=start + branch["percent"]))
                 start += branch["percent"]
             else:
                 matching = Contact.objects.filter(
                     targeting.compile_conditions("contact", branch.get("conditions") or {})
                 )
-                rows = rows.filter(contact_id__in=matching.values("pk"))
+                # EXISTS, never IN: excluded, it must stay an anti-join (see Exclusion).
+                predicates.append(Exists(matching.filter(pk=OuterRef("contact_id"))))
+        # Every branch predicate is a property of the contact, so without limits "a contact
+        # an earlier branch took" is "a contact an earlier predicate holds for": plain
+        # filters over the input, no anti-join against the branch tables just written. A
+        # limit keeps only some of a branch's rows: then the branch tables are read back.
+        limited = any(branch.get("limit") is not None for branch in settings["branches"])
+        taken: list[str] = []
+        for branch, predicate in zip(settings["branches"], predicates, strict=True):
+            if limited:
+                rows = self._untaken(ctx, source, taken).filter(predicate)
+            else:
+                rows = self._unmatched(source, predicates[: len(taken)]).filter(predicate)
             if branch.get("limit") is not None:
-                rows = WorkTableRow.objects.filter(
+                rows = rows.model.objects.filter(
                     pk__in=Subquery(rows.order_by("id").values("pk")[: branch["limit"]])
                 )
             ctx.write(branch["label"], rows)
             taken.append(branch["label"])
         if settings.get("remainder"):
-            ctx.write(settings["remainder"], ctx.inputs[0].exclude(Exists(self._taken(ctx, taken))))
+            if limited:
+                rest = self._untaken(ctx, ctx.inputs[0], taken)
+            else:
+                rest = self._unmatched(source, predicates)
+            ctx.write(settings["remainder"], rest)
 
-    def _taken(self, ctx: Context, labels: list[str]) -> QuerySet:
-        """Rows of earlier branches for the outer row's contact (branch tables hold copies,
-        so they are matched on the contact); used as NOT EXISTS, an anti-join."""
-        names = [output_table(ctx.activity, label) for label in labels]
-        return WorkTableRow.objects.filter(
-            run_key=ctx.run_key, name__in=names, contact_id=OuterRef("contact_id")
-        )
+    @staticmethod
+    def _unmatched(rows: QuerySet, predicates: list[Q | Exists]) -> QuerySet:
+        for predicate in predicates:
+            rows = rows.exclude(predicate)
+        return rows
+
+    def _untaken(self, ctx: Context, rows: QuerySet, labels: list[str]) -> QuerySet:
+        """``rows`` without the contacts of earlier branches (branch tables hold copies, so
+        they are matched on the contact): one NOT EXISTS, an anti-join, per branch table."""
+        for label in labels:
+            taken = targeting.work_table(ctx.run_key, output_table(ctx.activity, label))
+            rows = rows.exclude(Exists(taken.filter(contact_id=OuterRef("contact_id"))))
+        return rows
 
 
 class Distribution(ActivityType):

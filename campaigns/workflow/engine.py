@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns import targeting
 from campaigns.choices import CampaignState
 from campaigns.models import (
     Activity,
@@ -23,7 +24,7 @@ from campaigns.models import (
     TransitionCount,
     WorkflowRun,
     WorkflowRunState,
-    WorkTableRow,
+    WorkTable,
 )
 from campaigns.workflow.activities import TYPES, Context, output_table
 from campaigns.workflow.forms import settings_problems
@@ -193,6 +194,17 @@ def start_run(*, campaign: Campaign, actor: Any, simulate: bool = False) -> Work
 
 def _create_run(campaign: Campaign, *, actor: Any, simulate: bool) -> WorkflowRun:
     """A run with one pending execution per activity; the first ones start on commit."""
+    if simulate:
+        # Simulated again: the tables of older simulations are dropped (their counts stay);
+        # the latest one's stay, to compare with this one, and so do running ones.
+        earlier_runs = (
+            campaign.runs.filter(simulate=True)
+            .exclude(state=WorkflowRunState.RUNNING)
+            .order_by("-pk")
+            .only("pk")
+        )
+        for earlier in earlier_runs[1:]:
+            targeting.drop_run(earlier.run_key)
     run = WorkflowRun.objects.create(
         campaign=campaign,
         simulate=simulate,
@@ -277,11 +289,19 @@ def run_activity(*, execution_id: int) -> str:
     try:
         with transaction.atomic():
             TYPES[activity.type].run(ctx)
-            rows_in = sum(table.count() for table in ctx.inputs)
+            # The registry records each table's rows when it is written: no COUNT(*).
+            written = dict(
+                WorkTable.objects.filter(
+                    run_key=run.run_key,
+                    name__in=[
+                        *ctx.input_names,
+                        *(output_table(activity, item.label) for item in activity.outgoing.all()),
+                    ],
+                ).values_list("name", "rows")
+            )
+            rows_in = sum(written.get(name, 0) for name in ctx.input_names)
             for item in activity.outgoing.all():
-                rows = WorkTableRow.objects.filter(
-                    run_key=run.run_key, name=output_table(activity, item.label)
-                ).count()
+                rows = written.get(output_table(activity, item.label), 0)
                 TransitionCount.objects.update_or_create(
                     run=run, transition=item, defaults={"rows": rows}
                 )
@@ -411,6 +431,13 @@ def retry_activity(*, execution: ActivityExecution, actor: Any) -> WorkflowRun:
     with transaction.atomic():
         execution = ActivityExecution.objects.select_for_update().get(pk=execution.pk)
         portal_services.transition(obj=execution, name="retry", actor=actor)
+        # Restarted: the failed step's partial outputs are dropped (written again on its run).
+        for item in execution.activity.outgoing.all():
+            found = WorkTable.objects.filter(
+                run_key=execution.run.run_key, name=output_table(execution.activity, item.label)
+            ).first()
+            if found is not None:
+                found.drop()
         run = WorkflowRun.objects.select_for_update().get(pk=execution.run_id)
         if run.state == WorkflowRunState.FAILED:
             _move(run, "restart", "restart", actor=actor, only_from=CampaignState.FAILED)

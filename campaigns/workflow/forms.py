@@ -22,7 +22,7 @@ from django.utils.dateparse import parse_datetime, parse_time
 from campaigns import targeting
 from campaigns.choices import Channel
 from campaigns.targeting.registry import DIMENSIONS
-from campaigns.targeting.worktables import PRIORITY_FIELDS
+from campaigns.targeting.worktables import DEFAULT_PRIORITY, PRIORITY_FIELDS
 from portal import validation
 from portal.models import Entity
 
@@ -546,8 +546,10 @@ class DistributionForm(SettingsForm):
     limits = LimitsField(help_text="Rows each entity may keep; empty: the default limit.")
     default_limit = WholeNumberField(label="Default limit", high=MAX_LIMIT)
     order = ListField(
+        initial=list(DEFAULT_PRIORITY),
         help_text="Priority, comma-separated, a leading - for descending: "
         + ", ".join(sorted(PRIORITY_FIELDS))
+        + ". Default (and tie-break): contact_id, the longest-standing contacts first.",
     )
 
     def clean_order(self) -> list[str]:

@@ -31,9 +31,8 @@ from campaigns.models import (
     LocalApprovalMode,
     MessageStatus,
     TargetRemoval,
-    WorkTableRow,
 )
-from campaigns.targeting.worktables import per_entity
+from campaigns.targeting.worktables import per_entity, work_table
 from campaigns.workflow.activities import Context, Distribution, output_table
 from portal import services as portal_services
 from portal.choices import Role
@@ -97,7 +96,7 @@ def close_lists(ctx: Context) -> int:
         contact=OuterRef("contact_id"),
     )
     rows = (
-        WorkTableRow.objects.filter(run_key=ctx.run_key, name=ctx.table(REVIEW))
+        work_table(ctx.run_key, ctx.table(REVIEW))
         .filter(entity_id__in=entities)
         .exclude(Exists(removed))
     )
@@ -173,13 +172,13 @@ def list_rows(approval: LocalApproval) -> QuerySet:
     """The entity's list, one row per (contact, record), with its removal if any."""
     removal = TargetRemoval.objects.filter(approval=approval, contact=OuterRef("contact_id"))
     return (
-        WorkTableRow.objects.filter(
-            run_key=approval.execution.run.run_key,
-            name=output_table(approval.execution.activity, REVIEW)
+        work_table(
+            approval.execution.run.run_key,
+            output_table(approval.execution.activity, REVIEW)
             if approval.mode == LocalApprovalMode.APPROVE
             else _report_source(approval),
-            entity=approval.entity,
         )
+        .filter(entity=approval.entity)
         .select_related("contact")
         .annotate(removal_reason=Subquery(removal.values("reason")[:1]))
     )

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from campaigns import targeting
-from campaigns.models import Booking, Contact, Store, Subscription
+from campaigns.models import Booking, Contact, Store, Subscription, WorkTable
 from campaigns.targeting import TargetingError, compile_conditions
 
 
@@ -238,12 +238,17 @@ def test_an_unknown_dimension_is_refused():
 # Work tables and distribution -------------------------------------------------------------
 
 
-def test_a_work_table_is_written_by_one_insert_select(people):
+def test_a_work_table_is_its_own_table_written_by_one_create_as_select(people):
+    # Adapted: work tables were rows of one shared table (one INSERT … SELECT); each step is
+    # now its own table, created by one CREATE [UNLOGGED] TABLE … AS SELECT.
     queryset = select({"relation": "bookings", "op": "exists"})
     with CaptureQueriesContext(connection) as queries:
         written = targeting.materialise(queryset, dimension="contact", run_key="r1", name="t")
-    inserts = [q for q in queries.captured_queries if q["sql"].upper().startswith("INSERT")]
-    assert written == 3 and len(inserts) == 1 and "SELECT" in inserts[0]["sql"].upper()
+    creates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("CREATE ")]
+    entry = WorkTable.objects.get(run_key="r1", name="t")
+    assert written == 3 and entry.rows == 3 and len(creates) == 1
+    assert f'TABLE "{entry.table_name}" AS SELECT' in creates[0]
+    assert ("UNLOGGED" in creates[0]) == (connection.vendor == "postgresql")
     rows = targeting.work_table("r1", "t")
     assert set(rows.values_list("contact__external_id", flat=True)) == {"ANN", "BOB", "DAN"}
     assert set(rows.values_list("secondary_id", flat=True)) == {None}
@@ -320,3 +325,85 @@ def test_old_work_tables_are_purged(people):
     targeting.materialise(select({}), dimension="contact", run_key="r4", name="all")
     assert targeting.purge_work_tables() == 0
     assert targeting.purge_work_tables(now=timezone.now() + timedelta(days=8)) == 4
+
+
+def _tables() -> set[str]:
+    return {name for name in connection.introspection.table_names() if name.startswith("wt_")}
+
+
+def test_purge_drops_the_per_step_tables(people):
+    from django.utils import timezone
+
+    targeting.materialise(select({}), dimension="contact", run_key="r5", name="all")
+    targeting.distribute(run_key="r5", source="all", target="kept", default_limit=1)
+    names = {entry.table_name for entry in WorkTable.objects.filter(run_key="r5")}
+    assert len(names) == 2 and names <= _tables()
+    assert targeting.purge_work_tables() == 0 and names <= _tables()
+    assert targeting.purge_work_tables(now=timezone.now() + timedelta(days=8)) == 4 + 2
+    assert not names & _tables()
+    assert not WorkTable.objects.filter(run_key="r5").exists()
+    assert targeting.work_table("r5", "all").count() == 0  # a purged step reads as empty
+    assert targeting.purge_work_tables(now=timezone.now() + timedelta(days=8)) == 0  # idempotent
+
+
+def test_writing_a_step_again_drops_its_previous_table(people):
+    targeting.materialise(select({}), dimension="contact", run_key="r6", name="t")
+    first = WorkTable.objects.get(run_key="r6", name="t").table_name
+    targeting.materialise(select({}), dimension="contact", run_key="r6", name="t")
+    second = WorkTable.objects.get(run_key="r6", name="t")
+    assert second.table_name != first and first not in _tables()
+    assert second.table_name in _tables() and second.count() == 4
+    assert targeting.drop_run("r6") == 4 and second.table_name not in _tables()
+
+
+def test_the_interface_reads_contacts_and_indexes_on_demand(people):
+    targeting.materialise(select({}), dimension="contact", run_key="r7", name="t")
+    entry = WorkTable.objects.get(run_key="r7", name="t")
+    assert set(entry.contact_ids().values_list("contact_id", flat=True)) == {
+        person.pk for person in people.values()
+    }
+    assert sorted(entry.queryset().values_list("id", flat=True)) == [1, 2, 3, 4]
+    entry.ensure_index("contact_id")
+    entry.ensure_index("contact_id")  # idempotent
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, entry.table_name)
+    assert any(item["columns"] == ["contact_id"] for item in constraints.values())
+    with pytest.raises(ValueError, match="indexed on"):
+        entry.ensure_index("data")
+
+
+def test_an_empty_target_is_an_empty_table(people):
+    assert targeting.materialise(
+        Contact.objects.none(), dimension="contact", run_key="r8", name="t"
+    ) == 0  # fmt: skip
+    entry = WorkTable.objects.get(run_key="r8", name="t")
+    assert entry.table_name in _tables() and entry.queryset().count() == 0
+
+
+def test_the_default_distribution_priority_is_the_longest_standing_contacts(people, org):
+    targeting.materialise(select({}), dimension="contact", run_key="r9", name="all")
+    targeting.distribute(run_key="r9", source="all", target="t", default_limit=1)
+    kept = set(targeting.work_table("r9", "t").values_list("contact_id", flat=True))
+    by_entity: dict[int, int] = {}
+    for person in sorted(people.values(), key=lambda person: person.pk):
+        by_entity.setdefault(person.entity_id, person.pk)
+    assert kept == set(by_entity.values())
+
+
+def _indexed(entry: WorkTable, column: str) -> bool:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, entry.table_name)
+    return any(item["index"] and item["columns"] == [column] for item in constraints.values())
+
+
+def test_a_table_is_indexed_only_when_preparation_reads_it_by_id(people, campaign):
+    from campaigns.delivery import preparation
+    from campaigns.models import Delivery
+
+    targeting.materialise(select({}), dimension="contact", run_key="r10", name="target")
+    entry = WorkTable.objects.get(run_key="r10", name="target")
+    assert not _indexed(entry, "id") and not _indexed(entry, "contact_id")
+    delivery = Delivery.objects.create(campaign=campaign, label="Spring", channel="email")
+    delivery = preparation.prepare(delivery=delivery, run_key="r10", table="target")
+    assert delivery.targeted == 4
+    assert _indexed(entry, "id") and not _indexed(entry, "contact_id")

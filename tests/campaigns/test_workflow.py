@@ -434,3 +434,94 @@ def test_a_saved_audience_feeds_the_workflow(
     run = simulate(campaign, org, django_capture_on_commit_callbacks)
     assert contacts_of(run, read) == {"A1", "A3", "A5", "A7", "A9"}
     assert Activity.objects.get(pk=read.pk).settings == {"saved_query": saved.pk}
+
+
+def test_simulating_again_drops_the_older_simulations_tables(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+
+    from campaigns.models import WorkTable
+
+    q = act(campaign, "q", "query", conditions=QUERY)
+    link(campaign, q, act(campaign, "end", "end"))
+
+    def tables_of(run):
+        return {entry.table_name for entry in WorkTable.objects.filter(run_key=run.run_key)}
+
+    runs = [simulate(campaign, org, django_capture_on_commit_callbacks)]
+    written_first = tables_of(runs[0])
+    assert written_first and written_first <= set(connection.introspection.table_names())
+    runs += [simulate(campaign, org, django_capture_on_commit_callbacks) for _ in range(2)]
+    assert [run.state for run in runs] == ["completed"] * 3
+    tables = set(connection.introspection.table_names())
+    assert not written_first & tables and not tables_of(runs[0])
+    assert contacts_of(runs[0], q) == set()  # a dropped step reads as empty
+    assert tables_of(runs[1]) <= tables and tables_of(runs[2]) <= tables
+    assert contacts_of(runs[1], q) == contacts_of(runs[2], q) != set()
+    assert engine.counts(runs[0]) == engine.counts(runs[2])  # the counts stay
+
+
+def test_split_by_conditions_without_limits_gives_each_contact_to_its_first_branch(
+    campaign, audience, org, django_capture_on_commit_callbacks
+):
+    everyone = act(campaign, "all", "query", conditions={})
+    split = act(
+        campaign,
+        "split",
+        "split",
+        branches=[
+            {
+                "label": "store_b",
+                "conditions": {"field": "entity.code", "op": "eq", "value": "STORE_B"},
+            },
+            {"label": "consenting", "conditions": QUERY},
+            {"label": "french", "conditions": FRENCH},
+        ],
+        remainder="others",
+    )
+    end = act(campaign, "end", "end")
+    link(campaign, everyone, split)
+    for label in ("store_b", "consenting", "french", "others"):
+        link(campaign, split, end, label)
+    run = simulate(campaign, org, django_capture_on_commit_callbacks)
+    assert run.state == "completed", run.error
+    assert contacts_of(run, split, "store_b") == {"B0", "B1", "B2", "B3", "B4"}
+    assert contacts_of(run, split, "consenting") == {"A0", "A1", "A2", "A3", "A4", "A5"}
+    assert contacts_of(run, split, "french") == {"A7", "A9"}
+    assert contacts_of(run, split, "others") == {"A6", "A8"}
+
+
+def test_a_retried_activity_rewrites_only_its_own_tables(
+    campaign, audience, org, django_capture_on_commit_callbacks, monkeypatch
+):
+    from campaigns.models import WorkTable
+    from campaigns.workflow import activities
+
+    q = act(campaign, "q", "query", conditions=QUERY)
+    dedup = act(campaign, "dedup", "deduplication")
+    link(campaign, q, dedup)
+    link(campaign, dedup, act(campaign, "end", "end"))
+    portal_services.transition(obj=campaign, name="mark_ready")
+    original = activities.Deduplication.run
+
+    def write_then_fail(self, ctx):
+        original(self, ctx)  # its table is written, then the activity fails
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(activities.Deduplication, "run", write_then_fail)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = engine.start_run(campaign=campaign, actor=org.marketer)
+    run.refresh_from_db()
+    assert run.state == "failed"
+    query_table = WorkTable.objects.get(run_key=run.run_key, name=output_table(q, "out"))
+    # the failed step's table went with its transaction
+    assert not WorkTable.objects.filter(run_key=run.run_key, name=output_table(dedup, "out"))
+    monkeypatch.setattr(activities.Deduplication, "run", original)
+    failed = ActivityExecution.objects.get(run=run, activity=dedup)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.retry_activity(execution=failed, actor=org.marketer)
+    run.refresh_from_db()
+    assert run.state == "completed"
+    assert WorkTable.objects.get(pk=query_table.pk).table_name == query_table.table_name
+    assert contacts_of(run, dedup) == contacts_of(run, q) != set()
