@@ -319,13 +319,17 @@ def local_parameters(package: Package) -> list[Any]:
     return local.campaign_parameters(package.reference_campaign)
 
 
-def clean_local_values(package: Package, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+def clean_local_values(
+    package: Package, raw: Mapping[str, Any] | None, parameters: list[Any] | None = None
+) -> dict[str, Any]:
     """The entity's values for the local conditions, checked against what the centre
     allowed; ``ValidationError`` keyed ``local-<name>``, each message naming the field."""
     from campaigns.targeting import local
 
+    if parameters is None:
+        parameters = local_parameters(package)
     try:
-        return local.clean_values(local_parameters(package), raw or {})
+        return local.clean_values(parameters, raw or {})
     except ValidationError as exc:
         raise ValidationError(
             {
@@ -399,16 +403,16 @@ def evaluate_order(
     if not package.audience.filter(pk=entity.pk).exists():
         raise DomainError(f"{entity.name} is not in the audience of “{package}”.")
     campaign = package.reference_campaign
-    values = clean_local_values(package, local_values) if validate else {}
+    parameters = local_parameters(package)
+    values = clean_local_values(package, local_values, parameters) if validate else {}
     dimension, conditions = local.campaign_target(campaign)
     tree = conditions
-    parameters = local_parameters(package)
     if parameters and values:
-        step_dimension = local.step_dimension(local.targeting_step(campaign))
-        tree = local.with_local(conditions, local.condition_for(parameters, values, step_dimension))
+        # Parameters exist only on a campaign with a query step, which is then its target.
+        tree = local.with_local(conditions, local.condition_for(parameters, values, dimension))
     try:
-        counted = targeting.count(dimension, tree, user=actor, entity=entity)
         queryset = targeting.target_queryset(dimension, tree, user=actor, entity=entity)
+        counted = targeting.count_queryset(dimension, queryset)
     except targeting.TargetingError as exc:  # a reference campaign saved before a rule
         raise DomainError(f"The campaign's targeting cannot be evaluated: {exc}") from None
     contact_path = DIMENSIONS[dimension].contact_path

@@ -467,7 +467,7 @@ def campaign_target(campaign: Any) -> tuple[str, Any]:
     targeting query step, else its first saved-audience step, else every contact."""
     from campaigns.models import SavedQuery
 
-    step = campaign.activities.filter(type__in=("query", "read_audience")).first()
+    step = targeting_step(campaign) or campaign.activities.filter(type="read_audience").first()
     if step is None:
         return "contact", {}
     if step.type == "read_audience":
