@@ -255,6 +255,25 @@ def _local_rows(order: Order) -> list[tuple[str, str]]:
     return local.value_rows(services.local_parameters(order.package), order.local_values)
 
 
+def _targeting_words(child: Campaign | None, run: ScheduledRun | None) -> dict[str, str]:
+    """What the order's child campaign targets (its query step, with the local values), and
+    what the local values add to a scheduled run, in words."""
+    from campaigns.targeting import local
+    from campaigns.targeting.words import condition_words
+
+    words: dict[str, str] = {}
+    step = local.targeting_step(child) if child else None
+    if step is not None:
+        words["child_targeting"] = condition_words(
+            (step.settings or {}).get("conditions"), local.step_dimension(step)
+        )
+    if run is not None and run.local_targeting:
+        words["run_targeting"] = condition_words(
+            run.local_targeting, local.step_dimension(local.targeting_step(run.campaign))
+        )
+    return words
+
+
 @login_required
 def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
     order = _visible_order(request, pk)
@@ -276,6 +295,7 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "approval_requests": approval_requests,
             "child": child,
             "scheduled_run": scheduled_run,
+            **_targeting_words(child, scheduled_run),
             "can_edit": may_change
             and order.state in EDITABLE_ORDER_STATES
             and package.state == PackageState.PUBLISHED,
