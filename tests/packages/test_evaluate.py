@@ -271,3 +271,24 @@ def test_without_conditions_the_order_page_shows_the_estimated_target(org, make_
     page = client.get(reverse("packages:order_create", args=[plain.pk])).content.decode()
     assert "Estimated target" in page and 'data-count="29"' in page
     assert 'value="evaluate"' not in page
+
+
+def test_the_admin_order_page_shows_the_values_in_words(package, org, client):
+    order = services.place_order(
+        package=package, entity=org.store_a, actor=org.operator_a, local_values=JUNE
+    ).order
+    client.force_login(org.approver)
+    page = client.get(reverse("admin:packages_order_change", args=[order.pk])).content.decode()
+    assert "targeting conditions" in page.lower()
+    assert "2026-06-01 to 2026-06-30" in page and "at least 1" in page
+    assert '"min_bookings"' not in page  # never the stored JSON
+
+
+def test_the_approvers_portal_page_shows_the_values(package, org, client):
+    services.place_order(
+        package=package, entity=org.store_a, actor=org.operator_a, local_values=JUNE, submit=True
+    )
+    client.force_login(org.approver)
+    request = ApprovalRequest.objects.get()
+    page = client.get(reverse("approvals:request_detail", args=[request.pk])).content.decode()
+    assert "Targeting: Product" in page and "Cruise" in page
