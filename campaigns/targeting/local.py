@@ -399,12 +399,18 @@ def _field_node(path: str, parameter: LocalParameter, value: Any) -> dict[str, A
 def condition_for(
     parameters: list[LocalParameter], values: Mapping[str, Any], dimension: str
 ) -> dict[str, Any]:
-    """The local values as one condition tree of ``dimension`` (``{}`` when none is given)."""
+    """The local values as one condition tree of ``dimension`` (``{}`` when none is given).
+
+    Each value is checked again against its parameter: a value stored before the centre
+    changed its conditions, and no longer allowed, is left out rather than failing."""
     nodes: list[dict[str, Any]] = []
     by_relation: dict[str, dict[str, Any]] = {}
     for parameter in parameters:
-        value = (values or {}).get(parameter.name)
-        if value in (None, "", []):
+        try:
+            value = clean_value(parameter, (values or {}).get(parameter.name))
+        except ValidationError:
+            continue
+        if value is None:
             continue
         relation, field = resolve(dimension, parameter.field)
         if relation is None:

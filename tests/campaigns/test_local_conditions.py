@@ -244,3 +244,10 @@ def test_local_operators_do_not_reach_the_admin_page(org, client):
     assert client.get(url).status_code in (302, 403, 404)
     assert client.post(url, _management(0)).status_code in (302, 403, 404)
     assert Campaign.objects.get(pk=campaign.pk).local_conditions == []
+
+
+def test_values_no_longer_allowed_are_left_out_of_the_tree():
+    stale = {"product": "Yacht", "window": "June", "min_bookings": [2], "language": "fr"}
+    assert local.condition_for(params(), stale, "contact") == {
+        "field": "language", "op": "eq", "value": "fr"
+    }  # fmt: skip
