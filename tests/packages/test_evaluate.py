@@ -292,3 +292,24 @@ def test_the_approvers_portal_page_shows_the_values(package, org, client):
     request = ApprovalRequest.objects.get()
     page = client.get(reverse("approvals:request_detail", args=[request.pk])).content.decode()
     assert "Targeting: Product" in page and "Cruise" in page
+
+
+def test_the_api_takes_local_values_and_refuses_them_outside_the_rules(package, org):
+    from tests.api.test_api import client_for
+
+    api, _ = client_for(org.operator_a)
+    bad = api.post(
+        "/api/v1/orders/",
+        {"package": package.pk, "entity": "STORE_A",
+         "local_values": {**JUNE, "product": "Yacht"}},
+        "json",
+    )  # fmt: skip
+    assert bad.status_code == 400 and "Product: “Yacht” is not allowed" in bad.content.decode()
+    assert not Order.objects.exists()
+    good = api.post(
+        "/api/v1/orders/",
+        {"package": package.pk, "entity": "STORE_A", "local_values": JUNE},
+        "json",
+    )
+    assert good.status_code == 201, good.json()
+    assert good.json()["local_values"] == JUNE
