@@ -76,6 +76,7 @@ def setup() -> tuple[Package, Entity, object]:
                  "kind": "integer_min", "min": 1, "max": 10},
             ],
         )  # fmt: skip
+        campaign.refresh_from_db()
     package = Package.objects.filter(reference_campaign=campaign).first()
     if package is None:
         now = timezone.now()
@@ -87,6 +88,7 @@ def setup() -> tuple[Package, Entity, object]:
             registration_deadline=now + timedelta(days=10),
         )
     package.audience.add(store)
+    package = Package.objects.select_related("reference_campaign").get(pk=package.pk)
     return package, store, get_user_model().objects.get(pk=operator.pk)
 
 

@@ -416,10 +416,15 @@ def evaluate_order(
     except targeting.TargetingError as exc:  # a reference campaign saved before a rule
         raise DomainError(f"The campaign's targeting cannot be evaluated: {exc}") from None
     contact_path = DIMENSIONS[dimension].contact_path
+    # A contact target is sampled directly (the planner then filters by entity first); a
+    # booking or subscription target through its contacts.
+    contacts = (
+        queryset
+        if contact_path == "pk"
+        else Contact.objects.filter(pk__in=queryset.values(contact_path))
+    )
     sample = list(
-        Contact.objects.filter(pk__in=queryset.values(contact_path))
-        .select_related("entity")
-        .order_by("last_name", "first_name", "pk")[:SAMPLE_SIZE]
+        contacts.select_related("entity").order_by("last_name", "first_name", "pk")[:SAMPLE_SIZE]
     )
     return Evaluation(
         dimension=dimension,
