@@ -223,8 +223,8 @@ class OrderSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = [
-            "id", "package", "entity", "sequence", "state", "values", "comment",
-            "late_personalisation", "created_at", "submitted_at", "decided_at",
+            "id", "package", "entity", "sequence", "state", "values", "local_values",
+            "comment", "late_personalisation", "created_at", "submitted_at", "decided_at",
             "decision_comment",
         ]  # fmt: skip
         read_only_fields = fields
@@ -234,12 +234,20 @@ class OrderCreateSerializer(serializers.Serializer):
     package = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     entity = serializers.CharField(help_text="Code of the ordering entity.")
     values = serializers.DictField(default=dict, help_text="Personalisation values by name.")
+    local_values = serializers.DictField(
+        default=dict,
+        help_text="Values of the reference campaign's local conditions by name (a date "
+        "window as [from, to]); refused outside what the central team allowed.",
+    )
     comment = serializers.CharField(default="", allow_blank=True, max_length=5000)
     submit = serializers.BooleanField(default=False, help_text="Submit at once.")
 
 
 class OrderUpdateSerializer(serializers.Serializer):
     values = serializers.DictField(help_text="Personalisation values by name.")
+    local_values = serializers.DictField(
+        required=False, help_text="Values of the local conditions by name (unchanged if left out)."
+    )
     comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
 

@@ -341,6 +341,7 @@ class OrderViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin)
             data=data["values"],
             comment=data["comment"],
             submit=data["submit"],
+            local_values=data["local_values"],
         )
         body = self.get_serializer(result.order).data
         return Response({**body, "warnings": result.warnings}, status=status.HTTP_201_CREATED)
@@ -355,6 +356,7 @@ class OrderViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin)
             actor=request.user,
             data=payload.validated_data["values"],
             comment=payload.validated_data.get("comment"),
+            local_values=payload.validated_data.get("local_values"),
         )
         return Response({**self.get_serializer(result.order).data, "warnings": result.warnings})
 

@@ -296,6 +296,7 @@ class CampaignAdmin(
         "last_run_at",
         "targeted_count",
         "sent_count",
+        "local_conditions_link",
     ]
     fields = [
         "name",
@@ -375,6 +376,34 @@ class CampaignAdmin(
             context.update(canvas_context(obj, request.user))
             context.pop("campaign", None)
         return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        from campaigns.local_conditions_admin import local_conditions_view
+
+        return [
+            path(
+                "<path:object_id>/local-conditions/",
+                self.admin_site.admin_view(
+                    lambda request, object_id: local_conditions_view(self, request, object_id)
+                ),
+                name="campaigns_campaign_local_conditions",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="local conditions")
+    def local_conditions_link(self, obj: Campaign) -> str:
+        """The conditions ordering entities complete, and the link to edit them."""
+        from campaigns.targeting import local
+
+        if obj.pk is None or obj.kind != CampaignKind.REFERENCE:
+            return "—"
+        labels = ", ".join(p.label for p in local.campaign_parameters(obj)) or "none"
+        return format_html(
+            '{} — <a href="{}">edit the local conditions</a>',
+            labels,
+            reverse("admin:campaigns_campaign_local_conditions", args=[obj.pk]),
+        )
 
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> list:
         inlines: list = []

@@ -46,18 +46,84 @@ def create_child_campaign(*, order: Any, actor: Any) -> Campaign:
                 created_by=actor if getattr(actor, "is_authenticated", False) else None,
             )
             copy_campaign_content(source=parent, target=child)
+            local = apply_local_values(parent=parent, child=child, values=order.local_values)
             portal_services.record_audit(
                 obj=child,
                 action="create_child",
                 actor=actor,
                 to_state=child.state,
                 comment=f"Created from order {order} of package “{order.package}”.",
-                extra={"order": order.pk, "parent": parent.pk},
+                extra={"order": order.pk, "parent": parent.pk, "local_conditions": local},
             )
             webhooks.emit(WebhookEvent.CHILD_CAMPAIGN_CREATED, obj=child)
     except IntegrityError:
         return Campaign.objects.get(order=order)
     return child
+
+
+def local_targeting(*, campaign: Campaign, values: Mapping[str, Any] | None) -> dict:
+    """An order's local values as the condition tree ANDed to the campaign's targeting
+    query (``{}`` when the campaign defines no local condition or none was given)."""
+    from campaigns.targeting import local
+
+    parameters = local.campaign_parameters(campaign)
+    if not parameters or not values:
+        return {}
+    dimension = local.step_dimension(local.targeting_step(campaign))
+    return local.condition_for(parameters, values, dimension)
+
+
+def apply_local_values(*, parent: Campaign, child: Campaign, values: Any) -> dict:
+    """Complete the child's targeting query with the order's local values: the copied query
+    step's conditions become ``parent's AND local``. Returns the local tree applied."""
+    from campaigns.targeting import local
+
+    tree = local_targeting(campaign=parent, values=values)
+    source = local.targeting_step(parent)
+    if not tree or source is None:
+        return {}
+    step = child.activities.filter(key=source.key, type="query").first()
+    if step is None:
+        return {}
+    settings = dict(step.settings or {})
+    settings["conditions"] = local.with_local(settings.get("conditions"), tree)
+    step.settings = settings
+    step.save(update_fields=["settings"])
+    return tree
+
+
+def set_local_conditions(*, campaign: Campaign, parameters: list[Any], actor: Any) -> Campaign:
+    """The central team sets which conditions of a reference campaign's targeting query the
+    ordering entities complete. Validated against the registry and the query step's
+    dimension; ``ValidationError`` names each parameter at fault."""
+    from django.core.exceptions import ValidationError
+
+    from campaigns.targeting import local
+
+    portal_services.check_may_act_for(
+        actor=actor, entity=campaign.entity, perm="campaigns.change_campaign"
+    )
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if campaign.kind != CampaignKind.REFERENCE:
+            raise DomainError("Only reference campaigns have local conditions.")
+        raw = [p.as_json() if isinstance(p, local.LocalParameter) else p for p in parameters]
+        step = local.targeting_step(campaign)
+        if raw and step is None:
+            raise ValidationError(
+                "The workflow has no query step: add one before defining local conditions."
+            )
+        parsed = local.parse_spec(raw, local.step_dimension(step))
+        campaign.local_conditions = [p.as_json() for p in parsed]
+        campaign.save(update_fields=["local_conditions", "updated_at"])
+        portal_services.record_audit(
+            obj=campaign,
+            action="set_local_conditions",
+            actor=actor,
+            comment=", ".join(p.label for p in parsed) or "No local condition.",
+            extra={"local_conditions": campaign.local_conditions},
+        )
+    return campaign
 
 
 def copy_campaign_content(*, source: Campaign, target: Campaign) -> None:
@@ -92,6 +158,9 @@ def schedule_order_run(*, order: Any, actor: Any) -> ScheduledRun:
                 entity=order.entity,
                 order=order,
                 personalisation_values=dict(order.values),
+                local_targeting=local_targeting(
+                    campaign=package.reference_campaign, values=order.local_values
+                ),
                 run_at=package.execution_at,
             )
             portal_services.record_audit(

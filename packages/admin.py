@@ -291,9 +291,10 @@ class OrderAdmin(
     search_fields = ["package__label", "entity__code", "entity__name", "comment"]
     list_select_related = ["package", "entity", "ordered_by", "child_campaign"]
     readonly_fields = [
-        "values_table" if f.name == "values" else f.name for f in Order._meta.fields
+        {"values": "values_table", "local_values": "local_values_table"}.get(f.name, f.name)
+        for f in Order._meta.fields
     ] + ["child_link"]
-    exclude = ["values"]
+    exclude = ["values", "local_values"]
     inlines = [AuditLogInline]
 
     @admin.display(description="values")
@@ -320,6 +321,18 @@ class OrderAdmin(
                 for row in rows
             ),
         )
+        return format_html('<table class="order-values">{}</table>', body)
+
+    @admin.display(description="targeting conditions")
+    def local_values_table(self, obj: Order) -> str:
+        """The values the entity gave to the campaign's local conditions, in words."""
+        from campaigns.targeting import local
+        from packages.services import local_parameters
+
+        rows = local.value_rows(local_parameters(obj.package), obj.local_values or {})
+        if not rows:
+            return "—"
+        body = format_html_join("", '<tr><th scope="row">{}</th><td>{}</td></tr>', rows)
         return format_html('<table class="order-values">{}</table>', body)
 
     @admin.display(description="child campaign")

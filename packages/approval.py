@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from approvals.services import ApproverScope
 from campaigns.personalisation import display_value
+from campaigns.targeting import local
 from packages import services
 from packages.models import Order
 from portal.choices import Role
@@ -46,6 +47,9 @@ class OrderApprovalHandler:
             rows.append(
                 (definition.label, display_value(definition, obj.values.get(definition.name)))
             )
+        for label, value in local.value_rows(services.local_parameters(obj.package),
+                                             obj.local_values):  # fmt: skip
+            rows.append((f"Targeting: {label}", value))
         if obj.comment:
             rows.append(("Comment", obj.comment))
         return rows

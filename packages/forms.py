@@ -9,11 +9,13 @@ from functools import reduce
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import Q
+from django.forms.utils import ErrorDict
 
 from campaigns.models import PersonalisationField
 from campaigns.personalisation import form_field_for, initial_for
+from campaigns.targeting import local
 from packages.models import Package
 from portal.models import Entity
 
@@ -65,6 +67,99 @@ class PersonalisationForm(forms.Form):
             for message in messages:
                 if message not in shown:
                     self.add_error(target, message)
+
+
+class DateWindowWidget(forms.MultiWidget):
+    """Two date pickers, from and to."""
+
+    template_name = "packages/widgets/date_window.html"
+
+    def __init__(self, attrs: dict | None = None) -> None:
+        super().__init__(
+            [forms.DateInput(attrs={"type": "date"}), forms.DateInput(attrs={"type": "date"})],
+            attrs,
+        )
+
+    def decompress(self, value: Any) -> list[Any]:
+        if isinstance(value, list | tuple) and len(value) == 2:
+            return list(value)
+        return [None, None]
+
+
+class LocalConditionsForm(forms.Form):
+    """The reference campaign's local conditions as typed fields of the order form.
+
+    Its validation is the targeting rules' own (``campaigns.targeting.local.clean_values``,
+    which the order services apply again): the form only collects the raw values and shows
+    the refusals on their fields.
+    """
+
+    prefix = "local"
+
+    def __init__(
+        self,
+        parameters: Iterable[local.LocalParameter],
+        *args: Any,
+        stored: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.parameters = list(parameters)
+        stored = dict(stored or {})
+        for parameter in self.parameters:
+            field: forms.Field
+            attrs = {"data-local-kind": parameter.kind}
+            if parameter.kind == local.CHOICE_KIND:
+                field = forms.ChoiceField(
+                    choices=[("", "—")] + [(c, c) for c in parameter.choices],
+                    widget=forms.Select(attrs=attrs),
+                )
+            elif parameter.kind == local.DATE_WINDOW:
+                minimum = parameter.minimum.isoformat() if parameter.minimum else None
+                maximum = parameter.maximum.isoformat() if parameter.maximum else None
+                widget = DateWindowWidget(attrs=attrs)
+                for sub, end in zip(widget.widgets, ("from", "to"), strict=True):
+                    sub.attrs.update({k: v for k, v in (("min", minimum), ("max", maximum)) if v})
+                    sub.attrs["aria-label"] = f"{parameter.label}: {end}"
+                field = forms.MultiValueField(
+                    fields=[forms.DateField(), forms.DateField()], widget=widget
+                )
+            else:
+                field = forms.IntegerField(
+                    min_value=parameter.minimum,
+                    max_value=parameter.maximum,
+                    widget=forms.NumberInput(attrs=attrs),
+                )
+            field.required = parameter.required
+            field.label = parameter.label
+            field.help_text = " ".join(t for t in (parameter.help_text, parameter.allowed()) if t)
+            field.initial = stored.get(parameter.name)
+            self.fields[parameter.name] = field
+
+    def raw_values(self) -> dict[str, Any]:
+        """The values as typed, by parameter name (validated by the services)."""
+        if not self.is_bound:
+            return {}
+        values: dict[str, Any] = {}
+        for parameter in self.parameters:
+            key = self.add_prefix(parameter.name)
+            if parameter.kind == local.DATE_WINDOW:
+                values[parameter.name] = [self.data.get(f"{key}_0"), self.data.get(f"{key}_1")]
+            else:
+                values[parameter.name] = self.data.get(key)
+        return values
+
+    def full_clean(self) -> None:
+        self._errors = ErrorDict()
+        self.cleaned_data = {}
+        if not self.is_bound:
+            return
+        try:
+            self.cleaned_data = local.clean_values(self.parameters, self.raw_values())
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                key = name if name in self.fields else NON_FIELD_ERRORS
+                self._errors.setdefault(key, self.error_class()).extend(messages)
 
 
 class EntityChoiceForm(forms.Form):

@@ -283,6 +283,12 @@ class Order(ConcurrentTransitionMixin, models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     values = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    local_values = models.JSONField(
+        default=dict,
+        blank=True,
+        encoder=DjangoJSONEncoder,
+        help_text="The values the entity gave to the reference campaign's local conditions.",
+    )
     comment = models.TextField(blank=True)
     state = FSMField(
         max_length=16, choices=OrderState.choices, default=OrderState.DRAFT, protected=True

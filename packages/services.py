@@ -42,6 +42,11 @@ from portal.exceptions import DomainError
 from portal.models import Entity
 from portal.services import absolute_url, check_may_act_for
 
+# Errors about local conditions are keyed by this prefix and the parameter's name: the name
+# of the order form's field ("local-product").
+LOCAL_PREFIX = "local-"
+SAMPLE_SIZE = 20
+
 
 @dataclass
 class OrderResult:
@@ -307,6 +312,130 @@ def _clean_for(
     return clean_values(definitions, data, files, existing, strict=strict)
 
 
+def local_parameters(package: Package) -> list[Any]:
+    """The conditions of the package's reference campaign the entity completes."""
+    from campaigns.targeting import local
+
+    return local.campaign_parameters(package.reference_campaign)
+
+
+def clean_local_values(
+    package: Package, raw: Mapping[str, Any] | None, parameters: list[Any] | None = None
+) -> dict[str, Any]:
+    """The entity's values for the local conditions, checked against what the centre
+    allowed; ``ValidationError`` keyed ``local-<name>``, each message naming the field."""
+    from campaigns.targeting import local
+
+    if parameters is None:
+        parameters = local_parameters(package)
+    try:
+        return local.clean_values(parameters, raw or {})
+    except ValidationError as exc:
+        raise ValidationError(
+            {
+                (name if name == "__all__" else f"{LOCAL_PREFIX}{name}"): messages
+                for name, messages in exc.message_dict.items()
+            }
+        ) from None
+
+
+def _clean_both(
+    package: Package,
+    data: Mapping[str, Any],
+    files: Mapping[str, Any] | None,
+    local_values: Mapping[str, Any] | None,
+    *,
+    strict: bool,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Personalisation and local values together, so that one refusal lists every problem."""
+    errors: dict[str, list[str]] = {}
+    values: dict[str, Any] = {}
+    uploads: dict[str, Any] = {}
+    local: dict[str, Any] = {}
+    try:
+        values, uploads = _clean_for(package, data, files, None, strict=strict)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        local = clean_local_values(package, local_values)
+    except ValidationError as exc:
+        for key, messages in exc.message_dict.items():
+            errors.setdefault(key, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+    return values, uploads, local
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a campaign would target for one entity with the values it gave."""
+
+    dimension: str
+    conditions: Any
+    rows: int
+    contacts: int
+    sample: list[Any]
+    values: dict[str, Any]
+
+
+def evaluate_order(
+    *,
+    package: Package,
+    entity: Entity,
+    actor: Any,
+    local_values: Mapping[str, Any] | None = None,
+    validate: bool = True,
+) -> Evaluation:
+    """Count, exactly and in the database, the entity's contacts the package's campaign
+    would target with these local values, and take a sample of 20. Changes nothing.
+
+    The count is limited to what ``actor`` may see and to ``entity``'s subtree, so an
+    operator never counts another entity's contacts. ``ValidationError`` (keyed
+    ``local-<name>``) for values outside what the centre allowed; with ``validate=False``
+    (the estimate shown before anything is filled in) values are ignored instead.
+    """
+    from campaigns import targeting
+    from campaigns.models import Contact
+    from campaigns.targeting import local
+    from campaigns.targeting.registry import DIMENSIONS
+
+    check_may_act_for(actor=actor, entity=entity, perm="packages.view_package")
+    if not package.audience.filter(pk=entity.pk).exists():
+        raise DomainError(f"{entity.name} is not in the audience of “{package}”.")
+    campaign = package.reference_campaign
+    parameters = local_parameters(package)
+    values = clean_local_values(package, local_values, parameters) if validate else {}
+    dimension, conditions = local.campaign_target(campaign)
+    tree = conditions
+    if parameters and values:
+        # Parameters exist only on a campaign with a query step, which is then its target.
+        tree = local.with_local(conditions, local.condition_for(parameters, values, dimension))
+    try:
+        queryset = targeting.target_queryset(dimension, tree, user=actor, entity=entity)
+        counted = targeting.count_queryset(dimension, queryset)
+    except targeting.TargetingError as exc:  # a reference campaign saved before a rule
+        raise DomainError(f"The campaign's targeting cannot be evaluated: {exc}") from None
+    contact_path = DIMENSIONS[dimension].contact_path
+    # A contact target is sampled directly (the planner then filters by entity first); a
+    # booking or subscription target through its contacts.
+    contacts = (
+        queryset
+        if contact_path == "pk"
+        else Contact.objects.filter(pk__in=queryset.values(contact_path))
+    )
+    sample = list(
+        contacts.select_related("entity").order_by("last_name", "first_name", "pk")[:SAMPLE_SIZE]
+    )
+    return Evaluation(
+        dimension=dimension,
+        conditions=tree,
+        rows=counted.rows,
+        contacts=counted.contacts,
+        sample=sample,
+        values=values,
+    )
+
+
 def place_order(
     *,
     package: Package,
@@ -317,6 +446,7 @@ def place_order(
     comment: str = "",
     submit: bool = False,
     strict: bool = False,
+    local_values: Mapping[str, Any] | None = None,
 ) -> OrderResult:
     """Order a package for an entity with its personalisation values.
 
@@ -326,7 +456,7 @@ def place_order(
     """
     now = timezone.now()
     check_may_act_for(actor=actor, entity=entity, perm="packages.add_order")
-    values, uploads = _clean_for(package, data or {}, files, None, strict=strict)
+    values, uploads, local = _clean_both(package, data or {}, files, local_values, strict=strict)
     stored: dict[str, dict] = {}
     try:
         with transaction.atomic():
@@ -353,6 +483,7 @@ def place_order(
                 sequence=sequence,
                 ordered_by=actor,
                 values={**values, **stored},
+                local_values=local,
                 comment=comment,
                 state=OrderState.PREREGISTERED if automatic else OrderState.DRAFT,
                 late_personalisation=package.personalisation_late(now),
@@ -391,11 +522,14 @@ def update_order(
     files: Mapping[str, Any] | None = None,
     comment: str | None = None,
     strict: bool = False,
+    local_values: Mapping[str, Any] | None = None,
 ) -> OrderResult:
-    """Change an order's personalisation values (draft, submitted or pre-registered, until
-    the registration deadline; late personalisation only warns)."""
+    """Change an order's personalisation values and, when given, its local conditions'
+    values (draft, submitted or pre-registered, until the registration deadline; late
+    personalisation only warns)."""
     now = timezone.now()
     check_may_act_for(actor=actor, entity=order.entity, perm="packages.change_order")
+    local = None if local_values is None else clean_local_values(order.package, local_values)
     change = None
     try:
         with transaction.atomic():
@@ -413,6 +547,8 @@ def update_order(
                 strict=strict,
             )
             order.values = change.values
+            if local is not None:
+                order.local_values = local
             if comment is not None:
                 order.comment = comment
             late = package.personalisation_late(now)
@@ -423,7 +559,11 @@ def update_order(
                 action="update_order",
                 actor=actor,
                 comment="Changed after the personalisation deadline." if late else "",
-                extra={"changed": change.changed, "late": late},
+                extra={
+                    "changed": change.changed,
+                    "late": late,
+                    **({"local_values": local} if local is not None else {}),
+                },
             )
             transaction.on_commit(partial(delete_stored, change.replaced))
     except Exception:
@@ -443,18 +583,24 @@ def _submit(*, order: Order, actor: Any) -> None:
 
 
 def _incomplete(order: Order) -> list[str]:
-    """Re-validate stored values against the current field definitions."""
+    """Re-validate stored values against the current field definitions and local
+    conditions."""
+    missing: list[str] = []
     try:
         _clean_for(order.package, order.values, None, order.values, strict=False)
     except ValidationError as exc:
         definitions = {
             d.name: d.label for d in order.package.reference_campaign.personalisation_fields.all()
         }
-        return [
+        missing += [
             f"{definitions.get(name, name)}: {' '.join(messages)}"
             for name, messages in exc.message_dict.items()
         ]
-    return []
+    try:
+        clean_local_values(order.package, order.local_values)
+    except ValidationError as exc:
+        missing += exc.messages  # each names its condition
+    return missing
 
 
 def submit_order(*, order: Order, actor: Any) -> Order:

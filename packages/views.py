@@ -26,7 +26,7 @@ from packages.choices import (
     OrderState,
     PackageState,
 )
-from packages.forms import EntityChoiceForm, PersonalisationForm
+from packages.forms import EntityChoiceForm, LocalConditionsForm, PersonalisationForm
 from packages.models import Order, Package
 from portal.models import AuditLog, Entity
 from portal.web import (
@@ -143,7 +143,9 @@ def order_create(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("packages:order_detail", existing.pk)
     definitions = package.reference_campaign.personalisation_fields.all()
     form = PersonalisationForm(definitions, request.POST or None, request.FILES or None)
-    if request.method == "POST" and entity is not None:
+    local_form = LocalConditionsForm(services.local_parameters(package), request.POST or None)
+    evaluating = request.method == "POST" and request.POST.get("action") == "evaluate"
+    if request.method == "POST" and entity is not None and not evaluating:
         try:
             ok, result = attempt(
                 request,
@@ -155,16 +157,18 @@ def order_create(request: HttpRequest, pk: int) -> HttpResponse:
                     files=request.FILES,
                     comment=request.POST.get("comment", "").strip(),
                     submit=request.POST.get("action") == "submit",
+                    local_values=local_form.raw_values(),
                 ),
             )
         except ValidationError as exc:
-            form.attach_errors(exc)
+            _attach(form, exc)
+            local_form.full_clean()
             ok, result = False, None
         if ok and result is not None:
             add_warnings(request, result.warnings)
             messages.success(request, _order_message(result.order))
             return redirect("packages:order_detail", result.order.pk)
-    elif request.method == "POST":
+    elif request.method == "POST" and entity is None:
         messages.error(request, "Choose the entity you order for.")
     return render(
         request,
@@ -172,12 +176,61 @@ def order_create(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "package": package,
             "form": form,
+            "local_form": local_form,
             "chooser": chooser if candidates.count() > 1 else None,
             "entity": entity,
             "creating": True,
             "personalisation_late": package.personalisation_late(),
+            **_evaluation(request, package=package, entity=entity, local_form=local_form),
         },
     )
+
+
+def _evaluation(
+    request: HttpRequest,
+    *,
+    package: Package,
+    entity: Entity | None,
+    local_form: LocalConditionsForm,
+) -> dict[str, Any]:
+    """The Evaluate button's answer (a POST that only computes), or, for a package without
+    local conditions, the entity's estimated target shown before ordering."""
+    context: dict[str, Any] = {"evaluation": None, "evaluated": False}
+    evaluate = request.method == "POST" and request.POST.get("action") == "evaluate"
+    if entity is None or not (evaluate or not local_form.parameters):
+        return context
+    if evaluate and not local_form.is_valid():
+        return context  # the refusals show on their fields
+    try:
+        ok, result = attempt(
+            request,
+            lambda: services.evaluate_order(
+                package=package,
+                entity=entity,
+                actor=request.user,
+                local_values=local_form.raw_values(),
+                validate=evaluate,
+            ),
+        )
+    except ValidationError:  # the form found the same refusals and shows them
+        return context
+    context.update(evaluation=result if ok else None, evaluated=evaluate)
+    return context
+
+
+def _attach(form: PersonalisationForm, exc: ValidationError) -> None:
+    """The service's refusals: local conditions' ones show on the local form (which found
+    them itself), the others on the personalisation form."""
+    if not hasattr(exc, "error_dict"):
+        form.attach_errors(exc)
+        return
+    others = {
+        name: messages
+        for name, messages in exc.message_dict.items()
+        if not name.startswith(services.LOCAL_PREFIX)
+    }
+    if others:
+        form.attach_errors(ValidationError(others))
 
 
 def _order_message(order: Order) -> str:
@@ -196,6 +249,31 @@ def _value_rows(order: Order) -> list[dict[str, Any]]:
     )
 
 
+def _local_rows(order: Order) -> list[tuple[str, str]]:
+    from campaigns.targeting import local
+
+    return local.value_rows(services.local_parameters(order.package), order.local_values)
+
+
+def _targeting_words(child: Campaign | None, run: ScheduledRun | None) -> dict[str, str]:
+    """What the order's child campaign targets (its query step, with the local values), and
+    what the local values add to a scheduled run, in words."""
+    from campaigns.targeting import local
+    from campaigns.targeting.words import condition_words
+
+    words: dict[str, str] = {}
+    step = local.targeting_step(child) if child else None
+    if step is not None:
+        words["child_targeting"] = condition_words(
+            (step.settings or {}).get("conditions"), local.step_dimension(step)
+        )
+    if run is not None and run.local_targeting:
+        words["run_targeting"] = condition_words(
+            run.local_targeting, local.step_dimension(local.targeting_step(run.campaign))
+        )
+    return words
+
+
 @login_required
 def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
     order = _visible_order(request, pk)
@@ -212,10 +290,12 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "order": order,
             "package": package,
             "rows": _value_rows(order),
+            "local_rows": _local_rows(order),
             "history": history,
             "approval_requests": approval_requests,
             "child": child,
             "scheduled_run": scheduled_run,
+            **_targeting_words(child, scheduled_run),
             "can_edit": may_change
             and order.state in EDITABLE_ORDER_STATES
             and package.state == PackageState.PUBLISHED,
@@ -239,7 +319,11 @@ def order_edit(request: HttpRequest, pk: int) -> HttpResponse:
         stored=order.values,
         comment=order.comment,
     )
-    if request.method == "POST":
+    local_form = LocalConditionsForm(
+        services.local_parameters(order.package), request.POST or None, stored=order.local_values
+    )
+    evaluating = request.method == "POST" and request.POST.get("action") == "evaluate"
+    if request.method == "POST" and not evaluating:
         try:
             ok, result = attempt(
                 request,
@@ -249,10 +333,12 @@ def order_edit(request: HttpRequest, pk: int) -> HttpResponse:
                     data=request.POST,
                     files=request.FILES,
                     comment=request.POST.get("comment", "").strip(),
+                    local_values=local_form.raw_values() if local_form.parameters else None,
                 ),
             )
         except ValidationError as exc:
-            form.attach_errors(exc)
+            _attach(form, exc)
+            local_form.full_clean()
             ok, result = False, None
         if ok and result is not None:
             add_warnings(request, result.warnings)
@@ -267,9 +353,13 @@ def order_edit(request: HttpRequest, pk: int) -> HttpResponse:
             "package": order.package,
             "order": order,
             "form": form,
+            "local_form": local_form,
             "entity": order.entity,
             "creating": False,
             "personalisation_late": order.package.personalisation_late(),
+            **_evaluation(
+                request, package=order.package, entity=order.entity, local_form=local_form
+            ),
         },
     )
 

@@ -79,6 +79,14 @@ class Campaign(ConcurrentTransitionMixin, models.Model):
         help_text="The approved order a child campaign was created from (one child per order).",
     )
     personalisation_values = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    local_conditions = models.JSONField(
+        default=list,
+        blank=True,
+        encoder=DjangoJSONEncoder,
+        help_text="Reference campaigns: the conditions of the targeting query that each "
+        "ordering entity completes, with the values or ranges allowed "
+        "(campaigns.targeting.local; edited through the admin's form, validated there).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -338,6 +346,13 @@ class ScheduledRun(ConcurrentTransitionMixin, models.Model):
         "packages.Order", on_delete=models.PROTECT, related_name="scheduled_run"
     )
     personalisation_values = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    local_targeting = models.JSONField(
+        default=dict,
+        blank=True,
+        encoder=DjangoJSONEncoder,
+        help_text="The order's local conditions as a condition tree, ANDed to the campaign's "
+        "targeting query when this run executes.",
+    )
     run_at = models.DateTimeField(null=True, blank=True)
     state = FSMField(
         max_length=16, choices=RunState.choices, default=RunState.SCHEDULED, protected=True

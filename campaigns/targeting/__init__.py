@@ -2,7 +2,7 @@
 distribution."""
 
 from campaigns.targeting.compiler import TargetingError, compile_conditions, parse_conditions
-from campaigns.targeting.counts import CountResult, count, target_queryset
+from campaigns.targeting.counts import CountResult, count, count_queryset, target_queryset
 from campaigns.targeting.worktables import (
     copy_rows,
     distribute,
@@ -19,6 +19,7 @@ __all__ = [
     "compile_conditions",
     "copy_rows",
     "count",
+    "count_queryset",
     "distribute",
     "drop_run",
     "materialise",

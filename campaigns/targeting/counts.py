@@ -43,8 +43,13 @@ def count(
     dimension: str, conditions: Any, *, user: Any = None, entity: Entity | None = None
 ) -> CountResult:
     """Exact number of rows and of distinct contacts, in one aggregate query."""
-    spec = DIMENSIONS.get(dimension)
     queryset = target_queryset(dimension, conditions, user=user, entity=entity)
+    return count_queryset(dimension, queryset)
+
+
+def count_queryset(dimension: str, queryset: QuerySet) -> CountResult:
+    """Exact rows and distinct contacts of a target already built by ``target_queryset``."""
+    spec = DIMENSIONS.get(dimension)
     if spec is not None and spec.contact_path == "pk":
         rows = queryset.count()
         return CountResult(rows=rows, contacts=rows)
