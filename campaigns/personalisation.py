@@ -60,6 +60,18 @@ class UploadValidator:
                 raise ValidationError(f"The file's content is not a .{extension} file.")
 
 
+def default_problems(definition: PersonalisationField) -> dict[str, list[str]]:
+    """A definition's default passes its own form field (registered as the definition's
+    check in ``CampaignsConfig.ready``; its model checks the options first)."""
+    if not definition.default or definition.field_type == FieldType.FILE:
+        return {}
+    try:
+        form_field_for(definition).clean(definition.default)
+    except ValidationError as exc:
+        return {"default": ["The default is not valid: " + " ".join(exc.messages)]}
+    return {}
+
+
 def form_field_for(definition: PersonalisationField) -> forms.Field:
     """The Django form field enforcing one definition's type and limits."""
     common: dict[str, Any] = {

@@ -32,6 +32,7 @@ from campaigns.models import (
     Message,
     MessageStatus,
     Quarantine,
+    Typology,
 )
 
 CONSENT_FIELDS = {
@@ -71,6 +72,13 @@ CHECKS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "capacity": _check_capacity,
     "control_group": lambda rule: _whole(rule.get("percent"), "percent", 1, 99),
 }
+
+
+def typology_problems(typology: Typology) -> dict[str, list[str]]:
+    """A typology's problems, on its rules (registered as its check in
+    ``CampaignsConfig.ready``: the admin's form and any ``full_clean()`` run it)."""
+    problems = validate_rules(typology.rules)
+    return {"rules": problems} if problems else {}
 
 
 def validate_rules(rules: Any) -> list[str]:
