@@ -229,8 +229,8 @@ def reapply_at_send(delivery: Delivery) -> dict[str, int]:
     delivery (of its category, or all), whatever their typology, so two starts can always
     touch the same contacts; a start holds it for one UPDATE per rule.
 
-    The caller holds the transaction through the state change (``Delivery.start_sending``
-    runs inside the service's transaction)."""
+    The caller holds the transaction through the state change (``sending.begin_sending``
+    runs it and the ``start_sending`` transition in one transaction)."""
     rules = [r for r in (delivery.typology.rules if delivery.typology_id else [])
              if isinstance(r, dict) and r.get("rule") in AT_SEND]  # fmt: skip
     with transaction.atomic():

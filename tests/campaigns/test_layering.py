@@ -94,3 +94,30 @@ def test_campaigns_does_not_import_packages():
     files = [path for path in CAMPAIGNS.rglob("*.py") if "migrations" not in path.parts]
     assert len(files) > 20
     assert offences(files, from_packages) == []
+
+
+def test_sending_starts_only_through_the_sending_service():
+    """The typology's rules at send and the tracked links run in ``begin_sending``, not in
+    the model's transition: no other module of campaigns starts a delivery's sending."""
+    starts = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in CAMPAIGNS.rglob("*.py")
+        if "migrations" not in path.parts
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value == "start_sending"
+    ]
+    source = (CAMPAIGNS / "delivery" / "sending.py").read_text()
+    begin = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef) and node.name == "begin_sending"
+    )
+    assert starts == [f"campaigns/delivery/sending.py:{node_line(begin, 'start_sending')}"]
+
+
+def node_line(function: ast.FunctionDef, value: str) -> int:
+    return next(
+        node.lineno
+        for node in ast.walk(function)
+        if isinstance(node, ast.Constant) and node.value == value
+    )
