@@ -31,12 +31,28 @@ class CampaignsConfig(AppConfig):
         register_handler(models.Delivery, DeliveryApprovalHandler())
         Delivery.hooks.append(delivery_for_activity)
         checks.register(check_providers)
+        self.register_model_checks()
 
         from django.db.models.signals import pre_delete
 
         from campaigns.engagement.events import delete_with_delivery
 
         pre_delete.connect(delete_with_delivery, sender=models.Delivery, dispatch_uid="events")
+
+    @staticmethod
+    def register_model_checks() -> None:
+        """The rules ``clean()`` runs that live above the models (``campaigns.models.checks``):
+        each one stays in the module that owns it."""
+        from campaigns import models, personalisation, targeting, triggers
+        from campaigns.delivery import services as delivery_services
+        from campaigns.delivery import typology
+        from campaigns.models import checks
+
+        checks.register(models.Delivery, delivery_services.delivery_problems)
+        checks.register(models.Typology, typology.typology_problems)
+        checks.register(models.TriggerDefinition, triggers.definition_problems)
+        checks.register(models.SavedQuery, targeting.saved_query_problems)
+        checks.register(models.PersonalisationField, personalisation.default_problems)
 
     def seed_demo(self, **kwargs) -> None:
         from campaigns.demo import seed

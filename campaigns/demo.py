@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 
 from campaigns import imports, synthetic
 from campaigns.models import SavedQuery
@@ -162,9 +163,19 @@ def seed(
 
 def workflow(campaign: Any, steps: list[tuple], arrows: list[tuple]) -> dict[str, Any]:
     """Activities (key, type, label, settings[, local_edit]) and arrows (source, target,
-    output label) of a demo workflow."""
+    output label) of a demo workflow. Each step's settings pass its type's form (a delivery's
+    content included), as the canvas and the admin check them: a bad one is refused, naming
+    the step and the setting, and nothing is written."""
     from campaigns.models import Activity, Transition
+    from campaigns.workflow.forms import settings_problems
 
+    problems = {
+        key: found
+        for key, kind, _label, settings, *_ in steps
+        if (found := settings_problems(kind, settings, campaign=campaign))
+    }
+    if problems:
+        raise ValidationError(problems)
     made = {}
     for index, (key, kind, label, settings, *local_edit) in enumerate(steps):
         made[key] = Activity.objects.create(

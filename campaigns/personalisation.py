@@ -60,6 +60,18 @@ class UploadValidator:
                 raise ValidationError(f"The file's content is not a .{extension} file.")
 
 
+def default_problems(definition: PersonalisationField) -> dict[str, list[str]]:
+    """A definition's default passes its own form field (registered as the definition's
+    check in ``CampaignsConfig.ready``; its model checks the options first)."""
+    if not definition.default or definition.field_type == FieldType.FILE:
+        return {}
+    try:
+        form_field_for(definition).clean(definition.default)
+    except ValidationError as exc:
+        return {"default": ["The default is not valid: " + " ".join(exc.messages)]}
+    return {}
+
+
 def form_field_for(definition: PersonalisationField) -> forms.Field:
     """The Django form field enforcing one definition's type and limits."""
     common: dict[str, Any] = {
@@ -286,3 +298,52 @@ def value_rows(
             {"label": definition.label, "value": display_value(definition, value), "url": url}
         )
     return rows
+
+
+class PersonalisationForm(forms.Form):
+    """Renders one field per definition. Validation is the service's (the same rules for
+    every entry point); its errors are attached back to the fields here."""
+
+    def __init__(
+        self,
+        definitions: Iterable[PersonalisationField],
+        *args: Any,
+        stored: Mapping[str, Any] | None = None,
+        with_comment: bool = True,
+        comment: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.definitions = list(definitions)
+        self.stored = dict(stored or {})
+        for definition in self.definitions:
+            field = form_field_for(definition)
+            stored_file = self.stored.get(definition.name)
+            if definition.field_type == "file" and isinstance(stored_file, Mapping):
+                field.required = False  # the stored file stays unless replaced
+                field.stored_file = stored_file
+                field.may_clear = not definition.required
+            field.initial = initial_for(definition, self.stored)
+            self.fields[definition.name] = field
+        if with_comment:
+            self.fields["comment"] = forms.CharField(
+                label="Comment for the central team",
+                required=False,
+                max_length=2000,
+                widget=forms.Textarea(attrs={"rows": 3}),
+                initial=comment,
+            )
+
+    def stored_file(self, name: str) -> Mapping[str, Any] | None:
+        value = self.stored.get(name)
+        return value if isinstance(value, Mapping) else None
+
+    def attach_errors(self, error: ValidationError) -> None:
+        """Show the service's errors; the form's own cleaning found the same ones already
+        when the rule is a field's, so each message appears once."""
+        for name, messages in error.message_dict.items():
+            target = name if name in self.fields else None
+            shown = self.errors.get(target or "__all__", [])
+            for message in messages:
+                if message not in shown:
+                    self.add_error(target, message)

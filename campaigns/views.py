@@ -25,12 +25,11 @@ from campaigns import import_docs, imports, services, targeting
 from campaigns.choices import CampaignKind, Dimension, ImportKind
 from campaigns.delivery import reports
 from campaigns.models import Campaign, Contact, ImportJob, LocalApproval, SavedQuery
-from campaigns.personalisation import value_rows
+from campaigns.personalisation import PersonalisationForm, value_rows
 from campaigns.targeting import registry
 from campaigns.targeting.words import condition_words
 from campaigns.workflow import diagram, local_approval
 from campaigns.workflow.views import canvas_context
-from packages.forms import PersonalisationForm
 from portal import confirm
 from portal.models import AuditLog, Entity, is_central_user
 from portal.validation import MAX_ID, InputError, load_json, whole_number

@@ -8,13 +8,16 @@ class PackagesConfig(AppConfig):
 
     def ready(self) -> None:
         from approvals.services import register_handler
+        from campaigns.delivery.reports import register_report_subject
         from packages import dashboard  # noqa: F401  (registers the dashboard sections)
         from packages.approval import OrderApprovalHandler
         from packages.exports import ORDERS
         from packages.models import Order, Package, PackageDocument
+        from packages.reports import package_report_subject
         from portal import exports, files
 
         register_handler(Order, OrderApprovalHandler())
+        register_report_subject("package", package_report_subject)
         exports.register(ORDERS)
         files.register(
             PackageDocument,

@@ -1,5 +1,7 @@
-"""Forms of the packages app: the order form generated from the field definitions, and the
-admin's package form (audience with regions)."""
+"""Forms of the packages app: the entity choice of an order and the admin's package form
+(audience with regions). The order form generated from the field definitions is
+``campaigns.personalisation.PersonalisationForm`` (beside the definitions it is built from;
+re-exported here so existing imports keep working)."""
 
 from __future__ import annotations
 
@@ -13,60 +15,12 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import Q
 from django.forms.utils import ErrorDict
 
-from campaigns.models import PersonalisationField
-from campaigns.personalisation import form_field_for, initial_for
+from campaigns.personalisation import PersonalisationForm
 from campaigns.targeting import local
 from packages.models import Package
 from portal.models import Entity
 
-
-class PersonalisationForm(forms.Form):
-    """Renders one field per definition. Validation is the service's (the same rules for
-    every entry point); its errors are attached back to the fields here."""
-
-    def __init__(
-        self,
-        definitions: Iterable[PersonalisationField],
-        *args: Any,
-        stored: Mapping[str, Any] | None = None,
-        with_comment: bool = True,
-        comment: str = "",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.definitions = list(definitions)
-        self.stored = dict(stored or {})
-        for definition in self.definitions:
-            field = form_field_for(definition)
-            stored_file = self.stored.get(definition.name)
-            if definition.field_type == "file" and isinstance(stored_file, Mapping):
-                field.required = False  # the stored file stays unless replaced
-                field.stored_file = stored_file
-                field.may_clear = not definition.required
-            field.initial = initial_for(definition, self.stored)
-            self.fields[definition.name] = field
-        if with_comment:
-            self.fields["comment"] = forms.CharField(
-                label="Comment for the central team",
-                required=False,
-                max_length=2000,
-                widget=forms.Textarea(attrs={"rows": 3}),
-                initial=comment,
-            )
-
-    def stored_file(self, name: str) -> Mapping[str, Any] | None:
-        value = self.stored.get(name)
-        return value if isinstance(value, Mapping) else None
-
-    def attach_errors(self, error: ValidationError) -> None:
-        """Show the service's errors; the form's own cleaning found the same ones already
-        when the rule is a field's, so each message appears once."""
-        for name, messages in error.message_dict.items():
-            target = name if name in self.fields else None
-            shown = self.errors.get(target or "__all__", [])
-            for message in messages:
-                if message not in shown:
-                    self.add_error(target, message)
+__all__ = ["EntityChoiceForm", "LocalConditionsForm", "PackageAdminForm", "PersonalisationForm"]
 
 
 class DateWindowWidget(forms.MultiWidget):

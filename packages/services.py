@@ -27,6 +27,7 @@ from campaigns.personalisation import (
     delete_stored,
     store_uploads,
 )
+from campaigns.workflow.forms import settings_problems
 from packages.choices import (
     ACTIVE_ORDER_STATES,
     EDITABLE_ORDER_STATES,
@@ -88,6 +89,16 @@ def entity_recipients(entity: Entity) -> list[Any]:
     return [entity.contact_email] if entity.contact_email else []
 
 
+def delivery_step_problems(campaign: Any) -> list[str]:
+    """The reference campaign's delivery steps pass the delivery form (content, sender,
+    typology), as on the canvas: what its children copy and send is valid when published."""
+    return [
+        f"Delivery step “{activity}”: {problem}"
+        for activity in campaign.activities.filter(type="delivery").order_by("key")
+        for problem in settings_problems("delivery", activity.settings, campaign=campaign)
+    ]
+
+
 def publish_package(*, package: Package, actor: Any) -> PackageChange:
     """Publish a draft package: refuse with every problem listed, pre-register the audience in
     automatic mode, and notify each audience entity with a link to its order page."""
@@ -98,7 +109,9 @@ def publish_package(*, package: Package, actor: Any) -> PackageChange:
                 f"Only draft packages can be published; this one is "
                 f"{package.get_state_display().lower()}."
             )
-        problems = package.publication_problems()
+        problems = package.publication_problems() + delivery_step_problems(
+            package.reference_campaign
+        )
         if problems:
             raise DomainError(
                 f"“{package}” cannot be published yet: {' '.join(problems)}", problems=problems

@@ -4,6 +4,7 @@ entity, per campaign (with its child campaigns), per package, per contact."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,18 @@ def campaign_deliveries(campaign: Campaign) -> QuerySet:
 def totals(deliveries: QuerySet) -> Figures:
     """The messages of several deliveries added up (one aggregate query)."""
     return _figures(Message.objects.filter(delivery__in=deliveries).aggregate(**_counts()))
+
+
+# Report levels that other apps add (``register_report_subject``; the report view reads
+# them): the package level is the packages app's, so campaigns does not import packages.
+ReportSubjectLoader = Callable[[Any, int], tuple[Any, Any, str]]
+REPORT_SUBJECTS: dict[str, ReportSubjectLoader] = {}
+
+
+def register_report_subject(level: str, loader: ReportSubjectLoader) -> None:
+    """Let ``level`` be an engagement report's subject: ``loader(user, pk)`` returns (the
+    object, its deliveries, its title), raising Http404 for what the user may not read."""
+    REPORT_SUBJECTS[level] = loader
 
 
 def package_deliveries(package: Any) -> QuerySet:

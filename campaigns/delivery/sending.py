@@ -33,6 +33,7 @@ from django.core.files.base import File
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, F, Max, Min, Q
 from django.utils import timezone
+from django_fsm import can_proceed
 from jinja2 import TemplateError
 from jinja2.sandbox import SecurityError
 
@@ -40,12 +41,12 @@ from api import webhooks
 from api.choices import WebhookEvent
 from approvals import services as approvals
 from campaigns.choices import Channel
-from campaigns.delivery import rendering
+from campaigns.delivery import rendering, typology
 from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
 from campaigns.engagement import bounces
 from campaigns.engagement import sent as sent_blocks
 from campaigns.engagement.compliance import Compliance
-from campaigns.engagement.tracking import Tracker
+from campaigns.engagement.tracking import Tracker, links_of
 from campaigns.models import (
     UNSENT,
     ActivityExecution,
@@ -136,11 +137,26 @@ def _start(delivery: Delivery, actor: Any, reason: str = "") -> Delivery:
     )
     if delivery.scheduled_at and delivery.scheduled_at > timezone.now():
         return delivery
-    portal_services.transition(
-        obj=delivery, name="start_sending", actor=actor, check_permission=False
-    )
+    begin_sending(delivery, actor=actor)
     transaction.on_commit(partial(enqueue_chunks, delivery.pk))
     return delivery
+
+
+def begin_sending(delivery: Delivery, *, actor: Any = None) -> None:
+    """Every path to sending comes here: the typology's pressure and capacity rules run
+    again first, counting what was sent since the preparation (one start at a time: see
+    ``reapply_at_send``; its lock is held until the caller's transaction commits the state
+    change), the HTML part's links are frozen for click tokens, then the delivery is sending.
+    The caller owns the transaction; a transition that is not allowed raises, as before."""
+    with transaction.atomic():
+        if can_proceed(delivery.start_sending):  # else the transition below refuses it
+            typology.reapply_at_send(delivery)
+            delivery.tracked_links = (
+                links_of(delivery.html_body) if delivery.channel == Channel.EMAIL else []
+            )
+        portal_services.transition(
+            obj=delivery, name="start_sending", actor=actor, check_permission=False
+        )
 
 
 def start_scheduled(*, now: datetime | None = None) -> int:
@@ -153,7 +169,7 @@ def start_scheduled(*, now: datetime | None = None) -> int:
             delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
             if delivery.state != DeliveryState.READY or cancelled_with_its_run(delivery, None):
                 continue
-            portal_services.transition(obj=delivery, name="start_sending")
+            begin_sending(delivery)
             transaction.on_commit(partial(enqueue_chunks, delivery.pk))
             started += 1
     return started

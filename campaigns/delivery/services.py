@@ -9,9 +9,10 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from campaigns.choices import Channel
+from campaigns.choices import Channel, Dimension
 from campaigns.delivery import preparation, rendering
 from campaigns.delivery.sending import CONTACT_PATHS
+from campaigns.engagement.compliance import sender_problems
 from campaigns.models import Campaign, Delivery, DeliveryState, Typology
 
 TEMPLATE_FIELDS = rendering.CHANNEL_FIELDS  # what each channel renders, validates and shows
@@ -116,6 +117,29 @@ def sms_segments(text: str) -> int:
     return -(-len(text) // 153)
 
 
+DELIVERY_CONTENT = ("subject", "html_body", "text_body", "push_title", "push_data", "columns",
+                    "export_format")  # fmt: skip
+
+
+def delivery_problems(delivery: Delivery) -> dict[str, list[str]]:
+    """A delivery's problems per field: its content (``content_problems``, with its
+    campaign's personalisation fields) and, for an email, its sender. One rule for every
+    entry point: the admin's form and any ``full_clean()`` run it (registered as the
+    delivery's check in ``CampaignsConfig.ready``), as the workflow's delivery activity runs
+    ``activity_problems``."""
+    if delivery.campaign_id is None:
+        return {}
+    problems = content_problems(
+        channel=delivery.channel,
+        fields={field: getattr(delivery, field) for field in DELIVERY_CONTENT},
+        multi_level=delivery.dimension == Dimension.BOOKING,
+        perso=perso_of(delivery.campaign),
+    )
+    if delivery.channel == Channel.EMAIL and (refused := sender_problems(delivery.sender)):
+        problems["sender"] = refused
+    return problems
+
+
 ACTIVITY_CONTENT = ("label", "subject", "html_body", "text_body", "push_title", "sender",
                     "reply_to", "category")  # fmt: skip
 
@@ -139,8 +163,6 @@ def activity_problems(settings: Mapping[str, Any], campaign: Campaign | None) ->
     problems += [f"{name} must be true or false" for name in ("track_opens", "track_clicks")
                  if name in settings and not isinstance(settings[name], bool)]  # fmt: skip
     if channel == Channel.EMAIL:
-        from campaigns.engagement.compliance import sender_problems
-
         problems += [f"sender: {message}" for message in sender_problems(settings.get("sender"))]
     return problems
 

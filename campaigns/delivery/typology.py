@@ -32,6 +32,7 @@ from campaigns.models import (
     Message,
     MessageStatus,
     Quarantine,
+    Typology,
 )
 
 CONSENT_FIELDS = {
@@ -71,6 +72,13 @@ CHECKS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "capacity": _check_capacity,
     "control_group": lambda rule: _whole(rule.get("percent"), "percent", 1, 99),
 }
+
+
+def typology_problems(typology: Typology) -> dict[str, list[str]]:
+    """A typology's problems, on its rules (registered as its check in
+    ``CampaignsConfig.ready``: the admin's form and any ``full_clean()`` run it)."""
+    problems = validate_rules(typology.rules)
+    return {"rules": problems} if problems else {}
 
 
 def validate_rules(rules: Any) -> list[str]:
@@ -221,8 +229,8 @@ def reapply_at_send(delivery: Delivery) -> dict[str, int]:
     delivery (of its category, or all), whatever their typology, so two starts can always
     touch the same contacts; a start holds it for one UPDATE per rule.
 
-    The caller holds the transaction through the state change (``Delivery.start_sending``
-    runs inside the service's transaction)."""
+    The caller holds the transaction through the state change (``sending.begin_sending``
+    runs it and the ``start_sending`` transition in one transaction)."""
     rules = [r for r in (delivery.typology.rules if delivery.typology_id else [])
              if isinstance(r, dict) and r.get("rule") in AT_SEND]  # fmt: skip
     with transaction.atomic():

@@ -175,11 +175,8 @@ def _report_subject(request: HttpRequest, level: str, pk: int) -> tuple[Any, Any
         if not is_central_user(user):
             deliveries = deliveries.visible_to(user)
         return campaign, deliveries, campaign.name
-    if level == "package":
-        from packages.models import Package
-
-        package = get_object_or_404(Package.objects.visible_to(user), pk=pk)
-        return package, reports.package_deliveries(package), package.label
+    if loader := reports.REPORT_SUBJECTS.get(level):
+        return loader(user, pk)
     if level == "entity":
         entity = get_object_or_404(Entity.objects.visible_to(user), pk=pk)
         return entity, reports.entity_deliveries(entity), entity.name

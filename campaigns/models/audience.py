@@ -18,6 +18,7 @@ from campaigns.choices import (
     ImportState,
     SubscriptionStatus,
 )
+from campaigns.models import checks
 from portal.models import Entity, EntityOwnedQuerySet
 
 
@@ -282,14 +283,9 @@ class SavedQuery(models.Model):
         return self.entity
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from campaigns.targeting import TargetingError, compile_conditions
-
-        try:
-            compile_conditions(self.dimension, self.conditions)
-        except TargetingError as exc:
-            raise ValidationError({"conditions": exc.messages}) from None
+        """The conditions compile: the rules are ``campaigns.targeting``'s (registered in
+        ``checks``)."""
+        checks.run(self)
 
 
 def import_upload_to(instance: ImportJob, filename: str) -> str:

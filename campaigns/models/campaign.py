@@ -20,6 +20,7 @@ from campaigns.choices import (
     FieldType,
     RunState,
 )
+from campaigns.models import checks
 from portal.models import Entity, EntityOwnedQuerySet
 
 # Names the message templates already use at the top level, and Jinja2's own words.
@@ -322,18 +323,13 @@ class PersonalisationField(models.Model):
             and Decimal(self.min_value) > Decimal(self.max_value)
         ):
             errors["max_value"] = "The maximum must not be below the minimum."
-        if not errors and self.default:
-            from campaigns.personalisation import form_field_for
-
-            if self.field_type == FieldType.FILE:
-                errors["default"] = "File fields cannot have a default."
-            else:
-                try:
-                    form_field_for(self).clean(self.default)
-                except ValidationError as exc:
-                    errors["default"] = "The default is not valid: " + " ".join(exc.messages)
+        if not errors and self.default and self.field_type == FieldType.FILE:
+            errors["default"] = "File fields cannot have a default."
         if errors:
             raise ValidationError(errors)
+        # The default passes the generated form field: ``campaigns.personalisation``'s rule
+        # (registered in ``checks``).
+        checks.run(self)
 
 
 class ScheduledRun(ConcurrentTransitionMixin, models.Model):

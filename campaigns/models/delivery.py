@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
@@ -18,6 +17,7 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 from campaigns.choices import Channel, Dimension, Purpose
+from campaigns.models import checks
 from campaigns.models.audience import Contact
 from campaigns.models.campaign import Campaign
 from campaigns.models.workflow import Activity, WorkflowRun
@@ -59,11 +59,8 @@ class Typology(models.Model):
         return self.entity
 
     def clean(self) -> None:
-        from campaigns.delivery.typology import validate_rules
-
-        problems = validate_rules(self.rules)
-        if problems:
-            raise ValidationError({"rules": problems})
+        """The rules are ``campaigns.delivery.typology``'s (registered in ``checks``)."""
+        checks.run(self)
 
 
 class DeliveryState(models.TextChoices):
@@ -202,24 +199,11 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
         return self.campaign.entity
 
     def clean(self) -> None:
-        from campaigns.delivery.services import content_problems, perso_of
-
+        """Content (templates, what the channel needs) and sender: the rules are the delivery
+        services' (registered in ``checks``), as for the workflow's delivery activity."""
         if self.campaign_id is None:
             return
-        problems = content_problems(
-            channel=self.channel,
-            fields={field: getattr(self, field) for field in
-                    ("subject", "html_body", "text_body", "push_title", "push_data", "columns",
-                     "export_format")},
-            multi_level=self.dimension == Dimension.BOOKING,
-            perso=perso_of(self.campaign),
-        )  # fmt: skip
-        from campaigns.engagement.compliance import sender_problems
-
-        if self.channel == Channel.EMAIL and (refused := sender_problems(self.sender)):
-            problems["sender"] = refused
-        if problems:
-            raise ValidationError(problems)
+        checks.run(self)
 
     @transition(
         field=state,
@@ -251,15 +235,11 @@ class Delivery(ConcurrentTransitionMixin, models.Model):
     @transition(field=state, source=DeliveryState.READY, target=DeliveryState.SENDING)
     def start_sending(self) -> None:
         """Sending tasks claim the pending messages in chunks. Every path to sending comes
-        here: the typology's pressure and capacity rules run again first, counting what was
-        sent since the preparation (one start at a time: see ``reapply_at_send``)."""
-        from campaigns.delivery.typology import reapply_at_send
-
-        reapply_at_send(self)
+        through the sending service (``campaigns.delivery.sending.begin_sending``), which runs
+        the typology's pressure and capacity rules again first, counting what was sent since
+        the preparation (one start at a time: see ``reapply_at_send``), and freezes the
+        tracked links."""
         self.progress_at = timezone.now()
-        from campaigns.engagement.tracking import links_of
-
-        self.tracked_links = links_of(self.html_body) if self.channel == Channel.EMAIL else []
 
     @transition(field=state, source=DeliveryState.SENDING, target=DeliveryState.SENT)
     def finish(self, *, at: Any) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 from campaigns.choices import Channel
+from campaigns.models import checks
 from campaigns.models.delivery import Delivery, Message, Typology
 from portal.models import Entity, EntityOwnedQuerySet
 
@@ -103,11 +103,9 @@ class TriggerDefinition(ConcurrentTransitionMixin, models.Model):
         return self.entity
 
     def clean(self) -> None:
-        from campaigns.triggers import definition_problems
-
-        problems = definition_problems(self)
-        if problems:
-            raise ValidationError(problems)
+        """Schema, content and sender: the rules are ``campaigns.triggers``' (registered in
+        ``checks``)."""
+        checks.run(self)
 
     @transition(field=state, source=TriggerState.DRAFT, target=TriggerState.PUBLISHED)
     def publish(self, *, at: Any) -> None:

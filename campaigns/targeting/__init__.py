@@ -13,6 +13,17 @@ from campaigns.targeting.worktables import (
     work_table,
 )
 
+
+def saved_query_problems(query: object) -> dict[str, list[str]]:
+    """A saved query's conditions compile for its dimension (registered as the saved
+    query's check in ``CampaignsConfig.ready``)."""
+    try:
+        compile_conditions(query.dimension, query.conditions)  # type: ignore[attr-defined]
+    except TargetingError as exc:
+        return {"conditions": list(exc.messages)}
+    return {}
+
+
 __all__ = [
     "CountResult",
     "TargetingError",
@@ -25,6 +36,7 @@ __all__ = [
     "materialise",
     "parse_conditions",
     "purge_work_tables",
+    "saved_query_problems",
     "target_queryset",
     "union_rows",
     "work_table",
