@@ -461,19 +461,23 @@ def start_scheduled_campaigns(*, now: datetime | None = None) -> int:
     for pk, at in due:
         try:
             with transaction.atomic():
-                claimed = Campaign.objects.filter(pk=pk, scheduled_start_at=at).update(
-                    scheduled_start_at=None
+                # Claimed under its row lock: a concurrent task skips it, a repeated one finds
+                # it no longer scheduled (the start clears the time in the same transaction).
+                campaign = (
+                    Campaign.objects.select_for_update(skip_locked=True)
+                    .filter(pk=pk, scheduled_start_at=at)
+                    .first()
                 )
-                if not claimed:
+                if campaign is None:
                     continue
-                campaign = Campaign.objects.get(pk=pk)
                 engine.start_run(campaign=campaign, actor=None)
                 started += 1
         except DomainError as exc:
             with transaction.atomic():
-                Campaign.objects.filter(pk=pk, scheduled_start_at=at).update(
+                if not Campaign.objects.filter(pk=pk, scheduled_start_at=at).update(
                     scheduled_start_at=None
-                )
+                ):
+                    continue
                 campaign = Campaign.objects.get(pk=pk)
                 portal_services.record_audit(
                     obj=campaign,
