@@ -192,6 +192,7 @@ def start_run(*, campaign: Campaign, actor: Any, simulate: bool = False) -> Work
                 raise DomainError(refusal)
             scheduled = campaign.scheduled_start_at
             campaign.scheduled_start_at = None
+            campaign.last_run_at = timezone.now()
             portal_services.transition(
                 obj=campaign,
                 name="start",
