@@ -434,3 +434,15 @@ def test_the_children_table_costs_the_same_queries_for_more_children(
     with django_assert_max_num_queries(1):
         rows = [(r.entity.code, r.targeted, r.sent) for r in services.children_overview(parent)]
     assert [r[0] for r in rows] == ["STORE_A", "STORE_B"]
+
+
+def test_the_admin_run_button_is_refused_by_the_same_rule(make_child, org, client):
+    child = make_child()
+    open_window(child.order.package, opens=5)
+    client.force_login(org.marketer)
+    url = reverse("admin:campaigns_campaign_run", args=[child.pk, "run"])
+    response = client.post(url, follow=True)
+    assert "window opens" in response.content.decode()
+    child.refresh_from_db()
+    assert child.state == CampaignState.READY
+    assert not WorkflowRun.objects.filter(campaign=child).exists()
