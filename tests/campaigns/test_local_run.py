@@ -446,3 +446,26 @@ def test_the_admin_run_button_is_refused_by_the_same_rule(make_child, org, clien
     child.refresh_from_db()
     assert child.state == CampaignState.READY
     assert not WorkflowRun.objects.filter(campaign=child).exists()
+
+
+def test_the_parent_pages_need_no_more_queries_for_more_children(make_child, parent, org, client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    make_child()
+    client.force_login(org.marketer)
+    pages = [
+        reverse("admin:campaigns_campaign_change", args=[parent.pk]),
+        reverse("campaigns:detail", args=[parent.pk]),
+    ]
+
+    def queries(url):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    [queries(url) for url in pages]  # warm the caches (content types, sessions)
+    before = [queries(url) for url in pages]
+    make_child(entity=org.store_b, operator=org.operator_b)
+    after = [queries(url) for url in pages]
+    assert after == before
