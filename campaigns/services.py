@@ -123,6 +123,7 @@ def stop_child_for_order(*, order: Any, actor: Any) -> None:
     """The order was cancelled: stop its child if it has not run, cancel its scheduled run."""
     child = Campaign.objects.select_for_update().filter(order=order).first()
     if child and child.state in EDITABLE_CHILD_STATES:
+        child.scheduled_start_at = None
         portal_services.transition(
             obj=child,
             name="stop",
@@ -281,6 +282,8 @@ def run_campaign_transition(
         raise DomainError("This action is not available here.")
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if name == "stop":
+            campaign.scheduled_start_at = None  # a stopped campaign starts no more
         portal_services.transition(obj=campaign, name=name, actor=actor, comment=reason)
     return campaign
 

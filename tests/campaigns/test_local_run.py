@@ -469,3 +469,13 @@ def test_the_parent_pages_need_no_more_queries_for_more_children(make_child, par
     make_child(entity=org.store_b, operator=org.operator_b)
     after = [queries(url) for url in pages]
     assert after == before
+
+
+def test_stopping_a_child_withdraws_its_scheduled_start(make_child, org):
+    child = make_child()
+    services.schedule_start(
+        campaign=child, actor=org.operator_a, at=timezone.now() + timedelta(hours=2)
+    )
+    services.run_campaign_transition(campaign=child, name="stop", actor=org.operator_a)
+    child.refresh_from_db()
+    assert (child.state, child.scheduled_start_at) == (CampaignState.STOPPED, None)
