@@ -520,7 +520,7 @@ def with_run_figures(campaigns: QuerySet) -> QuerySet:
             Subquery(
                 sent.order_by()
                 .values("delivery__campaign")
-                .annotate(total=Count("pk"))
+                .annotate(total=Count("*"))  # from the partial index of sent messages alone
                 .values("total")[:1]
             ),
             0,

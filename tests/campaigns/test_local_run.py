@@ -479,3 +479,16 @@ def test_stopping_a_child_withdraws_its_scheduled_start(make_child, org):
     services.run_campaign_transition(campaign=child, name="stop", actor=org.operator_a)
     child.refresh_from_db()
     assert (child.state, child.scheduled_start_at) == (CampaignState.STOPPED, None)
+
+
+def test_a_package_whose_execution_window_ends_before_it_starts_is_not_published(
+    make_package, parent
+):
+    now = timezone.now()
+    package = make_package(
+        campaign=parent,
+        publish=False,
+        execution_at=now + timedelta(days=20),
+        execution_until=now + timedelta(days=19),
+    )
+    assert "The execution window must end after it starts." in package.publication_problems()
