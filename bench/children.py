@@ -57,14 +57,12 @@ def build(children: int, messages: int) -> Campaign:
             delivery = Delivery.objects.create(
                 campaign=child, run=run, label="Bench", targeted=messages, state="sent"
             )
-            Message.objects.bulk_create(
-                [
-                    Message(delivery=delivery, contact_id=10_000_000 + i, entity=entity,
-                            channel="email", status="sent" if i % 10 else "failed")
-                    for i in range(messages)
-                ],  # fmt: skip
-                batch_size=5000,
-            )
+            rows = [
+                Message(delivery=delivery, contact_id=10_000_000 + i, entity=entity,
+                        channel="email", status="sent" if i % 10 else "failed")
+                for i in range(messages)
+            ]  # fmt: skip
+            Message.objects.bulk_create(rows, batch_size=5000)
     return _settled(parent)
 
 
@@ -98,7 +96,7 @@ def main() -> None:
     timings.sort()
     p95 = timings[min(len(timings) - 1, round(0.95 * (len(timings) - 1)))]
     print(
-        f"children table: {len(rows)} children × {args.messages} messages — "
+        f"children table: {len(rows)} children x {args.messages} messages — "
         f"{len(captured)} query, median {statistics.median(timings) * 1000:.1f} ms, "
         f"p95 {p95 * 1000:.1f} ms ({connection.vendor})"
     )

@@ -506,7 +506,9 @@ def with_run_figures(campaigns: QuerySet) -> QuerySet:
     deliveries = Delivery.objects.filter(campaign=OuterRef("pk"))
     runs = WorkflowRun.objects.filter(campaign=OuterRef("pk"), simulate=False)
     sent = Message.objects.filter(delivery__campaign=OuterRef("pk"), status=MessageStatus.SENT)
-    return campaigns.select_related("entity").annotate(
+    return campaigns.select_related(
+        "entity"
+    ).annotate(
         targeted=Coalesce(
             Subquery(
                 deliveries.order_by()
