@@ -325,6 +325,8 @@ def kept_settings_problems(campaign: Campaign) -> list[str]:
     """Where the child's workflow departs from what its parent set: a step the parent does
     not have, a setting the parent does not let it change, its typology or approval, or a
     limit above the parent's. Each problem names the step."""
+    from campaigns.workflow.forms import local_fields
+
     parent_steps = {
         (a.key, a.type): a for a in Activity.objects.filter(campaign_id=campaign.parent_id)
     }
@@ -335,8 +337,6 @@ def kept_settings_problems(campaign: Campaign) -> list[str]:
         if parent is None:
             problems.append(f"{name} is not in the parent campaign.")
             continue
-        from campaigns.workflow.forms import local_fields
-
         editable = local_fields(activity.type) if parent.local_edit else frozenset()
         mine, theirs = activity.settings or {}, parent.settings or {}
         changed = sorted(
