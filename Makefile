@@ -42,6 +42,7 @@ bench: install  ## targeting, preparation, sending, tracking endpoints, engageme
 	$(PY) -m bench.triggers --batch $(or $(TRIGGER_BATCH),100000) $(TRIGGER_ARGS)
 	$(PY) -m bench.imports --contacts $(or $(IMPORT_CONTACTS),1000000) \
 	  --bookings $(or $(IMPORT_BOOKINGS),3000000)
+	$(PY) -m bench.children --children $(or $(CHILDREN),300) --messages $(or $(CHILD_MESSAGES),500)
 
 tour: install  ## screenshots of the main pages for each demo role, into docs/tour/
 	$(PY) docs/tour.py

@@ -212,8 +212,8 @@ class PackageSerializer(serializers.ModelSerializer):
         model = Package
         fields = [
             "id", "label", "description", "category", "state", "approval_mode",
-            "allow_multiple_orders", "execution_at", "visible_from", "visible_until",
-            "registration_deadline", "personalisation_deadline", "published_at",
+            "allow_multiple_orders", "execution_at", "execution_until", "visible_from",
+            "visible_until", "registration_deadline", "personalisation_deadline", "published_at",
         ]  # fmt: skip
 
 
@@ -285,7 +285,16 @@ class CampaignSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "description", "entity", "kind", "collaborative_type", "state",
             "parent", "order", "created_at", "last_run_at", "targeted_count", "sent_count",
+            "scheduled_start_at",
         ]  # fmt: skip
+
+
+class CampaignStartSerializer(serializers.Serializer):
+    """Start a child campaign now (no ``at``) or schedule its start (``at``, within the
+    package's execution window); ``unschedule`` withdraws a scheduled start."""
+
+    at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    unschedule = serializers.BooleanField(required=False, default=False)
 
 
 class DeliverySerializer(serializers.ModelSerializer):

@@ -24,6 +24,7 @@ from approvals import services as approval_services
 from approvals.choices import DecisionChannel
 from approvals.models import ApprovalRequest
 from campaigns import imports, targeting
+from campaigns import services as campaign_services
 from campaigns.choices import ImportKind
 from campaigns.delivery.reports import delivery_figures
 from campaigns.models import Booking, Campaign, Contact, Delivery, Store, Subscription
@@ -416,6 +417,25 @@ class CampaignViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMix
 
     def get_queryset(self) -> Any:
         return Campaign.objects.visible_to(self.request.user).select_related("entity")
+
+    @extend_schema(request=s.CampaignStartSerializer, responses={200: s.CampaignSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: Any = None) -> Response:
+        """Start a child campaign now, schedule its start (``at``) or withdraw a scheduled
+        start (``unschedule``), by the same rule as the portal and the admin."""
+        campaign = self.get_object()
+        payload = s.CampaignStartSerializer(data=request.data or {})
+        payload.is_valid(raise_exception=True)
+        if payload.validated_data["unschedule"]:
+            campaign = campaign_services.unschedule_start(campaign=campaign, actor=request.user)
+        elif payload.validated_data["at"] is not None:
+            campaign = campaign_services.schedule_start(
+                campaign=campaign, actor=request.user, at=payload.validated_data["at"]
+            )
+        else:
+            run = campaign_services.start_campaign(campaign=campaign, actor=request.user)
+            campaign = run.campaign
+        return Response(self.get_serializer(campaign).data)
 
 
 class DeliveryViewSet(ApiViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):

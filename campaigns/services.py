@@ -4,12 +4,15 @@ local entity's edits of its child, and the campaign life cycle."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from api import webhooks
 from api.choices import WebhookEvent
@@ -189,6 +192,7 @@ def stop_child_for_order(*, order: Any, actor: Any) -> None:
     """The order was cancelled: stop its child if it has not run, cancel its scheduled run."""
     child = Campaign.objects.select_for_update().filter(order=order).first()
     if child and child.state in EDITABLE_CHILD_STATES:
+        child.scheduled_start_at = None
         portal_services.transition(
             obj=child,
             name="stop",
@@ -347,8 +351,254 @@ def run_campaign_transition(
         raise DomainError("This action is not available here.")
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if name == "stop":
+            campaign.scheduled_start_at = None  # a stopped campaign starts no more
         portal_services.transition(obj=campaign, name=name, actor=actor, comment=reason)
     return campaign
+
+
+# The local entity runs its child ------------------------------------------------------------
+
+# Settings a child must keep as its parent set them, whatever the parent lets it edit.
+KEPT_SETTINGS = frozenset({"typology", "requires_approval"})
+# Limits a child may lower but never raise above its parent's.
+LIMIT_SETTINGS = frozenset({"limits", "default_limit"})
+
+
+def start_refusal(campaign: Campaign, *, at: datetime | None = None) -> str:
+    """Why ``campaign`` may not start (run for real) at ``at`` ('' when it may).
+
+    The one rule of a child campaign's start, whoever asks (its local entity in the portal,
+    the central team in the admin, the API, the scheduled start): its order is accepted,
+    ``at`` is within the package's execution window, and its workflow keeps the typology
+    and limits the parent set. Other campaigns have no such rule."""
+    if campaign.kind != CampaignKind.CHILD:
+        return ""
+    from packages.choices import ACCEPTED_ORDER_STATES, PackageState  # packages → campaigns
+
+    at = at or timezone.now()
+    order = campaign.order
+    if order is None:
+        return "This child campaign has no order: it cannot run."
+    if order.state not in ACCEPTED_ORDER_STATES:
+        return f"Its order is {order.get_state_display().lower()}, not approved: it cannot run."
+    package = order.package
+    if package.state not in (PackageState.PUBLISHED, PackageState.CLOSED):
+        return f"The package is {package.get_state_display().lower()}: it cannot run."
+    if refusal := package.execution_window_refusal(at):
+        return refusal
+    return "; ".join(kept_settings_problems(campaign))
+
+
+def kept_settings_problems(campaign: Campaign) -> list[str]:
+    """Where the child's workflow departs from what its parent set: a step the parent does
+    not have, a setting the parent does not let it change, its typology or approval, or a
+    limit above the parent's. Each problem names the step."""
+    from campaigns.workflow.forms import local_fields
+
+    parent_steps = {
+        (a.key, a.type): a for a in Activity.objects.filter(campaign_id=campaign.parent_id)
+    }
+    problems = []
+    for activity in campaign.activities.all():
+        parent = parent_steps.get((activity.key, activity.type))
+        name = f"Step “{activity}”"
+        if parent is None:
+            problems.append(f"{name} is not in the parent campaign.")
+            continue
+        editable = local_fields(activity.type) if parent.local_edit else frozenset()
+        mine, theirs = activity.settings or {}, parent.settings or {}
+        changed = sorted(
+            key
+            for key in set(mine) | set(theirs)
+            if mine.get(key) != theirs.get(key)
+            and (key in KEPT_SETTINGS or (key not in editable and key not in LIMIT_SETTINGS))
+        )
+        if changed:
+            problems.append(f"{name}: {', '.join(changed)} must stay as the parent set.")
+        problems += [f"{name}: {p}" for p in _raised_limits(mine, theirs)]
+    return problems
+
+
+def _raised_limits(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """The limits of a child's step above its parent's (an empty limit has no ceiling)."""
+    if not LIMIT_SETTINGS & (set(mine) | set(theirs)):
+        return []
+    problems = []
+    ceiling = theirs.get("default_limit")
+    own = mine.get("default_limit")
+    if ceiling is not None and (own is None or own > ceiling):
+        problems.append(f"the default limit may not exceed the parent's {ceiling}.")
+    parent_limits = theirs.get("limits") or {}
+    child_limits = mine.get("limits") or {}
+    for code in sorted(set(parent_limits) | set(child_limits)):
+        top = parent_limits.get(code, ceiling)
+        value = child_limits.get(code, mine.get("default_limit"))
+        if top is not None and (value is None or value > top):
+            problems.append(f"the limit of {code} may not exceed the parent's {top}.")
+    return problems
+
+
+def check_may_run(*, campaign: Campaign, actor: Any) -> None:
+    """The actor may start (or schedule) this campaign: a role that changes campaigns, acting
+    for the campaign's entity."""
+    portal_services.check_may_act_for(
+        actor=actor, entity=campaign.entity, perm="campaigns.change_campaign"
+    )
+
+
+def start_campaign(*, campaign: Campaign, actor: Any) -> Any:
+    """Run the campaign's workflow now (portal, API): the engine checks ``start_refusal``
+    under the campaign's row lock, and audits the start."""
+    from campaigns.workflow import engine
+
+    check_may_run(campaign=campaign, actor=actor)
+    return engine.start_run(campaign=campaign, actor=actor)
+
+
+def schedule_start(*, campaign: Campaign, actor: Any, at: datetime) -> Campaign:
+    """Plan the campaign's start at ``at`` (in the future, within the package's window);
+    a periodic task starts it then. Scheduling again moves it."""
+    check_may_run(campaign=campaign, actor=actor)
+    if timezone.is_naive(at):
+        raise DomainError("Give the start time with its time zone.")
+    if at <= timezone.now():
+        raise DomainError("The scheduled start must be in the future; use Start to run now.")
+    with transaction.atomic():
+        campaign = _locked(campaign)
+        if campaign.state != CampaignState.READY:
+            raise DomainError(
+                f"Only a ready campaign can be scheduled; this one is "
+                f"{campaign.get_state_display().lower()}."
+            )
+        if refusal := start_refusal(campaign, at=at):
+            raise DomainError(refusal)
+        before = campaign.scheduled_start_at
+        campaign.scheduled_start_at = at
+        campaign.save(update_fields=["scheduled_start_at", "updated_at"])
+        portal_services.record_audit(
+            obj=campaign,
+            action="schedule_start",
+            actor=actor,
+            comment=f"Start scheduled for {timezone.localtime(at):%Y-%m-%d %H:%M}.",
+            extra={"at": at.isoformat(), "before": before.isoformat() if before else None},
+        )
+    return campaign
+
+
+def unschedule_start(*, campaign: Campaign, actor: Any) -> Campaign:
+    """Withdraw the campaign's scheduled start."""
+    check_may_run(campaign=campaign, actor=actor)
+    with transaction.atomic():
+        campaign = _locked(campaign)
+        if campaign.scheduled_start_at is None:
+            raise DomainError("No start is scheduled.")
+        before = campaign.scheduled_start_at
+        campaign.scheduled_start_at = None
+        campaign.save(update_fields=["scheduled_start_at", "updated_at"])
+        portal_services.record_audit(
+            obj=campaign,
+            action="unschedule_start",
+            actor=actor,
+            comment="Scheduled start withdrawn.",
+            extra={"before": before.isoformat()},
+        )
+    return campaign
+
+
+def _locked(campaign: Campaign) -> Campaign:
+    return (
+        Campaign.objects.select_for_update(of=("self",))
+        .select_related("order__package", "entity")
+        .get(pk=campaign.pk)
+    )
+
+
+def start_scheduled_campaigns(*, now: datetime | None = None) -> int:
+    """Start the campaigns whose scheduled start has come (Celery beat, every minute).
+
+    Each one is claimed by clearing its ``scheduled_start_at`` with a conditional update in
+    the transaction that starts it: a second worker, or the same task delivered twice, finds
+    nothing to claim. A start the rule refuses by then (the window closed, the order was
+    cancelled) is audited with its reason and not retried."""
+    from campaigns.workflow import engine
+
+    now = now or timezone.now()
+    started = 0
+    due = list(
+        Campaign.objects.filter(scheduled_start_at__lte=now)
+        .order_by("scheduled_start_at", "pk")
+        .values_list("pk", "scheduled_start_at")[:100]
+    )
+    for pk, at in due:
+        try:
+            with transaction.atomic():
+                # Claimed under its row lock: a concurrent task skips it, a repeated one finds
+                # it no longer scheduled (the start clears the time in the same transaction).
+                campaign = (
+                    Campaign.objects.select_for_update(skip_locked=True)
+                    .filter(pk=pk, scheduled_start_at=at)
+                    .first()
+                )
+                if campaign is None:
+                    continue
+                engine.start_run(campaign=campaign, actor=None)
+                started += 1
+        except DomainError as exc:
+            with transaction.atomic():
+                if not Campaign.objects.filter(pk=pk, scheduled_start_at=at).update(
+                    scheduled_start_at=None
+                ):
+                    continue
+                campaign = Campaign.objects.get(pk=pk)
+                portal_services.record_audit(
+                    obj=campaign,
+                    action="scheduled_start_refused",
+                    comment=f"The scheduled start did not happen: {exc}",
+                    extra={"at": at.isoformat()},
+                )
+    return started
+
+
+def children_overview(parent: Campaign) -> QuerySet:
+    """The parent's child campaigns with their entity, run state and counts (portal and
+    admin pages of the parent), in one query whatever the number of children."""
+    return with_run_figures(parent.children.all()).order_by("entity__code", "pk")
+
+
+def with_run_figures(campaigns: QuerySet) -> QuerySet:
+    """Campaigns with ``targeted`` (their deliveries' prepared targets), ``sent`` (messages
+    sent), ``last_run`` and ``last_run_state`` (their latest real run) as annotations, and
+    their entity joined: a list of them costs one query."""
+    from campaigns.models import Delivery, Message, MessageStatus, WorkflowRun
+
+    deliveries = Delivery.objects.filter(campaign=OuterRef("pk"))
+    runs = WorkflowRun.objects.filter(campaign=OuterRef("pk"), simulate=False)
+    sent = Message.objects.filter(delivery__campaign=OuterRef("pk"), status=MessageStatus.SENT)
+    return campaigns.select_related(
+        "entity"
+    ).annotate(
+        targeted=Coalesce(
+            Subquery(
+                deliveries.order_by()
+                .values("campaign")
+                .annotate(total=Sum("targeted"))
+                .values("total")[:1]
+            ),
+            0,
+        ),
+        sent=Coalesce(
+            Subquery(
+                sent.order_by()
+                .values("delivery__campaign")
+                .annotate(total=Count("*"))  # from the partial index of sent messages alone
+                .values("total")[:1]
+            ),
+            0,
+        ),
+        last_run=Subquery(runs.order_by("-started_at", "-pk").values("started_at")[:1]),
+        last_run_state=Subquery(runs.order_by("-started_at", "-pk").values("state")[:1]),
+    )
 
 
 def transition_message(campaign: Campaign, name: str) -> str:
@@ -358,6 +608,8 @@ def transition_message(campaign: Campaign, name: str) -> str:
         return f"Stopped; “{campaign}” is {state}."
     if name == "pause":
         return f"Paused; “{campaign}” is {state}: no further step starts."
+    if name == "start":
+        return f"Started; “{campaign}” is {state}: the workers execute its workflow."
     return f"Marked ready; “{campaign}” is {state} and can be run."
 
 

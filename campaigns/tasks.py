@@ -45,6 +45,15 @@ def wake_waiting_activities() -> int:
     return engine.wake_due()
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def start_scheduled_campaigns() -> int:
+    """Every minute: child campaigns whose scheduled start has come start (each claimed once,
+    so a repeated or concurrent task starts nothing twice)."""
+    from campaigns import services
+
+    return services.start_scheduled_campaigns()
+
+
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=1800, time_limit=1900)
 def prepare_chunk(chunk_id: int) -> int:
     """Turn one chunk of a delivery's target into messages; safe to run twice."""

@@ -11,6 +11,7 @@ urlpatterns = [
     path("campaigns/<int:pk>/", views.campaign_detail, name="detail"),
     path("campaigns/<int:pk>/personalise/", views.campaign_personalise, name="personalise"),
     path("campaigns/<int:pk>/run/<str:action>/", views.campaign_action, name="action"),
+    path("campaigns/<int:pk>/schedule/", views.campaign_schedule, name="schedule"),
     path("campaigns/<int:pk>/files/<str:name>/", views.campaign_file, name="file"),
     path(
         "campaigns/<int:pk>/steps/<int:activity_pk>/",

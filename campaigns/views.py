@@ -19,10 +19,11 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from campaigns import import_docs, imports, services, targeting
-from campaigns.choices import CampaignKind, Dimension, ImportKind
+from campaigns.choices import CampaignKind, CampaignState, Dimension, ImportKind
 from campaigns.delivery import reports
 from campaigns.models import Campaign, Contact, ImportJob, LocalApproval, SavedQuery
 from campaigns.personalisation import PersonalisationForm, value_rows
@@ -35,7 +36,17 @@ from portal.models import AuditLog, Entity, is_central_user
 from portal.validation import MAX_ID, InputError, load_json, whole_number
 from portal.web import attempt, file_response, page_number, stored_value_response
 
-ACTIONS = {"mark_ready": "Mark ready", "pause": "Pause", "stop": "Stop…"}
+ACTIONS = {"mark_ready": "Mark ready", "start": "Start", "pause": "Pause", "stop": "Stop…"}
+
+
+class ScheduleForm(forms.Form):
+    """When a local entity wants its child campaign to start (in the portal's time zone)."""
+
+    at = forms.DateTimeField(
+        label="Start at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
+    )
 
 
 def _visible_campaign(request: HttpRequest, pk: int) -> Campaign:
@@ -73,7 +84,11 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             (name, label)
             for name, label in ACTIONS.items()
             if has_transition_perm(getattr(campaign, name), request.user)
+            # A child is started here (by its rule); other campaigns from the admin.
+            and (name != "start" or campaign.kind == CampaignKind.CHILD)
+            and (name != "start" or campaign.state == CampaignState.READY)
         ]
+    run = _run_context(campaign, may_change)
     canvas = (
         canvas_context(campaign, request.user)
         if campaign.kind == CampaignKind.CHILD and campaign.activities.exists()
@@ -84,6 +99,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "campaigns/campaign_detail.html",
         {
             **canvas,
+            **run,
             "campaign": campaign,
             "rows": rows,
             "actions": actions,
@@ -109,6 +125,55 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             .order_by("-created_at", "entity__code")[:100],
         },
     )
+
+
+def _run_context(campaign: Campaign, may_change: bool) -> dict[str, Any]:
+    """The child's start (why not, or when it is scheduled) and a parent's children."""
+    context: dict[str, Any] = {}
+    if campaign.kind == CampaignKind.CHILD and campaign.state == CampaignState.READY:
+        context["start_refusal"] = services.start_refusal(campaign)
+        context["may_schedule"] = may_change
+        context["schedule_form"] = ScheduleForm(
+            initial={"at": campaign.scheduled_start_at} if campaign.scheduled_start_at else None
+        )
+        window = campaign.order.package if campaign.order_id else None
+        context["window"] = window
+    if campaign.kind in (CampaignKind.REFERENCE, CampaignKind.PARENT):
+        context["children"] = services.children_overview(campaign)
+    return context
+
+
+@login_required
+@require_POST
+def campaign_schedule(request: HttpRequest, pk: int) -> HttpResponse:
+    """Schedule (``at``) or withdraw (``unschedule``) a child campaign's start."""
+    campaign = _visible_campaign(request, pk)
+    if campaign.kind != CampaignKind.CHILD:
+        raise Http404
+    if not request.user.has_perm("campaigns.change_campaign"):
+        raise PermissionDenied("Your role does not allow running campaigns.")
+    if request.POST.get("unschedule"):
+        ok, _ = attempt(
+            request, lambda: services.unschedule_start(campaign=campaign, actor=request.user)
+        )
+        if ok:
+            messages.success(request, "The scheduled start is withdrawn.")
+        return redirect("campaigns:detail", campaign.pk)
+    form = ScheduleForm(request.POST)
+    if not form.is_valid():
+        for error in form.errors.get("at", []):
+            messages.error(request, f"Start at: {error}")
+        return redirect("campaigns:detail", campaign.pk)
+    ok, changed = attempt(
+        request,
+        lambda: services.schedule_start(
+            campaign=campaign, actor=request.user, at=form.cleaned_data["at"]
+        ),
+    )
+    if ok:
+        at = timezone.localtime(changed.scheduled_start_at)
+        messages.success(request, f"“{campaign}” will start on {at:%Y-%m-%d %H:%M}.")
+    return redirect("campaigns:detail", campaign.pk)
 
 
 @login_required
@@ -177,12 +242,20 @@ def campaign_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         reason = answer
     elif request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    ok, changed = attempt(
-        request,
-        lambda: services.run_campaign_transition(
-            campaign=campaign, name=action, actor=request.user, reason=reason
-        ),
-    )
+    if action == "start":
+        if campaign.kind != CampaignKind.CHILD:
+            raise Http404  # parents and references are run from the admin
+        ok, started = attempt(
+            request, lambda: services.start_campaign(campaign=campaign, actor=request.user)
+        )
+        changed = started.campaign if ok else None
+    else:
+        ok, changed = attempt(
+            request,
+            lambda: services.run_campaign_transition(
+                campaign=campaign, name=action, actor=request.user, reason=reason
+            ),
+        )
     if ok:
         messages.success(request, services.transition_message(changed, action))
     return redirect("campaigns:detail", campaign.pk)

@@ -105,7 +105,7 @@ class PackageAdmin(ServiceTransitionAdminMixin, admin.ModelAdmin):
                 "fields": [
                     ("visible_from", "visible_until"),
                     ("registration_deadline", "personalisation_deadline"),
-                    "execution_at",
+                    ("execution_at", "execution_until"),
                 ]
             },
         ),

@@ -141,6 +141,7 @@ class PackageAdminForm(forms.ModelForm):
             "category",
             "reference_campaign",
             "execution_at",
+            "execution_until",
             "visible_from",
             "visible_until",
             "registration_deadline",

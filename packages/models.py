@@ -68,7 +68,16 @@ class Package(ConcurrentTransitionMixin, models.Model):
         Campaign, on_delete=models.PROTECT, related_name="packages"
     )
     execution_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the campaign is to run."
+        null=True,
+        blank=True,
+        help_text="When the campaign is to run: the start of its execution window (local "
+        "entities may start their child campaigns from then on; empty: once approved).",
+    )
+    execution_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The end of the execution window: no child campaign starts after it "
+        "(empty: no end).",
     )
     visible_from = models.DateTimeField(null=True, blank=True)
     visible_until = models.DateTimeField(null=True, blank=True)
@@ -153,6 +162,20 @@ class Package(ConcurrentTransitionMixin, models.Model):
             self.visible_until is None or now <= self.visible_until
         )
 
+    def execution_window_refusal(self, at: Any) -> str:
+        """Why a child campaign of this package may not start at ``at`` ('' when it may)."""
+        if self.execution_at and at < self.execution_at:
+            return (
+                "The package's execution window opens on "
+                f"{timezone.localtime(self.execution_at):%Y-%m-%d %H:%M}."
+            )
+        if self.execution_until and at > self.execution_until:
+            return (
+                "The package's execution window closed on "
+                f"{timezone.localtime(self.execution_until):%Y-%m-%d %H:%M}."
+            )
+        return ""
+
     def publication_problems(self, now: Any = None) -> list[str]:
         """Every reason the package cannot be published, in plain words."""
         now = now or timezone.now()
@@ -187,6 +210,8 @@ class Package(ConcurrentTransitionMixin, models.Model):
                 problems.append("The registration deadline must not come after the visibility end.")
             if self.execution_at and self.registration_deadline > self.execution_at:
                 problems.append("The registration deadline must not come after the execution date.")
+        if self.execution_at and self.execution_until and self.execution_until <= self.execution_at:
+            problems.append("The execution window must end after it starts.")
         if (
             self.personalisation_deadline
             and self.execution_at

@@ -415,6 +415,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.wake_waiting_activities",
         "schedule": timedelta(minutes=1),
     },
+    "start-scheduled-campaigns": {
+        "task": "campaigns.tasks.start_scheduled_campaigns",
+        "schedule": timedelta(minutes=1),
+    },
     "start-scheduled-deliveries": {
         "task": "campaigns.tasks.start_scheduled_deliveries",
         "schedule": timedelta(minutes=1),

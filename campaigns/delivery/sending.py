@@ -40,7 +40,7 @@ from jinja2.sandbox import SecurityError
 from api import webhooks
 from api.choices import WebhookEvent
 from approvals import services as approvals
-from campaigns.choices import Channel
+from campaigns.choices import CampaignKind, Channel
 from campaigns.delivery import rendering, typology
 from campaigns.delivery.providers import PermanentError, Rendered, TemporaryError, provider_for
 from campaigns.engagement import bounces
@@ -1452,7 +1452,11 @@ class DeliveryApprovalHandler:
     kind = "delivery"
 
     def approver_scope(self, obj: Delivery) -> approvals.ApproverScope:
-        """The central approvers, as they are when deciding."""
+        """Who decides, as they are when deciding: a child campaign's deliveries go to its
+        local entity's approvers (the parent asked for approval, the entity runs the child);
+        every other delivery to the central approvers."""
+        if obj.campaign.kind == CampaignKind.CHILD:
+            return approvals.ApproverScope(entity=obj.campaign.entity, roles=(Role.LOCAL_APPROVER,))
         return approvals.ApproverScope(
             entity=portal_services.central_entity(), roles=(Role.CENTRAL_APPROVER,)
         )

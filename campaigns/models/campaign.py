@@ -100,6 +100,13 @@ class Campaign(ConcurrentTransitionMixin, models.Model):
         help_text="Grows with every saved change of the workflow: a canvas save names the "
         "version it started from and is refused when another save came first.",
     )
+    scheduled_start_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="A child campaign's start planned by its local entity; a periodic task "
+        "starts it then (see campaigns.services.start_scheduled_campaigns).",
+    )
     targeted_count = models.PositiveIntegerField(default=0)
     sent_count = models.PositiveIntegerField(default=0)
 
@@ -110,6 +117,11 @@ class Campaign(ConcurrentTransitionMixin, models.Model):
         indexes = [
             models.Index(fields=["kind", "state"]),
             models.Index(fields=["entity", "state"]),
+            models.Index(
+                fields=["scheduled_start_at"],
+                condition=Q(scheduled_start_at__isnull=False),
+                name="campaigns_scheduled_start",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -181,11 +181,26 @@ def start_run(*, campaign: Campaign, actor: Any, simulate: bool = False) -> Work
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if not simulate:
+            from campaigns.services import start_refusal
+
             if campaign.state != CampaignState.READY:
                 raise DomainError(
                     f"Only a ready campaign can run; this one is {campaign.get_state_display()}."
                 )
-            portal_services.transition(obj=campaign, name="start", actor=actor)
+            # The child's rule (order, execution window, kept typology and limits), checked
+            # under the lock whoever starts it: portal, admin, API or the scheduled start.
+            if refusal := start_refusal(campaign):
+                raise DomainError(refusal)
+            scheduled = campaign.scheduled_start_at
+            campaign.scheduled_start_at = None
+            campaign.last_run_at = timezone.now()
+            portal_services.transition(
+                obj=campaign,
+                name="start",
+                actor=actor,
+                comment="Scheduled start." if actor is None and scheduled else "",
+                extra={"scheduled_for": scheduled.isoformat()} if scheduled else None,
+            )
         elif actor is not None and not actor.has_perm("campaigns.change_campaign"):
             raise PermissionDenied("Your role does not allow simulating campaigns.")
         run = _create_run(campaign, actor=actor, simulate=simulate)

@@ -127,7 +127,10 @@ def test_by_campaign_order_to_local_approval_to_messages_in_an_smtp_sink(
 
     marketer = Client()
     marketer.force_login(org.marketer)
-    package = make_package(campaign=parent, audience=[org.store_a], publish=False)
+    # No execution date: the child may run as soon as it is approved (execution window).
+    package = make_package(
+        campaign=parent, audience=[org.store_a], publish=False, execution_at=None
+    )
     with django_capture_on_commit_callbacks(execute=True):
         marketer.post(reverse("admin:packages_package_run", args=[package.pk, "publish"]))
     local = Client()

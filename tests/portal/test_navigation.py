@@ -12,6 +12,7 @@ NOT_PAGES = {
     "packages:order_cancel",
     "packages:order_file",
     "campaigns:action",
+    "campaigns:schedule",
     "campaigns:file",
     "campaigns:delivery_action",
     "campaigns:audience_count",
