@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("packages", "0001_initial"),
+        ("packages", "0002_order_local_values"),
     ]
 
     operations = [

@@ -6,8 +6,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0026_contact_indexes_that_serve_queries"),
-        ("packages", "0002_package_execution_until"),
+        ("campaigns", "0029_local_conditions"),
+        ("packages", "0003_package_execution_until"),
         ("portal", "0005_export_jobs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

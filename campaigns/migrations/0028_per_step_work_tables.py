@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0026_contact_indexes_that_serve_queries"),
+        ("campaigns", "0027_sent_blocks"),
     ]
 
     operations = [
