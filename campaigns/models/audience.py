@@ -3,8 +3,11 @@ work tables (populations persisted between workflow steps) and saved queries."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
+from django.apps import apps
 from django.conf import settings
-from django.db import models
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils import timezone
@@ -228,9 +231,7 @@ class WorkTable(models.Model):
     # The small interface steps read a table through (campaigns.targeting.worktables).
     def queryset(self) -> models.QuerySet:
         """The table's rows (id, contact, secondary_id, entity, data) as a queryset."""
-        from campaigns.targeting import worktables
-
-        return worktables.rows_of(self)
+        return rows_of(self)
 
     def contact_ids(self) -> models.QuerySet:
         return self.queryset().values("contact_id")
@@ -240,15 +241,91 @@ class WorkTable(models.Model):
         return self.rows
 
     def ensure_index(self, column: str) -> None:
-        from campaigns.targeting import worktables
-
-        worktables.ensure_index(self, column)
+        ensure_index(self, column)
 
     def drop(self) -> None:
         """DROP TABLE IF EXISTS, and this registry row with it."""
-        from campaigns.targeting import worktables
+        drop(self)
 
-        worktables.drop(self)
+
+# The storage of the per-step tables (campaigns.targeting.worktables writes them).
+# The columns of every work table, in order (see the module docstring).
+COLUMNS = ("id", "contact_id", "secondary_id", "entity_id", "data")
+# Columns a consumer may ask an index on.
+INDEXABLE = frozenset({"id", "contact_id", "entity_id"})
+# Row models kept per process (an unused one is unregistered when the cache is full).
+MODEL_CACHE_SIZE = 256
+_models: OrderedDict[str, type[models.Model]] = OrderedDict()
+
+
+def _row_model(table: str) -> type[models.Model]:
+    """The unmanaged model reading the work table ``table`` (cached per process)."""
+    model = _models.get(table)
+    if model is not None:
+        _models.move_to_end(table)
+        return model
+    meta = type("Meta", (), {"managed": False, "db_table": table, "app_label": "campaigns"})
+    model = type(
+        f"WorkTableRows_{table}",
+        (models.Model,),
+        {
+            "__module__": __name__,
+            "Meta": meta,
+            "id": models.BigIntegerField(primary_key=True),
+            "contact": models.ForeignKey(
+                Contact, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+            ),
+            "secondary_id": models.BigIntegerField(null=True),
+            "entity": models.ForeignKey(
+                Entity,
+                null=True,
+                on_delete=models.DO_NOTHING,
+                related_name="+",
+                db_constraint=False,
+            ),
+            "data": models.JSONField(null=True),
+        },
+    )
+    _models[table] = model
+    while len(_models) > MODEL_CACHE_SIZE:
+        _forget(next(iter(_models)))
+    return model
+
+
+def _forget(table: str) -> None:
+    """Unregister the row model of a dropped (or evicted) table."""
+    model = _models.pop(table, None)
+    if model is not None:
+        apps.all_models["campaigns"].pop(model._meta.model_name, None)
+        apps.clear_cache()
+
+
+def ensure_index(entry: WorkTable, column: str) -> None:
+    """``CREATE INDEX IF NOT EXISTS`` on one column of a work table, when a consumer needs
+    it (the index name, too, comes from the registry id)."""
+    if column not in INDEXABLE:
+        raise ValueError(f"Work tables are indexed on {', '.join(sorted(INDEXABLE))}.")
+    quote = connection.ops.quote_name
+    table = entry.table_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS {quote(f'{table}_{column}')} "
+            f"ON {quote(table)} ({quote(column)})"
+        )
+
+
+def drop(entry: WorkTable) -> None:
+    """DROP the table (if it exists) and delete its registry row."""
+    table = entry.table_name
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(table)}")
+        if entry.pk is not None:
+            WorkTable.objects.filter(pk=entry.pk).delete()
+    transaction.on_commit(lambda: _forget(table))
+
+
+def rows_of(entry: WorkTable) -> models.QuerySet:
+    return _row_model(entry.table_name).objects.all()
 
 
 class SavedQuery(models.Model):

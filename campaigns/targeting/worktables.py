@@ -30,6 +30,9 @@ Indexes are created only when a consumer asks (``ensure_index``): e.g. preparati
 a table in id ranges and asks for ``id``. Set operations between tables (union, exclusion,
 split) use hash joins and need none.
 
+The storage itself (row models, lazy indexes, DROP) sits beside the registry model in
+``campaigns.models.audience``, so models import nothing above them.
+
 Tables are dropped (``DROP TABLE IF EXISTS``, never a large DELETE) when the step is
 written again, when the run is simulated again or restarted (``drop_run``), and by
 retention (``purge_work_tables``).
@@ -37,13 +40,11 @@ retention (``purge_work_tables``).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.apps import apps
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, models, transaction
 from django.db.models import (
@@ -61,87 +62,12 @@ from django.db.models import (
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from campaigns.models import Contact, WorkTable
+from campaigns.models import WorkTable
+from campaigns.models.audience import (  # the table storage beside its registry model
+    _row_model,
+    drop,
+)
 from campaigns.targeting.registry import DIMENSIONS
-from portal.models import Entity
-
-# The columns of every work table, in order (see the module docstring).
-COLUMNS = ("id", "contact_id", "secondary_id", "entity_id", "data")
-# Columns a consumer may ask an index on.
-INDEXABLE = frozenset({"id", "contact_id", "entity_id"})
-# Row models kept per process (an unused one is unregistered when the cache is full).
-MODEL_CACHE_SIZE = 256
-_models: OrderedDict[str, type[models.Model]] = OrderedDict()
-
-
-def _row_model(table: str) -> type[models.Model]:
-    """The unmanaged model reading the work table ``table`` (cached per process)."""
-    model = _models.get(table)
-    if model is not None:
-        _models.move_to_end(table)
-        return model
-    meta = type("Meta", (), {"managed": False, "db_table": table, "app_label": "campaigns"})
-    model = type(
-        f"WorkTableRows_{table}",
-        (models.Model,),
-        {
-            "__module__": __name__,
-            "Meta": meta,
-            "id": models.BigIntegerField(primary_key=True),
-            "contact": models.ForeignKey(
-                Contact, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
-            ),
-            "secondary_id": models.BigIntegerField(null=True),
-            "entity": models.ForeignKey(
-                Entity,
-                null=True,
-                on_delete=models.DO_NOTHING,
-                related_name="+",
-                db_constraint=False,
-            ),
-            "data": models.JSONField(null=True),
-        },
-    )
-    _models[table] = model
-    while len(_models) > MODEL_CACHE_SIZE:
-        _forget(next(iter(_models)))
-    return model
-
-
-def _forget(table: str) -> None:
-    """Unregister the row model of a dropped (or evicted) table."""
-    model = _models.pop(table, None)
-    if model is not None:
-        apps.all_models["campaigns"].pop(model._meta.model_name, None)
-        apps.clear_cache()
-
-
-def ensure_index(entry: WorkTable, column: str) -> None:
-    """``CREATE INDEX IF NOT EXISTS`` on one column of a work table, when a consumer needs
-    it (the index name, too, comes from the registry id)."""
-    if column not in INDEXABLE:
-        raise ValueError(f"Work tables are indexed on {', '.join(sorted(INDEXABLE))}.")
-    quote = connection.ops.quote_name
-    table = entry.table_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE INDEX IF NOT EXISTS {quote(f'{table}_{column}')} "
-            f"ON {quote(table)} ({quote(column)})"
-        )
-
-
-def drop(entry: WorkTable) -> None:
-    """DROP the table (if it exists) and delete its registry row."""
-    table = entry.table_name
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(table)}")
-        if entry.pk is not None:
-            WorkTable.objects.filter(pk=entry.pk).delete()
-    transaction.on_commit(lambda: _forget(table))
-
-
-def rows_of(entry: WorkTable) -> QuerySet:
-    return _row_model(entry.table_name).objects.all()
 
 
 def find(run_key: str, name: str) -> WorkTable | None:
