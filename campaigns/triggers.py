@@ -13,6 +13,7 @@ through the batch sender's chunk code (claim, in-flight mark, provider), for thi
 
 from __future__ import annotations
 
+import copy
 import re
 import secrets
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -288,13 +289,23 @@ class Accepted:
 _definitions: dict[tuple[int, Any], TriggerDefinition] = {}
 
 
-def find_definition(key: str) -> TriggerDefinition:
+def find_definition(key: str, *, actor: Any = None, idempotency_key: str = "") -> TriggerDefinition:
+    """The live definition with this key, from the per-process cache while its version
+    (``updated_at``) holds. With an idempotency key, the same query also tells whether this
+    caller used it before: ``definition.earlier_id`` (the TriggeredMessage's id, or None)."""
     live = [TriggerState.PUBLISHED, TriggerState.PAUSED]
     rows = TriggerDefinition.objects.filter(key=key, state__in=live).order_by()
-    row = list(rows.values_list("pk", "updated_at")[:1]) if key else []
+    fields = ["pk", "updated_at"]
+    if idempotency_key and actor is not None and actor.pk is not None:
+        earlier = TriggeredMessage.objects.filter(
+            definition=OuterRef("pk"), owner=actor, idempotency_key=idempotency_key
+        ).values("pk")[:1]
+        rows = rows.annotate(earlier_id=Subquery(earlier))
+        fields.append("earlier_id")
+    row = list(rows.values_list(*fields)[:1]) if key else []
     if not row:
         raise TriggerNotFound("No published triggered message has this key.")
-    version = row[0]
+    version = row[0][:2]
     definition = _definitions.get(version)
     if definition is None:
         related = ("entity", "delivery__campaign__entity", "delivery__typology")
@@ -306,22 +317,42 @@ def find_definition(key: str) -> TriggerDefinition:
         if len(_definitions) > 200:
             _definitions.clear()
         _definitions[version] = definition
+    definition = copy.copy(definition)  # (the cached one is shared by threads: never changed)
+    definition.earlier_id = row[0][2] if len(row[0]) > 2 else None
     return definition
 
 
-def _earlier(actor: Any, definition: TriggerDefinition, key: str) -> TriggeredMessage | None:
-    found = TriggeredMessage.objects.filter(
-        owner=actor, definition=definition, idempotency_key=key
-    ).order_by()[:1]
-    return next(iter(found), None)  # (its message is read only when there is one)
+def _earlier(
+    actor: Any, definition: TriggerDefinition, key: str, *, pk: int | None = None
+) -> TriggeredMessage | None:
+    found = TriggeredMessage.objects.select_related("message")
+    if pk is not None:
+        found = found.filter(pk=pk)
+    else:
+        found = found.filter(owner=actor, definition=definition, idempotency_key=key)
+    return next(iter(found.order_by()[:1]), None)
+
+
+# A compiled JSON Schema validator per definition version, per process.
+_validators: dict[tuple[int, Any], Draft202012Validator] = {}
+
+
+def _validator(definition: TriggerDefinition) -> Draft202012Validator:
+    key = (definition.pk, definition.updated_at)
+    validator = _validators.get(key)
+    if validator is None:
+        if len(_validators) > 200:
+            _validators.clear()
+        validator = _validators[key] = Draft202012Validator(definition.payload_schema or {})
+    return validator
 
 
 def payload_problems(definition: TriggerDefinition, payload: Any) -> list[dict[str, str]]:
     """Each way the payload breaks the schema, with its JSON path (``$.items[0].sku``)."""
     if not isinstance(payload, dict):
         return [{"path": "payload", "json_path": "$", "message": "The payload is a JSON object."}]
-    validator = Draft202012Validator(definition.payload_schema or {})
-    errors = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.path)))
+    found = _validator(definition).iter_errors(payload)
+    errors = sorted(found, key=lambda e: list(map(str, e.path)))
     return [
         {
             "path": "/".join(["payload", *map(str, error.absolute_path)]),
@@ -354,7 +385,17 @@ def resolve_recipient(
                 "The recipient is invalid.",
                 [{"path": "recipient/contact_id", "message": "A contact id is a whole number."}],
             )
-        found = Contact.objects.visible_to(actor).select_related("entity").filter(**lookup)
+        field_name = ADDRESS_FIELDS[definition.channel]
+        # The quarantine answer comes with the contact (one query, not two).
+        quarantined = Quarantine.objects.filter(
+            channel=definition.channel, address=OuterRef(field_name)
+        )
+        found = (
+            Contact.objects.visible_to(actor)
+            .select_related("entity")
+            .filter(**lookup)
+            .annotate(in_quarantine=Exists(quarantined))
+        )
         contact = next(iter(found.order_by()[:1]), None)
         if contact is None:
             raise TriggerNotFound(f"No contact with this {name.replace('_', ' ')}.")
@@ -414,10 +455,7 @@ def refusal(
                 return name, f"The contact opted out of “{category}” messages."
         elif name == "blocklist" and contact is not None and contact.blocklisted:
             return name, "The contact is on the blocklist."
-        elif (
-            name == "quarantine"
-            and Quarantine.objects.filter(channel=channel, address=address).exists()
-        ):
+        elif name == "quarantine" and _quarantined(contact, channel, address):
             return name, f"The address {address} is in quarantine (it bounced)."
         elif name == "pressure" and contact is not None:
             if rule.get("category") and rule["category"] != definition.category:
@@ -439,6 +477,13 @@ def refusal(
                     f"{rule['days']} day(s) (pressure rule)."
                 )
     return None
+
+
+def _quarantined(contact: Contact | None, channel: str, address: str) -> bool:
+    known = getattr(contact, "in_quarantine", None) if contact is not None else None
+    if known is not None and address == getattr(contact, ADDRESS_FIELDS[channel], None):
+        return known
+    return Quarantine.objects.filter(channel=channel, address=address).exists()
 
 
 _renderers: dict[tuple[int, Any], Renderer] = {}
@@ -488,13 +533,16 @@ def trigger(
     used before (by the same caller, for the same definition) returns the earlier message
     and sends nothing, even when two identical requests race (the unique constraint
     decides; the loser reads the winner's row)."""
-    definition = find_definition(key)
     if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        find_definition(key)  # (an unknown key is 404 first)
         raise TriggerInvalid(
             "The Idempotency-Key header is too long.",
             [{"path": "Idempotency-Key", "message": f"At most {MAX_IDEMPOTENCY_KEY} characters."}],
         )
-    if idempotency_key and (earlier := _earlier(actor, definition, idempotency_key)):
+    definition = find_definition(key, actor=actor, idempotency_key=idempotency_key)
+    if definition.earlier_id is not None and (
+        earlier := _earlier(actor, definition, idempotency_key, pk=definition.earlier_id)
+    ):
         return Accepted(earlier, created=False)
     if definition.state == TriggerState.PAUSED:
         raise TriggerPaused("This triggered message is paused: nothing is sent.")

@@ -486,6 +486,9 @@ SPECTACULAR_SETTINGS = {
 API_MAX_BODY_BYTES = env_int(ENV, "API_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 API_BULK_MAX_ROWS = env_int(ENV, "API_BULK_MAX_ROWS", 10_000, minimum=1)
 API_MAX_TOKENS_PER_USER = env_int(ENV, "API_MAX_TOKENS_PER_USER", 20, minimum=1)
+# A proven token (and its user) is kept this long per web process: a revoke or a change
+# through the portal applies at once in the process that made it, within this in the others.
+API_TOKEN_CACHE_SECONDS = env_int(ENV, "API_TOKEN_CACHE_SECONDS", 5, minimum=0)
 
 # Outgoing webhooks (api/webhooks.py): POSTed by a Celery task, retried with backoff.
 WEBHOOK_TIMEOUT_SECONDS = env_int(ENV, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
