@@ -85,8 +85,8 @@ def _process(args: list[str], env: dict[str, str], ready: str) -> subprocess.Pop
 def _worker(queue: str, env: dict[str, str], concurrency: int = 1) -> subprocess.Popen:
     return _process(
         [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "prefork",
-         "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
-         "--without-mingle", "-Q", queue, "--hostname", f"{queue}-bench@%h"],
+         "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-heartbeat",
+         "--without-gossip", "--without-mingle", "-Q", queue, "--hostname", f"{queue}-bench@%h"],
         env, " ready.",
     )  # fmt: skip
 

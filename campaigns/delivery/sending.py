@@ -776,11 +776,12 @@ _VOLATILE = {"progress_at", "targeted", "exclusions", "sent_at", "state", "error
 def _renderer_for(delivery: Delivery) -> Renderer:
     if not delivery.triggered:
         return Renderer(delivery)
-    version = tuple(
-        (f.attname, repr(getattr(delivery, f.attname)))
-        for f in delivery._meta.concrete_fields
-        if f.attname not in _VOLATILE
-    ) + (delivery.campaign.entity_id,)
+    fields = delivery._meta.concrete_fields
+    version = (
+        *((f.attname, repr(getattr(delivery, f.attname))) for f in fields
+          if f.attname not in _VOLATILE),
+        delivery.campaign.entity_id,
+    )  # fmt: skip
     cached = _TRIGGER_RENDERERS.get(delivery.pk)
     now = time.monotonic()
     if cached is not None and cached[1] == version and cached[0] > now:
@@ -1139,9 +1140,7 @@ def recover_stalled(*, now: datetime | None = None) -> int:
     quiet = Delivery.objects.filter(state=DeliveryState.SENDING, progress_at__lt=now - lease)
     stalled = now - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
     queue_empty: dict[bool, bool] = {}
-    for delivery_id, progress_at, triggered in quiet.values_list(
-        "pk", "progress_at", "triggered"
-    ):
+    for delivery_id, progress_at, triggered in quiet.values_list("pk", "progress_at", "triggered"):
         due = Message.objects.filter(delivery_id=delivery_id, status=MessageStatus.PENDING).filter(
             Q(next_attempt_at=None)
             | Q(next_attempt_at__lte=now - timedelta(seconds=settings.DELIVERY_RECOVERY_SECONDS))
