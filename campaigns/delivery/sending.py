@@ -311,7 +311,7 @@ def finish_if_done(delivery_id: int) -> bool:
         if busy:
             return False
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
-        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
+        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery, once=f"delivery-{delivery.pk}")
         wake_workflow(delivery)
     return True
 
@@ -1277,7 +1277,7 @@ def export_direct_mail(delivery_id: int) -> str:
         delivery.save(update_fields=["export_file"])
         pending.update(status=MessageStatus.SENT, sent_at=timezone.now())
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
-        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
+        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery, once=f"delivery-{delivery.pk}")
         wake_workflow(delivery)
     return delivery.export_file.name
 
