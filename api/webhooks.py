@@ -389,6 +389,9 @@ def deliver(*, delivery_id: int) -> Outcome:
     final = False
     if not delivery.endpoint.active:
         error, final = "The endpoint is deactivated.", True
+    elif not delivery.endpoint.secret:
+        error = "The signing secret cannot be decrypted: check WEBHOOK_SECRET_KEYS."
+        final = True
     else:
         try:
             answer = post(

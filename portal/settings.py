@@ -500,6 +500,10 @@ WEBHOOK_STUCK_AFTER = timedelta(
 # SSRF guard: endpoints on private, loopback or reserved addresses are refused unless this
 # is on (tests and a closed network only).
 WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool(ENV, "WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
+# Fernet keys encrypting the endpoints' signing secrets at rest, newest first (comma-separated;
+# the first encrypts, any decrypts: rotate by prepending a new key, then run
+# ``manage.py reencrypt_webhook_secrets``). Empty: one key derived from SECRET_KEY.
+WEBHOOK_SECRET_KEYS = env_list(ENV, "WEBHOOK_SECRET_KEYS", [])
 
 LOGGING = {
     "version": 1,
