@@ -625,3 +625,18 @@ def test_the_hidden_trigger_delivery_is_never_shown_as_stalled(org, shop):
     assert sending.stalled_since(delivery) is None
     stalled = StalledFilter(None, {"stalled": ["yes"]}, Delivery, None)
     assert not stalled.queryset(None, Delivery.objects.all()).filter(pk=delivery.pk).exists()
+
+
+def test_the_priority_worker_takes_one_task_at_a_time_and_acks_after_the_send(settings):
+    """A priority worker process reserves one trigger at a time (a long batch chunk can never
+    sit prefetched ahead of it: chunks go to another queue) and a killed worker's task is
+    delivered again (acks_late, rejected on worker loss)."""
+    from campaigns import tasks
+
+    assert settings.CELERY_WORKER_PREFETCH_MULTIPLIER == 1
+    assert settings.CELERY_TASK_REJECT_ON_WORKER_LOST is True
+    assert tasks.send_triggered.acks_late is True
+    routes = settings.CELERY_TASK_ROUTES
+    assert routes["campaigns.tasks.send_triggered"]["queue"] == "priority"
+    assert "campaigns.tasks.send_chunk" not in routes  # batch chunks: the default queue
+    assert settings.CELERY_TASK_DEFAULT_QUEUE != "priority"
