@@ -368,10 +368,12 @@ def main() -> int:
     latency, through = result["latency"], result["throughput"]
     (RESULTS / "triggers.md").write_text(
         "| measure | figure | target |\n|---|---|---|\n"
-        f"| trigger latency p95 (p50, max), {latency['triggers']} triggers during a "
-        f"{latency['batch_messages']:,}-message batch send | {latency['p95_ms']} ms "
-        f"({latency['p50_ms']}, {latency['max_ms']}) | <= 1000 ms |\n"
-        f"| triggers accepted per second, one gunicorn process | {through['per_second']} | "
+        f"| trigger latency p95 (p50, p99, max), {latency['triggers']} triggers at "
+        f"{latency['rate_per_s']:g}/s during a {latency['batch_messages']:,}-message batch "
+        f"send | {latency['p95_ms']} ms ({latency['p50_ms']}, {latency['p99_ms']}, "
+        f"{latency['max_ms']}) | <= 1000 ms |\n"
+        f"| triggers accepted per second, one gunicorn process ({through['gunicorn']}) | "
+        f"{through['per_second']} ({through['web_cpu_ms_per_trigger']} ms CPU each) | "
         ">= 200 |\n"
     )
     ok = latency["missing"] == 0 and latency["duplicates"] == 0
