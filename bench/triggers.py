@@ -196,7 +196,7 @@ def main() -> int:
         help="threads of the one gunicorn worker process (1: a sync worker)",
     )  # fmt: skip
     parser.add_argument(
-        "--priority-concurrency", type=int, default=4,
+        "--priority-concurrency", type=int, default=8,
         help="processes of the one worker on the priority queue (prefetch 1 each)",
     )  # fmt: skip
     parser.add_argument("--broker", default="", help="Redis URL (default BENCH_BROKER_URL)")
