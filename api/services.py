@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,17 +128,55 @@ def parse_key(key: str) -> str | None:
     return parts[1]
 
 
+# Tokens proven recently, per process: SHA-256 of the key → (until, token with its user).
+# A hot caller (a shop triggering messages) then costs no token query; a revoke, any save of
+# the token or of its user clears the entry at once in this process (signals below), and in
+# the other processes within API_TOKEN_CACHE_SECONDS. Expiry is checked on every request.
+_proven: dict[str, tuple[float, ApiToken]] = {}
+
+
+def forget_tokens(*, token_id: int | None = None, user_id: int | None = None) -> None:
+    """Drop cached tokens (one token, a user's, or all)."""
+    if token_id is None and user_id is None:
+        _proven.clear()
+        return
+    for digest, (_until, token) in list(_proven.items()):
+        if token.pk == token_id or token.user_id == user_id:
+            _proven.pop(digest, None)
+
+
+def _load(prefix: str, digest: str) -> ApiToken | None:
+    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    if token is None or not hmac.compare_digest(token.key_hash, digest):
+        return None
+    if settings.API_TOKEN_CACHE_SECONDS > 0:
+        # Scoping needs to know whether the owner is central: asked once per cache life.
+        is_central_user(token.user)
+        if len(_proven) > 10_000:
+            _proven.clear()
+        _proven[digest] = (time.monotonic() + settings.API_TOKEN_CACHE_SECONDS, token)
+    return token
+
+
 def authenticate_key(key: str) -> ApiToken | None:
     """The active token whose secret is ``key`` (compared in constant time), else None."""
     prefix = parse_key(key)
     if prefix is None:
         return None
-    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
-    if token is None or not hmac.compare_digest(token.key_hash, hash_key(key)):
-        return None
+    digest = hash_key(key)
+    cached = _proven.get(digest)
+    if cached is not None and cached[0] > time.monotonic():
+        # A copy per request: what a request caches on its user stays its own.
+        token = copy.copy(cached[1])
+        token.user = copy.copy(cached[1].user)
+    else:
+        token = _load(prefix, digest)
+        if token is None:
+            return None
     if not token.is_active or not token.user.is_active:
         return None
-    record_use(token)
+    if record_use(token) and cached is not None:
+        cached[1].last_used_at = token.last_used_at
     return token
 
 

@@ -221,14 +221,36 @@ def enqueue_deliveries(delivery_ids: Iterable[int]) -> None:
             logger.exception("Could not enqueue webhook delivery %s", delivery_id)
 
 
-def emit(event: WebhookEvent | str, *, obj: Any, extra: dict[str, Any] | None = None) -> int:
+# Event ids of events emitted once per object (``emit(once=…)``): derived from the object, so
+# a second emission finds the first one's rows.
+ONCE_NAMESPACE = uuid.UUID("5b0f3c7e-2f7a-4b7e-9a43-6f1d0a1e8c11")
+
+
+def emit(
+    event: WebhookEvent | str,
+    *,
+    obj: Any,
+    extra: dict[str, Any] | None = None,
+    once: str = "",
+) -> int:
     """Write one outbox row per active endpoint subscribed to ``event``, in the caller's
-    transaction; they are POSTed after it commits. Returns the number of rows written."""
+    transaction; they are POSTed after it commits. Returns the number of rows written.
+
+    ``once`` names what the event is about (e.g. ``delivery-12``): its id is then derived
+    from it, and an endpoint that already has the event gets no second row (a delivery sent
+    again after in-doubt messages were resent is still *sent* once to each receiver)."""
     event = WebhookEvent(event)
     endpoints = WebhookEndpoint.objects.subscribed_to(event.value)
     if not endpoints:
         return 0
-    event_id = uuid.uuid4()
+    event_id = uuid.uuid5(ONCE_NAMESPACE, f"{event.value}:{once}") if once else uuid.uuid4()
+    if once:
+        done = set(
+            WebhookDelivery.objects.filter(event_id=event_id).values_list("endpoint_id", flat=True)
+        )
+        endpoints = [endpoint for endpoint in endpoints if endpoint.pk not in done]
+        if not endpoints:
+            return 0
     body = json.dumps(
         {
             "id": str(event_id),
@@ -367,6 +389,9 @@ def deliver(*, delivery_id: int) -> Outcome:
     final = False
     if not delivery.endpoint.active:
         error, final = "The endpoint is deactivated.", True
+    elif not delivery.endpoint.secret:
+        error = "The signing secret cannot be decrypted: check WEBHOOK_SECRET_KEYS."
+        final = True
     else:
         try:
             answer = post(

@@ -81,11 +81,11 @@ def _process(args: list[str], env: dict[str, str], ready: str) -> subprocess.Pop
     return process
 
 
-def _worker(queue: str, env: dict[str, str]) -> subprocess.Popen:
+def _worker(queue: str, env: dict[str, str], concurrency: int = 1) -> subprocess.Popen:
     return _process(
         [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "prefork",
-         "--concurrency", "1", "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
-         "--without-mingle", "-Q", queue, "--hostname", f"{queue}-bench@%h"],
+         "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-heartbeat",
+         "--without-gossip", "--without-mingle", "-Q", queue, "--hostname", f"{queue}-bench@%h"],
         env, " ready.",
     )  # fmt: skip
 
@@ -190,6 +190,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="triggers per second (latency)")
     parser.add_argument("--throughput", type=int, default=3000, help="triggers for the rate")
     parser.add_argument("--clients", type=int, default=4, help="client processes (rate)")
+    parser.add_argument(
+        "--threads", type=int, default=8,
+        help="threads of the one gunicorn worker process (1: a sync worker)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--priority-concurrency", type=int, default=8,
+        help="processes of the one worker on the priority queue (prefetch 1 each)",
+    )  # fmt: skip
     parser.add_argument("--broker", default="", help="Redis URL (default BENCH_BROKER_URL)")
     args = parser.parse_args()
 
@@ -239,6 +247,8 @@ def main() -> int:
     env.pop("CELERY_TASK_ALWAYS_EAGER", None)
     web = _process(
         [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--workers", "1",
+         *(["--threads", str(args.threads), "--worker-class", "gthread"]
+           if args.threads > 1 else []),
          "--bind", f"127.0.0.1:{web_port}", "--log-level", "info"],
         env, "Booting worker",
     )  # fmt: skip
@@ -246,7 +256,10 @@ def main() -> int:
     processes = [web]
     result: dict[str, Any] = {}
     try:
-        workers = [_worker("celery", env), _worker("priority", env)]
+        workers = [
+            _worker("celery", env),
+            _worker("priority", env, concurrency=args.priority_concurrency),
+        ]
         processes += workers
         _post(web_port, path, token, {"recipient": {"contact_id": contact_ids[0]},
               "payload": {"order_id": "warm", "total": 0}}, "warm")  # fmt: skip
@@ -295,14 +308,16 @@ def main() -> int:
             "batch_sent_during": batch_after - batch_before, "batch_still_sending": still_sending,
             "p50_ms": round(statistics.median(latencies) * 1000, 1),
             "p95_ms": round(_percentile(latencies, 0.95) * 1000, 1),
+            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
             "max_ms": round(max(latencies) * 1000, 1), "missing": len(missing),
-            "duplicates": duplicates,
+            "duplicates": duplicates, "priority_worker_processes": args.priority_concurrency,
         }  # fmt: skip
         print(
             f"trigger latency, {args.triggers} triggers at {args.rate:g}/s during a "
             f"{args.batch:,}-message batch ({batch_after - batch_before:,} batch messages sent "
             f"meanwhile, batch still sending: {still_sending}): p50 "
-            f"{result['latency']['p50_ms']} ms, p95 {result['latency']['p95_ms']} ms, max "
+            f"{result['latency']['p50_ms']} ms, p95 {result['latency']['p95_ms']} ms, p99 "
+            f"{result['latency']['p99_ms']} ms, max "
             f"{result['latency']['max_ms']} ms; missing {len(missing)}, duplicates {duplicates}"
         )
         _stop(workers)
@@ -327,11 +342,13 @@ def main() -> int:
         result["throughput"] = {
             "triggers": len(codes), "accepted": accepted_count, "clients": args.clients,
             "seconds": round(elapsed, 2), "per_second": round(rate, 1),
+            "gunicorn": f"1 worker process, {args.threads} thread(s)",
             "web_cpu_ms_per_trigger": round(cpu / max(1, len(codes)) * 1000, 2),
             "load_average": os.getloadavg()[0],
         }  # fmt: skip
         print(
-            f"trigger acceptance, one gunicorn process, {args.clients} clients: "
+            f"trigger acceptance, one gunicorn process ({args.threads} thread(s)), "
+            f"{args.clients} clients: "
             f"{accepted_count}/{len(codes)} accepted in {elapsed:.2f} s = {rate:.0f}/s; the web "
             f"process used {cpu / max(1, len(codes)) * 1000:.1f} ms of CPU per trigger "
             f"(load average {os.getloadavg()[0]:.1f})"
@@ -350,10 +367,12 @@ def main() -> int:
     latency, through = result["latency"], result["throughput"]
     (RESULTS / "triggers.md").write_text(
         "| measure | figure | target |\n|---|---|---|\n"
-        f"| trigger latency p95 (p50, max), {latency['triggers']} triggers during a "
-        f"{latency['batch_messages']:,}-message batch send | {latency['p95_ms']} ms "
-        f"({latency['p50_ms']}, {latency['max_ms']}) | <= 1000 ms |\n"
-        f"| triggers accepted per second, one gunicorn process | {through['per_second']} | "
+        f"| trigger latency p95 (p50, p99, max), {latency['triggers']} triggers at "
+        f"{latency['rate_per_s']:g}/s during a {latency['batch_messages']:,}-message batch "
+        f"send | {latency['p95_ms']} ms ({latency['p50_ms']}, {latency['p99_ms']}, "
+        f"{latency['max_ms']}) | <= 1000 ms |\n"
+        f"| triggers accepted per second, one gunicorn process ({through['gunicorn']}) | "
+        f"{through['per_second']} ({through['web_cpu_ms_per_trigger']} ms CPU each) | "
         ">= 200 |\n"
     )
     ok = latency["missing"] == 0 and latency["duplicates"] == 0

@@ -955,7 +955,8 @@ class MessageAdmin(
 
 
 class StalledFilter(admin.SimpleListFilter):
-    """Sending deliveries without progress for DELIVERY_STALL_ALERT_SECONDS."""
+    """Sending deliveries without progress for DELIVERY_STALL_ALERT_SECONDS (not the hidden
+    delivery of a triggered message: it stays "sending" while no trigger comes)."""
 
     title = "progress"
     parameter_name = "stalled"
@@ -967,7 +968,7 @@ class StalledFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "yes":
             limit = timezone.now() - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
-            return queryset.filter(state="sending", progress_at__lt=limit)
+            return queryset.filter(state="sending", progress_at__lt=limit, triggered=False)
         return queryset
 
 

@@ -94,23 +94,33 @@ def send_chunk(
     bind=True, acks_late=True, ignore_result=True, max_retries=DATABASE_RETRIES,
 )  # fmt: skip
 def send_triggered(
-    self: Task, delivery_id: int, message_id: int, resume: dict | None = None
+    self: Task,
+    delivery_id: int,
+    message_id: int,
+    resume: dict | None = None,
+    last_id: int | None = None,
 ) -> dict:
-    """Send one API-triggered message, on the ``priority`` queue (CELERY_TASK_ROUTES), through
-    the chunk sender (claim, in-flight mark, provider) for its one row; retried as a chunk."""
+    """Send one API-triggered message (or, recovered or sent again, its delivery's messages
+    ``message_id``..``last_id``), on the ``priority`` queue (CELERY_TASK_ROUTES), through the
+    chunk sender (claim, in-flight mark, provider); retried as a chunk, on the same queue."""
     from campaigns.delivery import sending
 
+    last_id = message_id if last_id is None else last_id
     try:
-        result = sending.send_chunk(delivery_id, message_id, message_id, resume=resume)
+        result = sending.send_chunk(delivery_id, message_id, last_id, resume=resume)
     except (sending.Interrupted, *sending.DATABASE_ERRORS) as exc:
         _close_connections()
         resume = exc.resume if isinstance(exc, sending.Interrupted) else resume
         countdown = min(2**self.request.retries, 60)
         raise self.retry(
-            args=(delivery_id, message_id), kwargs={"resume": resume}, countdown=countdown
+            args=(delivery_id, message_id),
+            kwargs={"resume": resume, "last_id": last_id},
+            countdown=countdown,
         ) from exc
     if result["retry_in"] is not None:
-        send_triggered.apply_async((delivery_id, message_id), countdown=result["retry_in"])
+        send_triggered.apply_async(
+            (delivery_id, message_id), {"last_id": last_id}, countdown=result["retry_in"]
+        )
     return result
 
 

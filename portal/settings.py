@@ -492,6 +492,9 @@ SPECTACULAR_SETTINGS = {
 API_MAX_BODY_BYTES = env_int(ENV, "API_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 API_BULK_MAX_ROWS = env_int(ENV, "API_BULK_MAX_ROWS", 10_000, minimum=1)
 API_MAX_TOKENS_PER_USER = env_int(ENV, "API_MAX_TOKENS_PER_USER", 20, minimum=1)
+# A proven token (and its user) is kept this long per web process: a revoke or a change
+# through the portal applies at once in the process that made it, within this in the others.
+API_TOKEN_CACHE_SECONDS = env_int(ENV, "API_TOKEN_CACHE_SECONDS", 5, minimum=0)
 
 # Outgoing webhooks (api/webhooks.py): POSTed by a Celery task, retried with backoff.
 WEBHOOK_TIMEOUT_SECONDS = env_int(ENV, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
@@ -503,6 +506,10 @@ WEBHOOK_STUCK_AFTER = timedelta(
 # SSRF guard: endpoints on private, loopback or reserved addresses are refused unless this
 # is on (tests and a closed network only).
 WEBHOOK_ALLOW_PRIVATE_HOSTS = env_bool(ENV, "WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
+# Fernet keys encrypting the endpoints' signing secrets at rest, newest first (comma-separated;
+# the first encrypts, any decrypts: rotate by prepending a new key, then run
+# ``manage.py reencrypt_webhook_secrets``). Empty: one key derived from SECRET_KEY.
+WEBHOOK_SECRET_KEYS = env_list(ENV, "WEBHOOK_SECRET_KEYS", [])
 
 LOGGING = {
     "version": 1,

@@ -283,7 +283,7 @@ def cancel_confirmation(delivery: Delivery) -> Confirmation:
 
 def enqueue_chunks(delivery_id: int) -> int:
     """One task per chunk of pending messages (by id ranges), or the direct-mail export."""
-    from campaigns.tasks import export_direct_mail, send_chunk
+    from campaigns.tasks import export_direct_mail
 
     delivery = Delivery.objects.get(pk=delivery_id)
     if delivery.channel == Channel.DIRECT_MAIL:
@@ -292,10 +292,21 @@ def enqueue_chunks(delivery_id: int) -> int:
     pending = Message.objects.filter(delivery_id=delivery_id, status=MessageStatus.PENDING)
     chunks = id_ranges(pending, settings.DELIVERY_CHUNK_SIZE)
     for first, last, _rows in chunks:
-        send_chunk.delay(delivery_id, first, last)
+        enqueue_range(delivery_id, first, last, triggered=delivery.triggered)
     if not chunks:
         finish_if_done(delivery_id)
     return len(chunks)
+
+
+def enqueue_range(delivery_id: int, first: int, last: int, *, triggered: bool) -> None:
+    """A task for these messages: a triggered message's on the ``priority`` queue (never
+    behind a batch send, also when recovered or sent again), a batch's on the batch queue."""
+    from campaigns.tasks import send_chunk, send_triggered
+
+    if triggered:
+        send_triggered.apply_async((delivery_id, first), {"last_id": last})
+    else:
+        send_chunk.delay(delivery_id, first, last)
 
 
 def finish_if_done(delivery_id: int) -> bool:
@@ -317,7 +328,7 @@ def finish_if_done(delivery_id: int) -> bool:
         if busy:
             return False
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
-        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
+        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery, once=f"delivery-{delivery.pk}")
         wake_workflow(delivery)
     sent_blocks.refresh(delivery_id)  # once: whatever chunk ended without counting
     return True
@@ -773,6 +784,35 @@ class Marks:
             self.helper = None
 
 
+# Triggered messages come one per task: their delivery's compiled renderer is kept per worker
+# process while the delivery's content (every field but its progress stamp) is unchanged, and
+# for a minute at most (the entities it read are read again after that).
+_TRIGGER_RENDERERS: dict[int, tuple[float, tuple, Renderer]] = {}
+_VOLATILE = {"progress_at", "targeted", "exclusions", "sent_at", "state", "error"}
+
+
+def _renderer_for(delivery: Delivery) -> Renderer:
+    if not delivery.triggered:
+        return Renderer(delivery)
+    fields = delivery._meta.concrete_fields
+    version = (
+        *((f.attname, repr(getattr(delivery, f.attname))) for f in fields
+          if f.attname not in _VOLATILE),
+        delivery.campaign.entity_id,
+    )  # fmt: skip
+    cached = _TRIGGER_RENDERERS.get(delivery.pk)
+    now = time.monotonic()
+    if cached is not None and cached[1] == version and cached[0] > now:
+        renderer = cached[2]
+        renderer.delivery = delivery
+        return renderer
+    renderer = Renderer(delivery)
+    if len(_TRIGGER_RENDERERS) > 100:
+        _TRIGGER_RENDERERS.clear()
+    _TRIGGER_RENDERERS[delivery.pk] = (now + 60, version, renderer)
+    return renderer
+
+
 def send_chunk(
     delivery_id: int, first_id: int, last_id: int, *, resume: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -785,7 +825,7 @@ def send_chunk(
         return result
     provider = provider_for(delivery.channel)  # a configuration error claims nothing
     try:
-        renderer = Renderer(delivery)
+        renderer = _renderer_for(delivery)
     except RENDER_ERRORS as exc:  # the template itself: no message can be sent, no retry
         fail_delivery(delivery_id, f"The content cannot be rendered: {exc}")
         return result
@@ -1092,15 +1132,13 @@ def recover_stalled(*, now: datetime | None = None) -> int:
     - A sending delivery with nothing left to send is finished.
 
     Returns the number of chunk tasks enqueued."""
-    from campaigns.tasks import send_chunk as task
-
     now = now or timezone.now()
     lease = timedelta(seconds=settings.DELIVERY_CLAIM_LEASE_SECONDS)
     sending = Message.objects.filter(delivery__state=DeliveryState.SENDING)
     dead = (
         sending.filter(status__in=[MessageStatus.SENDING, MessageStatus.IN_FLIGHT])
         .order_by()
-        .values("delivery_id", "delivery__channel", "claim")
+        .values("delivery_id", "delivery__channel", "delivery__triggered", "claim")
         .annotate(beat=Max("claimed_at"), first=Min("id"), last=Max("id"))
         .filter(beat__lt=now - lease)
     )
@@ -1114,14 +1152,17 @@ def recover_stalled(*, now: datetime | None = None) -> int:
             )
             Delivery.objects.filter(pk=row["delivery_id"]).update(progress_at=now)
         if released:  # enqueued once the takeover is committed
-            task.delay(row["delivery_id"], row["first"], row["last"])
+            enqueue_range(
+                row["delivery_id"], row["first"], row["last"],
+                triggered=row["delivery__triggered"],
+            )  # fmt: skip
             count += 1
         else:
             finish_if_done(row["delivery_id"])
     quiet = Delivery.objects.filter(state=DeliveryState.SENDING, progress_at__lt=now - lease)
     stalled = now - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
-    queue_empty: bool | None = None
-    for delivery_id, progress_at in quiet.values_list("pk", "progress_at"):
+    queue_empty: dict[bool, bool] = {}
+    for delivery_id, progress_at, triggered in quiet.values_list("pk", "progress_at", "triggered"):
         due = Message.objects.filter(delivery_id=delivery_id, status=MessageStatus.PENDING).filter(
             Q(next_attempt_at=None)
             | Q(next_attempt_at__lte=now - timedelta(seconds=settings.DELIVERY_RECOVERY_SECONDS))
@@ -1130,13 +1171,15 @@ def recover_stalled(*, now: datetime | None = None) -> int:
             finish_if_done(delivery_id)
             continue
         if progress_at >= stalled:
-            if queue_empty is None:
-                queue_empty = _send_queue_is_empty()
-            if not queue_empty:
+            if triggered not in queue_empty:
+                queue_empty[triggered] = (
+                    _send_queue_is_empty("priority") if triggered else _send_queue_is_empty()
+                )
+            if not queue_empty[triggered]:
                 continue
         Delivery.objects.filter(pk=delivery_id).update(progress_at=now)
         for first, last, _rows in id_ranges(due, settings.DELIVERY_CHUNK_SIZE):
-            task.delay(delivery_id, first, last)
+            enqueue_range(delivery_id, first, last, triggered=triggered)
             count += 1
     return count
 
@@ -1148,9 +1191,9 @@ def _idempotent(channel: str) -> bool:
         return False
 
 
-def _send_queue_is_empty() -> bool:
-    """No task waits in the queue chunk tasks go to (the broker says so; when it cannot
-    tell, recovery assumes none waits)."""
+def _send_queue_is_empty(queue: str = "") -> bool:
+    """No task waits in ``queue`` (default: the one batch chunk tasks go to; the broker says
+    so; when it cannot tell, recovery assumes none waits)."""
     from amqp.exceptions import ChannelError
 
     from portal.celery import app
@@ -1160,7 +1203,7 @@ def _send_queue_is_empty() -> bool:
     try:
         with app.connection_for_write() as conn:
             declared = conn.default_channel.queue_declare(
-                queue=settings.CELERY_TASK_DEFAULT_QUEUE, passive=True
+                queue=queue or settings.CELERY_TASK_DEFAULT_QUEUE, passive=True
             )
             return not declared.message_count
     except ChannelError as exc:  # Redis: an empty queue does not exist (404)
@@ -1178,6 +1221,8 @@ def stalled_since(delivery: Delivery, *, now: datetime | None = None) -> datetim
     DELIVERY_STALL_ALERT_SECONDS (else None)."""
     now = now or timezone.now()
     limit = now - timedelta(seconds=settings.DELIVERY_STALL_ALERT_SECONDS)
+    if delivery.triggered:  # sending as long as it lives; quiet while no trigger comes
+        return None
     if (
         delivery.state == DeliveryState.SENDING
         and delivery.progress_at
@@ -1254,7 +1299,7 @@ def export_direct_mail(delivery_id: int) -> str:
         delivery.save(update_fields=["export_file"])
         pending.update(status=MessageStatus.SENT, sent_at=timezone.now())
         portal_services.transition(obj=delivery, name="finish", at=timezone.now())
-        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery)
+        webhooks.emit(WebhookEvent.DELIVERY_SENT, obj=delivery, once=f"delivery-{delivery.pk}")
         wake_workflow(delivery)
     sent_blocks.refresh(delivery_id)
     return delivery.export_file.name

@@ -215,3 +215,40 @@ def test_every_list_per_role(org, resource):
     outsider, _ = client_for(org.outsider)
     own = 200 if resource == "tokens" else 403
     assert outsider.get(f"/api/v1/{resource}/").status_code == own
+
+
+def test_a_proven_token_is_cached_but_a_deactivated_owner_is_refused_at_once(org):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client, _ = client_for(org.marketer)
+    assert client.get("/api/v1/entities/").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/entities/").status_code == 200
+    token_reads = [q for q in queries.captured_queries if "api_apitoken" in q["sql"]]
+    assert token_reads == []  # proven a moment ago: no token query
+    org.marketer.is_active = False
+    org.marketer.save()
+    assert client.get("/api/v1/entities/").status_code == 401
+
+
+def test_the_throttle_counts_per_token_in_fixed_windows(org, settings):
+    import time_machine
+    from rest_framework.throttling import SimpleRateThrottle
+
+    SimpleRateThrottle.THROTTLE_RATES = {"token": "3/min"}
+    try:
+        first, _ = client_for(org.marketer)
+        second, _ = client_for(org.marketer)
+        with time_machine.travel("2026-12-02 10:00:10 +0000", tick=False):
+            codes = [first.get("/api/v1/entities/").status_code for _ in range(4)]
+            assert codes == [200, 200, 200, 429]
+            response = first.get("/api/v1/entities/")
+            assert response["Retry-After"] == "50"  # the rest of the minute
+            assert second.get("/api/v1/entities/").status_code == 200  # its own budget
+        with time_machine.travel("2026-12-02 10:01:01 +0000", tick=False):
+            assert first.get("/api/v1/entities/").status_code == 200  # a new window
+    finally:
+        from django.conf import settings as live
+
+        SimpleRateThrottle.THROTTLE_RATES = live.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]

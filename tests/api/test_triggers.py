@@ -526,3 +526,117 @@ def test_a_local_operator_has_no_trigger_admin(org, make_trigger, client):
     client.force_login(org.operator_a)
     change = reverse("admin:campaigns_triggerdefinition_change", args=[definition.pk])
     assert client.get(change).status_code in (302, 403, 404)
+
+
+# Speed guarantees and recovery (issue 18's loose ends) ------------------------------------
+
+
+def test_a_trigger_costs_a_bounded_number_of_queries(
+    org, shop, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    """Token proven (cached after the first call), definition + idempotency key in one read,
+    the contact with its quarantine flag in one, two inserts: the hot path stays small."""
+    definition, alice, _ = shop
+    client = client_for(org.marketer)
+    assert post(client, definition, {"contact_id": alice.pk}, key="warm").status_code == 202
+    # (the transaction is a SAVEPOINT/RELEASE pair inside the test's own)
+    with django_capture_on_commit_callbacks(execute=False), django_assert_max_num_queries(6):
+        response = post(client, definition, {"contact_id": alice.pk}, key="k-2")
+    assert response.status_code == 202
+    with django_assert_max_num_queries(2):  # a replay: one read, then the earlier message
+        replay = post(client, definition, {"contact_id": alice.pk}, key="k-2")
+    assert replay.status_code == 200
+    assert replay.json()["message_id"] == response.json()["message_id"]
+
+
+def test_a_revoked_token_is_refused_at_once_despite_the_cache(org, shop):
+    from api.models import ApiToken
+    from api.services import revoke_token
+
+    definition, alice, _ = shop
+    client = client_for(org.marketer)
+    assert post(client, definition, {"contact_id": alice.pk}).status_code == 202
+    revoke_token(token=ApiToken.objects.get(), actor=org.marketer)
+    assert post(client, definition, {"contact_id": alice.pk}).status_code == 401
+
+
+def test_a_store_token_still_sees_only_its_contacts_through_the_fast_read(org, shop):
+    definition, _, bob = shop
+    client = client_for(org.operator_a)
+    assert post(client, definition, {"external_id": "C-B1"}).status_code == 404
+    assert post(client, definition, {"contact_id": bob.pk}).status_code == 404
+    assert post(client, definition, {"contact_id": 2**70}).status_code == 404
+
+
+def test_a_quarantined_address_is_refused_through_the_fast_read(org, shop):
+    definition, alice, _ = shop
+    Quarantine.objects.create(channel="email", address=alice.email, reason="bounce")
+    response = post(client_for(org.marketer), definition, {"contact_id": alice.pk})
+    assert response.status_code == 422 and response.json()["rule"] == "quarantine"
+    assert not Message.objects.exists()
+
+
+def test_stalled_or_in_doubt_triggered_messages_are_recovered_on_the_priority_queue(
+    org, shop, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from campaigns import tasks
+    from campaigns.delivery import sending
+
+    definition, alice, _ = shop
+    with django_capture_on_commit_callbacks(execute=False):
+        response = post(client_for(org.marketer), definition, {"contact_id": alice.pk})
+    message = Message.objects.get(pk=response.json()["message_id"])
+    priority, batch = [], []
+    monkeypatch.setattr(
+        tasks.send_triggered, "apply_async", lambda args, kwargs=None, **kw: priority.append(args)
+    )
+    monkeypatch.setattr(tasks.send_chunk, "delay", lambda *args: batch.append(args))
+    monkeypatch.setattr(sending, "_send_queue_is_empty", lambda queue="": True)
+    # The task was lost: beat finds the pending message of the quiet hidden delivery.
+    later = timezone.now() + timedelta(hours=2)
+    assert sending.recover_stalled(now=later) == 1
+    assert priority == [(definition.delivery_id, message.pk)] and batch == []
+    # A worker died with it in flight: in doubt; a central user sends it again.
+    Message.objects.filter(pk=message.pk).update(status=MessageStatus.IN_DOUBT)
+    priority.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sending.resend_in_doubt(delivery=definition.delivery, actor=org.marketer) == 1
+    assert priority == [(definition.delivery_id, message.pk)] and batch == []
+
+
+def test_the_hidden_trigger_delivery_is_never_shown_as_stalled(org, shop):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from campaigns.admin import StalledFilter
+    from campaigns.delivery import sending
+    from campaigns.models import Delivery
+
+    definition, _, _ = shop
+    delivery = Delivery.objects.get(pk=definition.delivery_id)
+    Delivery.objects.filter(pk=delivery.pk).update(progress_at=timezone.now() - timedelta(days=3))
+    delivery.refresh_from_db()
+    assert delivery.state == DeliveryState.SENDING
+    assert sending.stalled_since(delivery) is None
+    stalled = StalledFilter(None, {"stalled": ["yes"]}, Delivery, None)
+    assert not stalled.queryset(None, Delivery.objects.all()).filter(pk=delivery.pk).exists()
+
+
+def test_the_priority_worker_takes_one_task_at_a_time_and_acks_after_the_send(settings):
+    """A priority worker process reserves one trigger at a time (a long batch chunk can never
+    sit prefetched ahead of it: chunks go to another queue) and a killed worker's task is
+    delivered again (acks_late, rejected on worker loss)."""
+    from campaigns import tasks
+
+    assert settings.CELERY_WORKER_PREFETCH_MULTIPLIER == 1
+    assert settings.CELERY_TASK_REJECT_ON_WORKER_LOST is True
+    assert tasks.send_triggered.acks_late is True
+    routes = settings.CELERY_TASK_ROUTES
+    assert routes["campaigns.tasks.send_triggered"]["queue"] == "priority"
+    assert "campaigns.tasks.send_chunk" not in routes  # batch chunks: the default queue
+    assert settings.CELERY_TASK_DEFAULT_QUEUE != "priority"

@@ -300,3 +300,94 @@ def test_admin_shows_the_secret_once_and_lists_the_log(admin_client, admin_user,
     assert endpoint.secret not in page
     WebhookDelivery.objects.create(endpoint=endpoint, event="order.approved", body="{}")
     assert admin_client.get("/admin/api/webhookdelivery/").status_code == 200
+
+
+# Secrets at rest (Fernet) ------------------------------------------------------------------
+
+
+def _stored_secret(endpoint) -> str:
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {quote('secret')} FROM {quote(WebhookEndpoint._meta.db_table)} "
+            f"WHERE {quote('id')} = %s",
+            [endpoint.pk],
+        )
+        return cursor.fetchone()[0]
+
+
+def _store_raw(endpoint, value: str) -> None:
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(WebhookEndpoint._meta.db_table)} SET {quote('secret')} = %s "
+            f"WHERE {quote('id')} = %s",
+            [value, endpoint.pk],
+        )
+
+
+def test_the_secret_is_encrypted_at_rest_and_read_back_to_sign(admin_user, allow_localhost):
+    from cryptography.fernet import Fernet
+
+    from api.fields import derived_key
+
+    endpoint = endpoint_for(admin_user, "http://127.0.0.1:9/", events=["order.submitted"])
+    stored = _stored_secret(endpoint)
+    assert endpoint.secret.startswith("whsec_") and endpoint.secret not in stored
+    assert stored.startswith("gAAAA")
+    from django.conf import settings
+
+    assert Fernet(derived_key(settings.SECRET_KEY)).decrypt(stored.encode()).decode() == (
+        endpoint.secret
+    )
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == endpoint.secret
+
+
+def test_key_rotation_reads_old_secrets_and_reencrypts_them(admin_user, allow_localhost, settings):
+    from cryptography.fernet import Fernet, InvalidToken
+    from django.core.management import call_command
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.WEBHOOK_SECRET_KEYS = [old]
+    endpoint = endpoint_for(admin_user, "http://127.0.0.1:9/", events=["order.submitted"])
+    settings.WEBHOOK_SECRET_KEYS = [new, old]  # a new key first: old rows still read
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == endpoint.secret
+    call_command("reencrypt_webhook_secrets", stdout=__import__("io").StringIO())
+    stored = _stored_secret(endpoint)
+    assert Fernet(new.encode()).decrypt(stored.encode()).decode() == endpoint.secret
+    with pytest.raises(InvalidToken):
+        Fernet(old.encode()).decrypt(stored.encode())
+    settings.WEBHOOK_SECRET_KEYS = [new]  # the old key removed: still readable
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == endpoint.secret
+
+
+def test_a_secret_no_key_opens_fails_its_deliveries_saying_why(
+    admin_user, allow_localhost, settings
+):
+    from cryptography.fernet import Fernet
+
+    endpoint = endpoint_for(admin_user, "http://127.0.0.1:9/", events=["order.submitted"])
+    settings.WEBHOOK_SECRET_KEYS = [Fernet.generate_key().decode()]  # the key was lost
+    delivery = WebhookDelivery.objects.create(endpoint=endpoint, event="order.submitted", body="{}")
+    outcome = webhooks.deliver(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert outcome.status == delivery.status == WebhookStatus.FAILED
+    assert "WEBHOOK_SECRET_KEYS" in delivery.last_error
+
+
+def test_the_data_migration_encrypts_plain_secrets(admin_user, allow_localhost):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("api.migrations.0004_webhook_secrets_encrypted")
+    endpoint = endpoint_for(admin_user, "http://127.0.0.1:9/", events=["order.submitted"])
+    _store_raw(endpoint, "whsec_plain-before-the-migration")
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == "whsec_plain-before-the-migration"
+    migration.encrypt_existing(apps, None)
+    assert _stored_secret(endpoint).startswith("gAAAA")
+    assert WebhookEndpoint.objects.get(pk=endpoint.pk).secret == "whsec_plain-before-the-migration"

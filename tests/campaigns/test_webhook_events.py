@@ -95,3 +95,26 @@ def test_a_matched_bounce_and_a_complaint_emit_their_events(campaign, people, ad
     assert set(rows) == {"message.bounced", "message.complained"}
     assert rows["message.bounced"]["data"]["message"] == messages[0].pk
     assert rows["message.complained"]["data"]["kind"] == "complaint"
+
+
+def test_delivery_sent_is_emitted_once_when_in_doubt_messages_are_sent_again(
+    campaign, people, org, endpoint, django_capture_on_commit_callbacks, mailoutbox
+):
+    from campaigns.delivery import sending
+    from campaigns.models import Delivery, MessageStatus
+
+    endpoint.active = True
+    endpoint.save()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(webhooks, "enqueue_deliveries", lambda ids: None)
+        delivery = send(prepared(campaign), org, django_capture_on_commit_callbacks)
+        assert WebhookDelivery.objects.filter(event="delivery.sent").count() == 1
+        # A worker died after the provider call: in doubt; a central user sends it again,
+        # and the delivery finishes a second time.
+        Message.objects.filter(delivery=delivery).update(status=MessageStatus.IN_DOUBT)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert sending.resend_in_doubt(delivery=delivery, actor=org.marketer) == 2
+    assert Delivery.objects.get(pk=delivery.pk).state == "sent"
+    assert Message.objects.filter(delivery=delivery, status=MessageStatus.SENT).count() == 2
+    rows = list(WebhookDelivery.objects.filter(event="delivery.sent"))
+    assert len(rows) == 1  # one event per delivery and endpoint, however often it finishes
