@@ -181,7 +181,10 @@ class WebhookDelivery(WebhookDeliveryOutbox):
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "webhook deliveries"
         permissions = [("resend_webhookdelivery", "May resend a failed webhook delivery")]
-        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["event_id"], name="api_webhookdelivery_event_id"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["endpoint", "event_id"], name="webhook_delivery_once_per_endpoint"
