@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.contenttypes.admin import GenericTabularInline
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import EmptyResultSet, PermissionDenied, ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db import connection, connections, models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -295,8 +295,12 @@ class BoundedPaginator(Paginator):
 
 
 def planner_estimate(queryset: models.QuerySet) -> int:
-    """The planner's estimate of the rows a queryset selects (its SQL, its bound parameters)."""
-    sql, params = queryset.order_by().query.get_compiler(using=queryset.db).as_sql()
+    """The planner's estimate of the rows a queryset selects (its SQL, its bound parameters).
+    A queryset that cannot match anything (``none()``, ``pk__in=[]``) has no SQL: 0 rows."""
+    try:
+        sql, params = queryset.order_by().query.get_compiler(using=queryset.db).as_sql()
+    except EmptyResultSet:
+        return 0
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
