@@ -358,7 +358,9 @@ IMPORT_MAX_XLSX_RATIO = env_int(ENV, "IMPORT_MAX_XLSX_RATIO", 100, minimum=1)
 # A running import's worker renews its lease every IMPORT_HEARTBEAT_SECONDS (from a thread,
 # also during the check and the write); beat's recovery (every IMPORT_RECOVERY_SECONDS) fails
 # a job whose lease is older than IMPORT_LEASE_SECONDS as "worker lost", ending its database
-# session first (nothing was committed; its staging tables go with the session).
+# session first (nothing was committed; its staging tables go with the session). On SQLite the
+# write transaction keeps the renewal out (one writer at a time): keep the lease above the
+# longest write (~200 s for 1M rows), or the job fails as lost and its write is rolled back.
 IMPORT_LEASE_SECONDS = env_int(ENV, "IMPORT_LEASE_SECONDS", 300, minimum=1)
 IMPORT_HEARTBEAT_SECONDS = env_int(ENV, "IMPORT_HEARTBEAT_SECONDS", 10, minimum=1)
 IMPORT_RECOVERY_SECONDS = env_int(ENV, "IMPORT_RECOVERY_SECONDS", 60, minimum=1)
