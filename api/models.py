@@ -4,16 +4,14 @@ webhooks (endpoints and their outbox of deliveries)."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django_fsm import FSMField, FSMModelMixin, transition
 
 from api.choices import WebhookEvent, WebhookStatus
 from api.fields import EncryptedTextField
+from portal.outbox import OutboxQuerySet, outbox_model
 
 
 class Scope(models.TextChoices):
@@ -151,20 +149,21 @@ class WebhookEndpoint(models.Model):
             raise ValidationError(errors)
 
 
-class WebhookDeliveryQuerySet(models.QuerySet["WebhookDelivery"]):
-    def due(self, *, now: Any, grace: Any) -> WebhookDeliveryQuerySet:
-        """Pending deliveries whose send was due a while ago (lost or never enqueued)."""
-        return self.filter(status=WebhookStatus.PENDING, next_attempt_at__lte=now - grace)
+WebhookDeliveryOutbox = outbox_model(
+    name="WebhookDeliveryOutbox",
+    statuses=WebhookStatus,
+    done=WebhookStatus.DELIVERED,
+    done_transition="mark_delivered",
+    done_at="delivered_at",
+    resend_permission="api.resend_webhookdelivery",
+)
 
-    def stuck(self, *, now: Any, after: Any) -> WebhookDeliveryQuerySet:
-        """Deliveries claimed by a worker that did not finish (it died mid-send)."""
-        return self.filter(status=WebhookStatus.SENDING, updated_at__lte=now - after)
 
-
-class WebhookDelivery(FSMModelMixin, models.Model):
-    """One event for one endpoint: the outbox row, written in the transaction of the change
-    that caused it and POSTed afterwards by a Celery task, retried with backoff. Its fields
-    are the delivery log: attempts, the last answer (status, start of the body), the error."""
+class WebhookDelivery(WebhookDeliveryOutbox):
+    """One event for one endpoint: the outbox row (``portal/outbox.py``), written in the
+    transaction of the change that caused it and POSTed afterwards by a Celery task, retried
+    with backoff. Its fields are the delivery log: attempts, the last answer (status, start of
+    the body, duration), the error."""
 
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
@@ -174,29 +173,21 @@ class WebhookDelivery(FSMModelMixin, models.Model):
         default=uuid.uuid4, editable=False, help_text="Same for every endpoint of one event."
     )
     body = models.TextField(help_text="The JSON body, exactly as signed and sent.")
-    status = FSMField(
-        max_length=16,
-        choices=WebhookStatus.choices,
-        default=WebhookStatus.PENDING,
-        protected=True,
-    )
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
     response_status = models.PositiveIntegerField(null=True, blank=True)
     response_body = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
-    objects = WebhookDeliveryQuerySet.as_manager()
+    objects = OutboxQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "webhook deliveries"
         permissions = [("resend_webhookdelivery", "May resend a failed webhook delivery")]
-        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["event_id"], name="api_webhookdelivery_event_id"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["endpoint", "event_id"], name="webhook_delivery_once_per_endpoint"
@@ -206,56 +197,12 @@ class WebhookDelivery(FSMModelMixin, models.Model):
     def __str__(self) -> str:
         return f"{self.event} → {self.endpoint}"
 
-    @transition(field=status, source=WebhookStatus.PENDING, target=WebhookStatus.SENDING)
-    def start_sending(self) -> None:
-        self.attempts += 1
-
-    @transition(field=status, source=WebhookStatus.SENDING, target=WebhookStatus.DELIVERED)
-    def mark_delivered(self, *, response_status: int, response_body: str, ms: int) -> None:
-        self.delivered_at = timezone.now()
-        self.response_status, self.response_body, self.duration_ms = (
-            response_status,
-            response_body,
-            ms,
-        )
-        self.last_error = ""
-
-    @transition(field=status, source=WebhookStatus.SENDING, target=WebhookStatus.PENDING)
-    def schedule_retry(
-        self, *, error: str, delay_seconds: int, response_status: int | None,
-        response_body: str, ms: int,
-    ) -> None:  # fmt: skip
-        self.last_error = error
-        self.response_status, self.response_body, self.duration_ms = (
-            response_status,
-            response_body,
-            ms,
-        )
-        self.next_attempt_at = timezone.now() + timedelta(seconds=delay_seconds)
-
-    @transition(field=status, source=WebhookStatus.SENDING, target=WebhookStatus.FAILED)
-    def mark_failed(
-        self, *, error: str, response_status: int | None, response_body: str, ms: int
+    def record_answer(
+        self, *, response_status: int | None = None, response_body: str = "", ms: int = 0
     ) -> None:
-        self.last_error = error
+        """The endpoint's last answer: HTTP status, start of its body, time taken."""
         self.response_status, self.response_body, self.duration_ms = (
             response_status,
             response_body,
             ms,
         )
-
-    @transition(field=status, source=WebhookStatus.SENDING, target=WebhookStatus.PENDING)
-    def release_stuck(self) -> None:
-        self.last_error = "The worker stopped while sending; sent again."
-        self.next_attempt_at = timezone.now()
-
-    @transition(
-        field=status,
-        source=WebhookStatus.FAILED,
-        target=WebhookStatus.PENDING,
-        permission="api.resend_webhookdelivery",
-        custom={"label": "Resend"},
-    )
-    def requeue(self) -> None:
-        self.attempts = 0
-        self.next_attempt_at = timezone.now()

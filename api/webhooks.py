@@ -34,8 +34,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from api.choices import WebhookEvent, WebhookStatus
+from api.choices import WebhookEvent
 from api.models import WebhookDelivery, WebhookEndpoint
+from portal import outbox
 from portal import services as portal_services
 from portal.models import is_central_user
 
@@ -214,11 +215,7 @@ def enqueue_deliveries(delivery_ids: Iterable[int]) -> None:
     """Hand deliveries to the broker; an outage loses nothing (the sweep enqueues them)."""
     from api.tasks import send_webhook
 
-    for delivery_id in delivery_ids:
-        try:
-            send_webhook.delay(delivery_id)
-        except Exception:  # broker down: the periodic sweep picks the row up later
-            logger.exception("Could not enqueue webhook delivery %s", delivery_id)
+    outbox.enqueue_each(send_webhook.delay, delivery_ids, "webhook delivery")
 
 
 # Event ids of events emitted once per object (``emit(once=…)``): derived from the object, so
@@ -348,10 +345,7 @@ def post(url: str, *, body: bytes, headers: dict[str, str]) -> Answer:
         connection.close()
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: str
-    retry_in: int | None = None
+Outcome = outbox.Outcome
 
 
 def _request_headers(delivery: WebhookDelivery, body: bytes) -> dict[str, str]:
@@ -365,95 +359,68 @@ def _request_headers(delivery: WebhookDelivery, body: bytes) -> dict[str, str]:
     }
 
 
-def deliver(*, delivery_id: int) -> Outcome:
-    """POST one pending delivery; safe to call twice (the second call is a no-op).
+class WebhookSender(outbox.Sender):
+    """The webhook outbox: an attempt is one signed POST; a 2xx answer delivers the row,
+    anything else is retried. A refused address or a deactivated endpoint fails at once
+    (retrying would not help). The answer (status, body start, time) is kept on the row."""
 
-    Claimed (pending → sending) in a short transaction, POSTed outside any transaction,
-    recorded in another: a 2xx answer delivers it; anything else is retried with
-    exponential backoff until ``WEBHOOK_MAX_ATTEMPTS``, then the row is failed. A refused
-    address or a deactivated endpoint fails at once (retrying would not help).
-    """
-    with transaction.atomic():
-        delivery = (
-            WebhookDelivery.objects.select_for_update()
-            .select_related("endpoint")
-            .filter(pk=delivery_id)
-            .first()
-        )
-        if delivery is None or delivery.status != WebhookStatus.PENDING:
-            return Outcome("skipped")
-        portal_services.transition(obj=delivery, name="start_sending")
-    body = delivery.body.encode("utf-8")
-    answer: Answer | None = None
-    error = ""
-    final = False
-    if not delivery.endpoint.active:
-        error, final = "The endpoint is deactivated.", True
-    elif not delivery.endpoint.secret:
-        error = "The signing secret cannot be decrypted: check WEBHOOK_SECRET_KEYS."
-        final = True
-    else:
+    model = WebhookDelivery
+    done_transition = "mark_delivered"
+    done_outcome = "delivered"
+    related = ("endpoint",)
+
+    def max_attempts(self) -> int:
+        return settings.WEBHOOK_MAX_ATTEMPTS
+
+    def retry_base_seconds(self) -> int:
+        return settings.WEBHOOK_RETRY_BASE_SECONDS
+
+    def stuck_after(self) -> timedelta:
+        return settings.WEBHOOK_STUCK_AFTER
+
+    def attempt(self, row: WebhookDelivery) -> outbox.Attempt:
+        if not row.endpoint.active:
+            return outbox.Attempt(error="The endpoint is deactivated.", final=True)
+        if not row.endpoint.secret:
+            return outbox.Attempt(
+                error="The signing secret cannot be decrypted: check WEBHOOK_SECRET_KEYS.",
+                final=True,
+            )
+        body = row.body.encode("utf-8")
         try:
-            answer = post(
-                delivery.endpoint.url, body=body, headers=_request_headers(delivery, body)
-            )
+            answer = post(row.endpoint.url, body=body, headers=_request_headers(row, body))
         except UnsafeUrl as exc:
-            error, final = f"Refused: {exc}", True
+            return outbox.Attempt(error=f"Refused: {exc}", final=True)
         except (OSError, http.client.HTTPException) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:2000]
-        else:
-            if not 200 <= answer.status < 300:
-                error = f"The endpoint answered HTTP {answer.status}."
-    recorded = {
-        "response_status": answer.status if answer else None,
-        "response_body": answer.body if answer else "",
-        "ms": answer.ms if answer else 0,
-    }
-    with transaction.atomic():
-        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
-        if not error:
-            portal_services.transition(obj=delivery, name="mark_delivered", **recorded)
-            return Outcome("delivered")
-        if final or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
-            portal_services.transition(
-                obj=delivery, name="mark_failed", error=error, extra={"error": error}, **recorded
+            return outbox.Attempt(error=f"{type(exc).__name__}: {exc}"[:2000])
+        recorded = {"response_status": answer.status, "response_body": answer.body,
+                    "ms": answer.ms}  # fmt: skip
+        if not 200 <= answer.status < 300:
+            return outbox.Attempt(
+                error=f"The endpoint answered HTTP {answer.status}.", answer=recorded
             )
-            return Outcome("failed")
-        delay = settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** (delivery.attempts - 1)
-        portal_services.transition(
-            obj=delivery,
-            name="schedule_retry",
-            error=error,
-            delay_seconds=delay,
-            extra={"error": error, "retry_in": delay},
-            **recorded,
-        )
-        return Outcome("retry", retry_in=delay)
+        return outbox.Attempt(answer=recorded)
+
+    def enqueue(self, ids: Iterable[int]) -> None:
+        enqueue_deliveries(ids)
+
+
+WEBHOOKS = WebhookSender()
+
+
+def deliver(*, delivery_id: int) -> Outcome:
+    """POST one pending delivery; safe to call twice (the second call is a no-op). The outbox
+    loop (``portal/outbox.py``): claimed in a short transaction, POSTed outside any, recorded
+    in another; retried with exponential backoff until ``WEBHOOK_MAX_ATTEMPTS``, then failed.
+    """
+    return WEBHOOKS.deliver(delivery_id)
 
 
 def resend(*, delivery: WebhookDelivery, actor: Any) -> WebhookDelivery:
     """Put a failed delivery back in the queue (a central admin's decision)."""
-    with transaction.atomic():
-        locked = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
-        portal_services.transition(obj=locked, name="requeue", actor=actor, comment="Resent")
-        transaction.on_commit(partial(enqueue_deliveries, [locked.pk]))
-    return locked
+    return WEBHOOKS.resend(delivery, actor=actor)
 
 
 def resend_stuck(*, batch_size: int = 500) -> dict[str, int]:
     """Release sends abandoned by a dead worker and enqueue pending rows that are overdue."""
-    now = timezone.now()
-    released: list[int] = []
-    with transaction.atomic():
-        stuck = WebhookDelivery.objects.stuck(now=now, after=settings.WEBHOOK_STUCK_AFTER)
-        for delivery in stuck.select_for_update(skip_locked=True)[:batch_size]:
-            portal_services.transition(obj=delivery, name="release_stuck")
-            released.append(delivery.pk)
-    due = list(
-        WebhookDelivery.objects.due(now=now, grace=timedelta(minutes=1))
-        .exclude(pk__in=released)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:batch_size]
-    )
-    enqueue_deliveries([*released, *due])
-    return {"released": len(released), "enqueued": len(released) + len(due)}
+    return WEBHOOKS.sweep(batch_size=batch_size)

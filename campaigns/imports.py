@@ -12,6 +12,13 @@ is clean, only the valid rows when the user chose so, nothing otherwise. A worke
 midway has written nothing, and the task delivered again does the job again. Every refused row
 is listed in a downloadable CSV report with its line number, field and message.
 
+A running job holds a lease: its worker renews ``heartbeat_at`` from a thread every
+``IMPORT_HEARTBEAT_SECONDS``, during the load, the check and the write alike. A worker that is
+killed (or frozen) stops renewing it; beat's ``recover_lost`` then ends the worker's database
+session if it is still there (PostgreSQL: its uncommitted transaction and its staging tables
+go with it) and fails the job as "worker lost". The job is never half applied: either its one
+transaction committed, or nothing of it is in the database.
+
 Local operators import for their entity. Every kind checks, in ``ScopedResource``, both the row
 that exists under the key and the row the file would make, and looks every reference (entity,
 contact, store) up among the entity's own rows only. A reference outside the entity gets the
@@ -24,8 +31,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
+import signal
+import threading
 import zipfile
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from pathlib import PurePath
 from typing import IO, Any
 
@@ -33,7 +44,7 @@ from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Model
+from django.db.models import Model, Q
 from django.utils import timezone
 from import_export import fields, resources, widgets
 from import_export.instance_loaders import CachedInstanceLoader, ModelInstanceLoader
@@ -539,9 +550,66 @@ def _problems(found: list[Problem]) -> list[Problem]:
 def _progress(job: ImportJob) -> Any:
     def record(count: int) -> None:
         if not connection.in_atomic_block:  # visible to others only outside a transaction
-            ImportJob.objects.filter(pk=job.pk).update(processed_rows=count)
+            ImportJob.objects.filter(pk=job.pk).update(
+                processed_rows=count, heartbeat_at=timezone.now()
+            )
 
     return record
+
+
+class _Lease:
+    """Renews a running job's lease from a thread (its own database connection) while the
+    worker loads, checks and writes, so that long SQL statements and the write transaction do
+    not let it expire. Started only outside a transaction: inside one (a test's, a caller's)
+    nobody else could see the job anyway, and SQLite would make the thread wait for it."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Lease:
+        session = None
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                session = cursor.fetchone()[0]
+        ImportJob.objects.filter(pk=self.job_id).update(
+            heartbeat_at=timezone.now(), worker_session=session
+        )
+        if not connection.in_atomic_block:
+            self.thread = threading.Thread(
+                target=self._beat, name=f"import-{self.job_id}-lease", daemon=True
+            )
+            self.thread.start()
+        return self
+
+    def _beat(self) -> None:
+        from django.db import connection as own  # this thread's connection
+
+        try:
+            while not self.stop.wait(settings.IMPORT_HEARTBEAT_SECONDS):
+                with contextlib.suppress(DatabaseError):  # (SQLite: a writer holds the lock)
+                    ImportJob.objects.filter(pk=self.job_id, state=ImportState.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+        finally:
+            own.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+
+def _fault(point: str) -> None:
+    """Tests only: with IMPORT_TEST_FAULT=<point>, the worker kills itself (SIGKILL: nothing
+    runs after it, not even the rollback) at that point; with ``freeze_<point>`` it stops
+    (SIGSTOP: alive, its database session open, its lease no longer renewed)."""
+    if point == settings.IMPORT_TEST_FAULT:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if f"freeze_{point}" == settings.IMPORT_TEST_FAULT:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _import(job: ImportJob) -> ImportJob:
@@ -568,9 +636,6 @@ def _import(job: ImportJob) -> ImportJob:
         with transaction.atomic():
             if not job.dry_run:
                 staging.lock(job.kind)
-            job = ImportJob.objects.select_for_update().get(pk=job.pk)
-            if job.state != ImportState.RUNNING:
-                return job
             found, counts = checked or stage.check()
             problems = _problems(found)
             write = not job.dry_run and (not counts["errors"] or job.import_valid_rows)
@@ -580,6 +645,13 @@ def _import(job: ImportJob) -> ImportJob:
                     written = stage.apply()
                 except (staging.ImportChanged, IntegrityError):
                     raise _Changed from None
+                _fault("after_apply")
+            # The job's row is locked only now, so that the lease thread renews it meanwhile;
+            # a job failed meanwhile (its lease expired: "worker lost") keeps nothing of this.
+            current = ImportJob.objects.select_for_update().get(pk=job.pk)
+            if current.state != ImportState.RUNNING:
+                raise _Lost(current)
+            job = current
             job.total_rows = job.processed_rows = counts["total"]
             job.new_rows = counts["new"]
             job.updated_rows = counts["updated"]
@@ -605,6 +677,14 @@ class _Changed(Exception):
     """Rows changed under the import between its check and its write (rolled back)."""
 
 
+class _Lost(Exception):
+    """The job stopped running (failed as lost) while this worker still wrote: rolled back."""
+
+    def __init__(self, job: ImportJob) -> None:
+        super().__init__(f"Import job {job.pk} is {job.state}.")
+        self.job = job
+
+
 def run_import(*, job_id: int) -> ImportJob:
     """Check then (unless a dry run) write an import job's file. Idempotent: a finished job is
     left alone; a job found running (its worker stopped and the task was delivered again) is
@@ -616,7 +696,10 @@ def run_import(*, job_id: int) -> ImportJob:
         elif job.state != ImportState.RUNNING:
             return job
     try:
-        return _import(job)
+        with _Lease(job.pk):
+            return _import(job)
+    except _Lost as exc:
+        return exc.job
     except (ImportFileError, OSError) as exc:
         return _fail(job, str(exc))
     except _Changed:
@@ -624,6 +707,48 @@ def run_import(*, job_id: int) -> ImportJob:
     except DatabaseError as exc:  # rolled back: nothing was written
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return _fail(job, f"The database refused the file ({detail}); nothing was imported.")
+
+
+LOST_MESSAGE = (
+    "Failed (worker lost): the worker running this import stopped without finishing "
+    "(killed or frozen); nothing was imported. Run the import again."
+)
+
+
+def recover_lost() -> int:
+    """Beat's recovery: running jobs whose lease expired (no heartbeat for
+    ``IMPORT_LEASE_SECONDS``) fail as "worker lost". The worker's database session, if it
+    is still there (a frozen worker, a half-open connection), is ended first: its uncommitted
+    transaction is rolled back, its staging tables dropped and the kind's lock released.
+    Returns the number of jobs failed."""
+    cutoff = timezone.now() - timedelta(seconds=settings.IMPORT_LEASE_SECONDS)
+    expired = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    running = ImportJob.objects.filter(expired, state=ImportState.RUNNING)
+    failed = 0
+    for pk, session, beat in running.values_list("pk", "worker_session", "heartbeat_at"):
+        _end_session(session, beat or cutoff)
+        with transaction.atomic():
+            job = running.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if job is None:  # renewed or finished meanwhile, or being written right now
+                continue
+            portal_services.transition(
+                obj=job, name="fail", message=LOST_MESSAGE, extra={"reason": "worker lost"}
+            )
+            failed += 1
+    return failed
+
+
+def _end_session(pid: int | None, beat: Any) -> None:
+    """End a lost worker's PostgreSQL session (the one that started before its last
+    heartbeat: a later session reusing the pid is someone else's)."""
+    if pid is None or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+            "WHERE pid = %s AND backend_start <= %s AND pid <> pg_backend_pid()",
+            [pid, beat],
+        )
 
 
 def interrupted(*, job_id: int) -> str:

@@ -24,6 +24,13 @@ def run_import_job(job_id: int) -> str:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+def recover_lost_imports() -> int:
+    """Every IMPORT_RECOVERY_SECONDS, on the control queue: running imports whose worker's
+    lease expired fail as "worker lost" (nothing of theirs was committed)."""
+    return imports.recover_lost()
+
+
+@shared_task(acks_late=True, ignore_result=True)
 def purge_work_tables() -> int:
     """Daily retention of work tables."""
     return targeting.purge_work_tables()

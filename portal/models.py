@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +26,7 @@ from portal.choices import (
     NotificationStatus,
     Role,
 )
+from portal.outbox import OutboxQuerySet, outbox_model
 from portal.roles import ENTITY_ACCESS_PERM
 
 
@@ -329,24 +329,26 @@ class AuditLog(models.Model):
         raise ValidationError("Audit log entries cannot be deleted.")
 
 
-class NotificationQuerySet(models.QuerySet["Notification"]):
+class NotificationQuerySet(OutboxQuerySet):
     def visible_to(self, user: Any) -> NotificationQuerySet:
         if is_central_user(user):
             return self.all()
         return self.filter(entity__in=Entity.objects.visible_ids(user))
 
-    def due(self, *, now: Any, grace: Any) -> NotificationQuerySet:
-        """Pending notifications whose send was due a while ago (lost or never enqueued)."""
-        return self.filter(status=NotificationStatus.PENDING, next_attempt_at__lte=now - grace)
 
-    def stuck(self, *, now: Any, after: Any) -> NotificationQuerySet:
-        """Notifications claimed by a worker that did not finish (it died mid-send)."""
-        return self.filter(status=NotificationStatus.SENDING, updated_at__lte=now - after)
+NotificationOutbox = outbox_model(
+    name="NotificationOutbox",
+    statuses=NotificationStatus,
+    done=NotificationStatus.SENT,
+    done_transition="mark_sent",
+    done_at="sent_at",
+    resend_permission="portal.resend_notification",
+)
 
 
-class Notification(FSMModelMixin, models.Model):
+class Notification(NotificationOutbox):
     """An email to an operator or approver, written in the transaction that caused it and
-    sent afterwards by a Celery task (the outbox).
+    sent afterwards by a Celery task (the outbox: ``portal/outbox.py``).
 
     A secret that grants access (a reset or approval link) is never stored: the text holds a
     placeholder and ``secret_refs`` says how the sending task derives it (``portal.bearer``).
@@ -378,17 +380,6 @@ class Notification(FSMModelMixin, models.Model):
     object_id = models.CharField(max_length=64, blank=True)
     related_object = GenericForeignKey("content_type", "object_id")
     kind = models.CharField(max_length=64, blank=True, db_index=True)
-    status = FSMField(
-        max_length=16,
-        choices=NotificationStatus.choices,
-        default=NotificationStatus.PENDING,
-        protected=True,
-    )
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     objects = NotificationQuerySet.as_manager()
@@ -407,40 +398,6 @@ class Notification(FSMModelMixin, models.Model):
     @property
     def owning_entity(self) -> Entity | None:
         return self.entity
-
-    @transition(field=status, source=NotificationStatus.PENDING, target=NotificationStatus.SENDING)
-    def start_sending(self) -> None:
-        self.attempts += 1
-
-    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.SENT)
-    def mark_sent(self) -> None:
-        self.sent_at = timezone.now()
-        self.last_error = ""
-
-    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.PENDING)
-    def schedule_retry(self, *, error: str, delay_seconds: int) -> None:
-        self.last_error = error
-        self.next_attempt_at = timezone.now() + timedelta(seconds=delay_seconds)
-
-    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.FAILED)
-    def mark_failed(self, *, error: str) -> None:
-        self.last_error = error
-
-    @transition(field=status, source=NotificationStatus.SENDING, target=NotificationStatus.PENDING)
-    def release_stuck(self) -> None:
-        self.last_error = "The worker stopped while sending; sent again."
-        self.next_attempt_at = timezone.now()
-
-    @transition(
-        field=status,
-        source=NotificationStatus.FAILED,
-        target=NotificationStatus.PENDING,
-        permission="portal.resend_notification",
-        custom={"label": "Resend"},
-    )
-    def requeue(self) -> None:
-        self.attempts = 0
-        self.next_attempt_at = timezone.now()
 
 
 class ExportJobQuerySet(models.QuerySet["ExportJob"]):

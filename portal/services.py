@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -27,7 +26,7 @@ from django.utils import timezone
 from django_fsm import can_proceed, has_transition_perm
 from guardian.models import GroupObjectPermission
 
-from portal import bearer
+from portal import bearer, outbox
 from portal.choices import CENTRAL_ROLES, EntityKind, NotificationStatus
 from portal.exceptions import DomainError
 from portal.models import AuditLog, Entity, Membership, Notification
@@ -302,11 +301,7 @@ def enqueue_notifications(notification_ids: Iterable[int]) -> None:
     and the periodic sweep enqueues them again."""
     from portal.tasks import send_notification
 
-    for notification_id in notification_ids:
-        try:
-            send_notification.delay(notification_id)
-        except Exception:  # broker down: the sweep picks the row up later
-            logger.exception("Could not enqueue notification %s", notification_id)
+    outbox.enqueue_each(send_notification.delay, notification_ids, "notification")
 
 
 def notify(
@@ -413,10 +408,7 @@ def password_reset_secret(*, notification: Notification, user: int) -> str:
     return default_token_generator.make_token(account)
 
 
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    status: str
-    retry_in: int | None = None
+DeliveryOutcome = outbox.Outcome
 
 
 def _send_email(notification: Notification) -> None:
@@ -434,73 +426,56 @@ def _send_email(notification: Notification) -> None:
     message.send(fail_silently=False)
 
 
-def deliver_notification(*, notification_id: int) -> DeliveryOutcome:
-    """Send one pending notification; safe to call twice (the second call is a no-op).
+class NotificationSender(outbox.Sender):
+    """The notifications outbox: an attempt is one email. Any transport error is retried;
+    a row whose secret can no longer be derived (``bearer.SecretUnavailable``) fails at once."""
 
-    The row is claimed (pending → sending) in a short transaction, the email is sent outside
-    any transaction, and the result is recorded in another. A failure is retried with
-    exponential backoff until ``NOTIFICATION_MAX_ATTEMPTS``, then the row is marked failed; so
-    is a row whose secret can no longer be derived (``bearer.SecretUnavailable``: retrying
-    would not help).
-    """
-    with transaction.atomic():
-        notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
-        if notification is None or notification.status != NotificationStatus.PENDING:
-            return DeliveryOutcome("skipped")
-        transition(obj=notification, name="start_sending")
-    try:
-        _send_email(notification)  # network: never inside a transaction
-    except Exception as exc:  # any transport error is recorded on the row and retried
-        unavailable = isinstance(exc, bearer.SecretUnavailable)
-        error = (f"Not sent: {exc}" if unavailable else f"{type(exc).__name__}: {exc}")[:2000]
-        with transaction.atomic():
-            notification = Notification.objects.select_for_update().get(pk=notification_id)
-            if unavailable or notification.attempts >= settings.NOTIFICATION_MAX_ATTEMPTS:
-                transition(
-                    obj=notification, name="mark_failed", error=error, extra={"error": error}
-                )
-                return DeliveryOutcome("failed")
-            delay = settings.NOTIFICATION_RETRY_BASE_SECONDS * 2 ** (notification.attempts - 1)
-            transition(
-                obj=notification,
-                name="schedule_retry",
-                error=error,
-                delay_seconds=delay,
-                extra={"error": error, "retry_in": delay},
-            )
-            return DeliveryOutcome("retry", retry_in=delay)
-    with transaction.atomic():
-        notification = Notification.objects.select_for_update().get(pk=notification_id)
-        transition(obj=notification, name="mark_sent")
-    return DeliveryOutcome("sent")
+    model = Notification
+    done_transition = "mark_sent"
+    done_outcome = "sent"
+    resend_comment = "Resent from the admin"
+
+    def max_attempts(self) -> int:
+        return settings.NOTIFICATION_MAX_ATTEMPTS
+
+    def retry_base_seconds(self) -> int:
+        return settings.NOTIFICATION_RETRY_BASE_SECONDS
+
+    def stuck_after(self) -> timedelta:
+        return settings.NOTIFICATION_STUCK_AFTER
+
+    def attempt(self, row: Notification) -> outbox.Attempt:
+        try:
+            _send_email(row)  # network: never inside a transaction
+        except bearer.SecretUnavailable as exc:
+            return outbox.Attempt(error=f"Not sent: {exc}"[:2000], final=True)
+        except Exception as exc:  # any transport error is recorded on the row and retried
+            return outbox.Attempt(error=f"{type(exc).__name__}: {exc}"[:2000])
+        return outbox.Attempt()
+
+    def enqueue(self, ids: Iterable[int]) -> None:
+        enqueue_notifications(ids)
+
+
+NOTIFICATIONS = NotificationSender()
+
+
+def deliver_notification(*, notification_id: int) -> DeliveryOutcome:
+    """Send one pending notification; safe to call twice (the second call is a no-op). The
+    outbox loop (``portal/outbox.py``): claimed in a short transaction, sent outside any,
+    recorded in another; retried with exponential backoff until
+    ``NOTIFICATION_MAX_ATTEMPTS``, then failed."""
+    return NOTIFICATIONS.deliver(notification_id)
 
 
 def resend_notification(*, notification: Notification, actor: Any) -> Notification:
     """Put a failed notification back in the queue (a central user's decision)."""
-    with transaction.atomic():
-        locked = Notification.objects.select_for_update().get(pk=notification.pk)
-        transition(obj=locked, name="requeue", actor=actor, comment="Resent from the admin")
-        transaction.on_commit(partial(enqueue_notifications, [locked.pk]))
-    return locked
+    return NOTIFICATIONS.resend(notification, actor=actor)
 
 
 def resend_stuck_notifications(*, batch_size: int = 500) -> dict[str, int]:
     """Release sends abandoned by a dead worker and enqueue pending rows that are overdue."""
-    now = timezone.now()
-    released: list[int] = []
-    with transaction.atomic():
-        stuck = Notification.objects.stuck(now=now, after=settings.NOTIFICATION_STUCK_AFTER)
-        for notification in stuck.select_for_update(skip_locked=True)[:batch_size]:
-            transition(obj=notification, name="release_stuck")
-            released.append(notification.pk)
-    due = list(
-        Notification.objects.due(now=now, grace=timedelta(minutes=1))
-        .exclude(pk__in=released)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:batch_size]
-    )
-    enqueue_notifications([*released, *due])
-    return {"released": len(released), "enqueued": len(released) + len(due)}
+    return NOTIFICATIONS.sweep(batch_size=batch_size)
 
 
 def purge_old_notifications(*, older_than_days: int = 180) -> int:

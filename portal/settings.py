@@ -357,6 +357,19 @@ IMPORT_MAX_XLSX_UNPACKED_BYTES = env_int(
     ENV, "IMPORT_MAX_XLSX_UNPACKED_BYTES", 300 * 1024 * 1024, minimum=1
 )
 IMPORT_MAX_XLSX_RATIO = env_int(ENV, "IMPORT_MAX_XLSX_RATIO", 100, minimum=1)
+# A running import's worker renews its lease every IMPORT_HEARTBEAT_SECONDS (from a thread,
+# also during the check and the write); beat's recovery (every IMPORT_RECOVERY_SECONDS) fails
+# a job whose lease is older than IMPORT_LEASE_SECONDS as "worker lost", ending its database
+# session first (nothing was committed; its staging tables go with the session). On SQLite the
+# write transaction keeps the renewal out (one writer at a time): keep the lease above the
+# longest write (~200 s for 1M rows), or the job fails as lost and its write is rolled back.
+IMPORT_LEASE_SECONDS = env_int(ENV, "IMPORT_LEASE_SECONDS", 300, minimum=1)
+IMPORT_HEARTBEAT_SECONDS = env_int(ENV, "IMPORT_HEARTBEAT_SECONDS", 10, minimum=1)
+IMPORT_RECOVERY_SECONDS = env_int(ENV, "IMPORT_RECOVERY_SECONDS", 60, minimum=1)
+# Fault-injection tests only: "after_apply" makes an importing worker kill itself (SIGKILL)
+# once the rows are written, before the commit; "freeze_after_apply" makes it stop (SIGSTOP)
+# there. Never set it otherwise.
+IMPORT_TEST_FAULT = env_str(ENV, "IMPORT_TEST_FAULT", "")
 # Exports (portal/exports.py): up to EXPORT_IMMEDIATE_MAX_ROWS rows are streamed in the response;
 # more go to a worker that writes the file chunk by chunk (progress page, download link). The
 # file is deleted EXPORT_RETENTION_HOURS after it was made.
@@ -382,6 +395,7 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_QUEUES = {"celery": {}, "control": {}, "priority": {}}
 CELERY_TASK_ROUTES = {
     "campaigns.tasks.recover_stalled_sends": {"queue": "control"},
+    "campaigns.tasks.recover_lost_imports": {"queue": "control"},
     "campaigns.tasks.send_triggered": {"queue": "priority"},
 }
 CELERY_TASK_SOFT_TIME_LIMIT = env_int(ENV, "CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
@@ -427,6 +441,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.recover_stalled_sends",
         "schedule": timedelta(seconds=DELIVERY_RECOVERY_SECONDS),
         "options": {"expires": DELIVERY_RECOVERY_SECONDS},  # a late one is not run twice
+    },
+    "recover-lost-imports": {
+        "task": "campaigns.tasks.recover_lost_imports",
+        "schedule": timedelta(seconds=IMPORT_RECOVERY_SECONDS),
+        "options": {"expires": IMPORT_RECOVERY_SECONDS},
     },
     "purge-work-tables": {
         "task": "campaigns.tasks.purge_work_tables",

@@ -405,6 +405,17 @@ class ImportJob(FSMModelMixin, models.Model):
         default=0,
         help_text="Rows written so far, committed with each chunk; a new worker resumes here.",
     )
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The running worker's last sign of life (its lease: IMPORT_LEASE_SECONDS).",
+    )
+    worker_session = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The database session (PostgreSQL backend pid) holding the job's staging "
+        "tables and its write transaction; ended by the recovery when the worker is lost.",
+    )
     message = models.TextField(blank=True)
     error_report = models.FileField(upload_to="imports/reports/", blank=True)
     created_by = models.ForeignKey(

@@ -152,3 +152,10 @@ def test_an_unfiltered_huge_list_takes_the_planner_estimate(audience, monkeypatc
     monkeypatch.setattr(BoundedPaginator, "exact_below", 10**6)
     # Below the bound, a list is counted exactly.
     assert BoundedPaginator(contacts.filter(language="fr"), 10).count == 1
+
+
+def test_a_message_search_for_an_unknown_customer_id_lists_nothing(audience, superuser, client):
+    """The search's empty contact list makes a query without SQL: the estimate is 0, not a
+    500 (PostgreSQL's planner estimate)."""
+    client.force_login(superuser)
+    assert listed(client, "message", q="NOBODY") == set()
