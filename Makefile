@@ -33,7 +33,7 @@ lint: install  ## ruff, Django checks, migrations up to date
 clean:
 	rm -rf $(VENV) var
 
-bench: install  ## targeting, preparation, sending, tracking endpoints, engagement reports, page timings, API bulk upsert, triggers and imports on DATABASE_URL (PostgreSQL)
+bench: install  ## targeting, preparation, sending, tracking endpoints, engagement reports, page timings, API bulk upsert, triggers, imports, the children table and evaluate-before-ordering on DATABASE_URL (PostgreSQL)
 	$(PY) -m bench.targeting --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5) \
 	  --recipients $(or $(RECIPIENTS),100000) $(BENCH_ARGS)
 	$(PY) -m bench.engagement $(ENGAGEMENT_BENCH_ARGS)
@@ -43,6 +43,7 @@ bench: install  ## targeting, preparation, sending, tracking endpoints, engageme
 	$(PY) -m bench.imports --contacts $(or $(IMPORT_CONTACTS),1000000) \
 	  --bookings $(or $(IMPORT_BOOKINGS),3000000)
 	$(PY) -m bench.children --children $(or $(CHILDREN),300) --messages $(or $(CHILD_MESSAGES),500)
+	$(PY) -m bench.evaluate --contacts $(or $(CONTACTS),1000000) --repeat $(or $(REPEAT),5)
 
 tour: install  ## screenshots of the main pages for each demo role, into docs/tour/
 	$(PY) docs/tour.py
