@@ -82,7 +82,6 @@ def local_targeting(*, campaign: Campaign, values: Mapping[str, Any] | None) -> 
 def apply_local_values(*, parent: Campaign, child: Campaign, values: Any) -> dict:
     """Complete the child's targeting query with the order's local values: the copied query
     step's conditions become ``parent's AND local``. Returns the local tree applied."""
-
     return and_local_tree(
         parent=parent, child=child, tree=local_targeting(campaign=parent, values=values)
     )

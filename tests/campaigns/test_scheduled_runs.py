@@ -236,3 +236,26 @@ def test_the_central_team_sees_runs_and_their_campaigns(
     assert reverse("admin:campaigns_campaign_change", args=[run.execution_campaign.pk]) in listing
     parent = client.get(reverse("campaigns:detail", args=[run.campaign.pk])).content.decode()
     assert run.execution_campaign.name in parent  # among the parent's children
+
+
+def test_a_by_campaign_childs_local_values_are_kept_not_a_departure(org, make_package):
+    """The start rule compares a child's query with the parent's AND its local values: the
+    copy path's own change is not one the local entity made (by-campaign children too)."""
+    parent = reference_campaign(org)  # its query step is not editable locally
+    package = make_package(campaign=parent, audience=[org.store_a])
+    order = package_services.place_order(
+        package=package, entity=org.store_a, actor=org.operator_a, submit=True, local_values=JUNE
+    ).order
+    approvals.decide(
+        request=ApprovalRequest.objects.for_object(order).get(), actor=org.approver, approve=True
+    )
+    child = Campaign.objects.get(order=order)
+    assert (
+        child.activities.get(key="target").settings != parent.activities.get(key="target").settings
+    )
+    assert services.kept_settings_problems(child) == []
+    step = child.activities.get(key="target")
+    Activity.objects.filter(pk=step.pk).update(settings={**step.settings, "conditions": {}})
+    assert services.kept_settings_problems(child) == [
+        "Step “Opted-in travellers”: conditions must stay as the parent set."
+    ]
