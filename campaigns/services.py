@@ -384,18 +384,11 @@ def start_refusal(campaign: Campaign, *, at: datetime | None = None) -> str:
     and limits the parent set. Other campaigns have no such rule."""
     if campaign.kind != CampaignKind.CHILD:
         return ""
-    from packages.choices import ACCEPTED_ORDER_STATES, PackageState  # packages → campaigns
-
-    at = at or timezone.now()
     order = campaign.order
     if order is None:
         return "This child campaign has no order: it cannot run."
-    if order.state not in ACCEPTED_ORDER_STATES:
-        return f"Its order is {order.get_state_display().lower()}, not approved: it cannot run."
-    package = order.package
-    if package.state not in (PackageState.PUBLISHED, PackageState.CLOSED):
-        return f"The package is {package.get_state_display().lower()}: it cannot run."
-    if refusal := package.execution_window_refusal(at):
+    # The order's part of the rule is the order's (packages → campaigns, never back).
+    if refusal := order.run_refusal(at or timezone.now()):
         return refusal
     return "; ".join(kept_settings_problems(campaign))
 

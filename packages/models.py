@@ -15,6 +15,7 @@ from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 from campaigns.choices import AUDIENCE_TYPES
 from campaigns.models import Campaign
 from packages.choices import (
+    ACCEPTED_ORDER_STATES,
     ApprovalMode,
     ExpiryDefault,
     OrderState,
@@ -355,6 +356,17 @@ class Order(ConcurrentTransitionMixin, models.Model):
     @property
     def owning_entity(self) -> Entity:
         return self.entity
+
+    def run_refusal(self, at: Any) -> str:
+        """Why the campaign of this order (its child, or its scheduled run's) may not start
+        at ``at`` ('' when it may): the order is accepted, the package published or closed,
+        ``at`` within its execution window. Part of ``campaigns.services.start_refusal``."""
+        if self.state not in ACCEPTED_ORDER_STATES:
+            return f"Its order is {self.get_state_display().lower()}, not approved: it cannot run."
+        package = self.package
+        if package.state not in (PackageState.PUBLISHED, PackageState.CLOSED):
+            return f"The package is {package.get_state_display().lower()}: it cannot run."
+        return package.execution_window_refusal(at)
 
     def clean(self) -> None:
         super().clean()

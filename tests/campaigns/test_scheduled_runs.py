@@ -259,3 +259,44 @@ def test_a_by_campaign_childs_local_values_are_kept_not_a_departure(org, make_pa
     assert services.kept_settings_problems(child) == [
         "Step “Opted-in travellers”: conditions must stay as the parent set."
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_concurrent_task_skips_the_run_another_one_is_executing(org, order_run, monkeypatch):
+    """PostgreSQL: while one worker holds the run's row lock, another one passes it by."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks with SKIP LOCKED need PostgreSQL")
+    run = order_run(local_values=JUNE)
+    Package.objects.filter(pk=run.order.package_id).update(execution_at=None)
+    ScheduledRun.objects.filter(pk=run.pk).update(run_at=None)
+    entered, release = threading.Event(), threading.Event()
+    real = services.create_run_campaign
+    results = {}
+
+    def slow(scheduled):
+        entered.set()
+        release.wait(10)
+        return real(scheduled)
+
+    monkeypatch.setattr(services, "create_run_campaign", slow)
+
+    def first():
+        try:
+            results["first"] = services.execute_run(run.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(10)
+    results["second"] = services.execute_scheduled_runs()  # the run is locked: skipped
+    release.set()
+    thread.join(30)
+    assert results["second"] == 0 and results["first"] is not None
+    run.refresh_from_db()
+    assert run.state == RunState.DONE
+    assert Campaign.objects.filter(order=run.order).count() == 1
