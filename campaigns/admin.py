@@ -471,9 +471,7 @@ class CampaignAdmin(
 
 @admin.register(ScheduledRun)
 class ScheduledRunAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
-    list_display = [
-        "campaign", "entity", "order", "run_at", "state", "execution_link", "created_at",
-    ]  # fmt: skip
+    list_display = ["campaign", "order", "run_at", "state", "execution_link"]  # order: entity
     list_filter = ["state", ("entity", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["campaign__name", "entity__code"]
     list_select_related = ["campaign", "entity", "order__package", "execution_campaign"]
@@ -494,7 +492,10 @@ class ScheduledRunAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
     def execution_link(self, obj: ScheduledRun) -> str:
         """The campaign the run started (its state), or why it failed."""
         if obj.execution_campaign is None:
-            return obj.failure_reason[:120] or "—"
+            reason = obj.failure_reason
+            if len(reason) <= 60:
+                return reason or "—"
+            return format_html('<span title="{}">{}…</span>', reason, reason[:59])
         campaign = obj.execution_campaign
         url = reverse("admin:campaigns_campaign_change", args=[campaign.pk])
         return format_html('<a href="{}">{}</a>', url, campaign.get_state_display())
