@@ -138,6 +138,13 @@ def test_the_run_campaign_is_locked_for_the_local_entity(
     client.force_login(org.operator_a)
     page = client.get(reverse("packages:order_detail", args=[run.order.pk])).content.decode()
     assert reverse("campaigns:detail", args=[campaign.pk]) in page
+    detail = client.get(reverse("campaigns:detail", args=[campaign.pk]))
+    assert detail.status_code == 200
+    assert reverse("campaigns:personalise", args=[campaign.pk]) not in detail.content.decode()
+    refused = client.post(reverse("campaigns:personalise", args=[campaign.pk]), {"offer": "x"})
+    assert refused.status_code in (302, 403, 404)
+    campaign.refresh_from_db()
+    assert campaign.personalisation_values == {"offer": "two for one"}
     client.force_login(org.operator_b)
     assert client.get(reverse("campaigns:detail", args=[campaign.pk])).status_code == 404
 
