@@ -471,10 +471,10 @@ class CampaignAdmin(
 
 @admin.register(ScheduledRun)
 class ScheduledRunAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
-    list_display = ["campaign", "entity", "order", "run_at", "state", "created_at"]
+    list_display = ["campaign", "order", "run_at", "state", "execution_link"]  # order: entity
     list_filter = ["state", ("entity", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["campaign__name", "entity__code"]
-    list_select_related = ["campaign", "entity", "order__package"]
+    list_select_related = ["campaign", "entity", "order__package", "execution_campaign"]
     readonly_fields = [f.name for f in ScheduledRun._meta.fields]
     inlines = [AuditLogInline]
 
@@ -483,6 +483,22 @@ class ScheduledRunAdmin(EntityScopedAdminMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A run is a campaign's execution: whoever sees campaigns sees their runs (scoped).
+        return request.user.has_perm("campaigns.view_campaign")
+
+    @admin.display(description="campaign run", ordering="execution_campaign__state")
+    def execution_link(self, obj: ScheduledRun) -> str:
+        """The campaign the run started (its state), or why it failed."""
+        if obj.execution_campaign is None:
+            reason = obj.failure_reason
+            if len(reason) <= 60:
+                return reason or "—"
+            return format_html('<span title="{}">{}…</span>', reason, reason[:59])
+        campaign = obj.execution_campaign
+        url = reverse("admin:campaigns_campaign_change", args=[campaign.pk])
+        return format_html('<a href="{}">{}</a>', url, campaign.get_state_display())
 
 
 # Audience data ---------------------------------------------------------------------------------

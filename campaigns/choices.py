@@ -47,6 +47,7 @@ class RunState(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
     CANCELLED = "cancelled", "Cancelled"
     DONE = "done", "Done"
+    FAILED = "failed", "Failed"
 
 
 class Channel(models.TextChoices):

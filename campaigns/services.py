@@ -3,13 +3,14 @@ local entity's edits of its child, and the campaign life cycle."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -21,6 +22,8 @@ from campaigns.models import Activity, Campaign, ScheduledRun
 from campaigns.personalisation import change_values, delete_stored
 from portal import services as portal_services
 from portal.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
 
 EDITABLE_CHILD_STATES = frozenset({CampaignState.DRAFT, CampaignState.READY})
 
@@ -79,9 +82,16 @@ def local_targeting(*, campaign: Campaign, values: Mapping[str, Any] | None) -> 
 def apply_local_values(*, parent: Campaign, child: Campaign, values: Any) -> dict:
     """Complete the child's targeting query with the order's local values: the copied query
     step's conditions become ``parent's AND local``. Returns the local tree applied."""
+    return and_local_tree(
+        parent=parent, child=child, tree=local_targeting(campaign=parent, values=values)
+    )
+
+
+def and_local_tree(*, parent: Campaign, child: Campaign, tree: Mapping[str, Any]) -> dict:
+    """AND a local condition tree to the copied targeting query step of ``child`` (a copy
+    of ``parent``). Returns the tree applied (``{}`` when there is none or no such step)."""
     from campaigns.targeting import local
 
-    tree = local_targeting(campaign=parent, values=values)
     source = local.targeting_step(parent)
     if not tree or source is None:
         return {}
@@ -92,15 +102,13 @@ def apply_local_values(*, parent: Campaign, child: Campaign, values: Any) -> dic
     settings["conditions"] = local.with_local(settings.get("conditions"), tree)
     step.settings = settings
     step.save(update_fields=["settings"])
-    return tree
+    return dict(tree)
 
 
 def set_local_conditions(*, campaign: Campaign, parameters: list[Any], actor: Any) -> Campaign:
     """The central team sets which conditions of a reference campaign's targeting query the
     ordering entities complete. Validated against the registry and the query step's
     dimension; ``ValidationError`` names each parameter at fault."""
-    from django.core.exceptions import ValidationError
-
     from campaigns.targeting import local
 
     portal_services.check_may_act_for(
@@ -248,6 +256,8 @@ def child_edit_refusal(campaign: Campaign) -> str:
     rule the forms check when they open and the services check again when they save."""
     if campaign.kind != CampaignKind.CHILD:
         return "Only child campaigns can be changed by their local entity."
+    if is_run_campaign(campaign):
+        return "This campaign runs a simple or by-form order as it was ordered: it cannot change."
     if campaign.state not in EDITABLE_CHILD_STATES:
         return f"A {campaign.get_state_display().lower()} campaign can no longer be changed."
     return ""
@@ -377,7 +387,8 @@ def start_refusal(campaign: Campaign, *, at: datetime | None = None) -> str:
     order = campaign.order
     if order is None:
         return "This child campaign has no order: it cannot run."
-    if refusal := order.execution_refusal(at or timezone.now()):
+    # The order's part of the rule is the order's (packages → campaigns, never back).
+    if refusal := order.run_refusal(at or timezone.now()):
         return refusal
     return "; ".join(kept_settings_problems(campaign))
 
@@ -386,11 +397,15 @@ def kept_settings_problems(campaign: Campaign) -> list[str]:
     """Where the child's workflow departs from what its parent set: a step the parent does
     not have, a setting the parent does not let it change, its typology or approval, or a
     limit above the parent's. Each problem names the step."""
+    from campaigns.targeting import local
     from campaigns.workflow.forms import local_fields
 
     parent_steps = {
         (a.key, a.type): a for a in Activity.objects.filter(campaign_id=campaign.parent_id)
     }
+    # The order's local values are ANDed to the parent's targeting query: that is kept too.
+    targeting = local.targeting_step(campaign.parent) if campaign.parent_id else None
+    tree = _applied_local_tree(campaign) if targeting else {}
     problems = []
     for activity in campaign.activities.all():
         parent = parent_steps.get((activity.key, activity.type))
@@ -400,6 +415,8 @@ def kept_settings_problems(campaign: Campaign) -> list[str]:
             continue
         editable = local_fields(activity.type) if parent.local_edit else frozenset()
         mine, theirs = activity.settings or {}, parent.settings or {}
+        if tree and parent.pk == targeting.pk:
+            theirs = {**theirs, "conditions": local.with_local(theirs.get("conditions"), tree)}
         changed = sorted(
             key
             for key in set(mine) | set(theirs)
@@ -410,6 +427,17 @@ def kept_settings_problems(campaign: Campaign) -> list[str]:
             problems.append(f"{name}: {', '.join(changed)} must stay as the parent set.")
         problems += [f"{name}: {p}" for p in _raised_limits(mine, theirs)]
     return problems
+
+
+def _applied_local_tree(campaign: Campaign) -> dict:
+    """The local condition tree the copy path ANDed to this child's targeting query: its
+    scheduled run's (a run campaign) or its order's local values (a by-campaign child)."""
+    run = ScheduledRun.objects.filter(execution_campaign=campaign).first()
+    if run is not None:
+        return run.local_targeting or {}
+    if campaign.order is None or campaign.parent is None:
+        return {}
+    return local_targeting(campaign=campaign.parent, values=campaign.order.local_values)
 
 
 def _raised_limits(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
@@ -550,6 +578,128 @@ def start_scheduled_campaigns(*, now: datetime | None = None) -> int:
                     extra={"at": at.isoformat()},
                 )
     return started
+
+
+# Scheduled runs of simple and by-form orders --------------------------------------------------
+
+RUN_TYPES = frozenset({CollaborativeType.SIMPLE, CollaborativeType.BY_FORM})
+RUN_BATCH = 100  # runs executed per tick of the periodic task; the rest wait a minute
+
+
+def is_run_campaign(campaign: Campaign) -> bool:
+    """A child that executes a simple or by-form order: ordered as is, never edited."""
+    return campaign.kind == CampaignKind.CHILD and campaign.collaborative_type in RUN_TYPES
+
+
+def due_runs(now: datetime) -> QuerySet:
+    """Scheduled runs whose time has come: ``run_at`` (the package's execution date when the
+    order was accepted) is past; a run without one waits for its package's execution date,
+    and runs at once when the package has none."""
+    waiting = Q(run_at__isnull=True) & (
+        Q(order__package__execution_at__isnull=True) | Q(order__package__execution_at__lte=now)
+    )
+    return ScheduledRun.objects.filter(Q(run_at__lte=now) | waiting, state=RunState.SCHEDULED)
+
+
+def execute_scheduled_runs(*, now: datetime | None = None) -> int:
+    """Execute the due scheduled runs (Celery beat, every minute); the number started.
+
+    Each run is claimed under its row lock (``skip_locked``: a concurrent task passes it by)
+    and only while it is still scheduled, so a repeated or concurrent task starts nothing
+    twice; the one-to-one links (order → campaign, run → campaign) guarantee it again."""
+    now = now or timezone.now()
+    due = list(due_runs(now).order_by("run_at", "pk").values_list("pk", flat=True)[:RUN_BATCH])
+    return sum(execute_run(pk) is not None for pk in due)
+
+
+def execute_run(pk: int) -> Campaign | None:
+    """Execute one scheduled run: copy the reference campaign for the entity (its workflow,
+    the order's personalisation values, the local targeting ANDed to its query), start it
+    under the child start rule and mark the run done, all in one transaction. A refusal or
+    an error rolls all of it back and marks the run failed with the reason (audited); a
+    lost database connection leaves it scheduled for the next tick. Returns the campaign
+    started, or None (not claimed, or failed)."""
+    from campaigns.workflow import engine
+
+    try:
+        with transaction.atomic():
+            run = (
+                ScheduledRun.objects.select_for_update(skip_locked=True)
+                .filter(pk=pk, state=RunState.SCHEDULED)
+                .first()
+            )
+            if run is None:
+                return None
+            campaign = create_run_campaign(run)
+            portal_services.transition(
+                obj=campaign, name="mark_ready", comment="Ordered as is: ready to run."
+            )
+            engine.start_run(campaign=campaign, actor=None)
+            portal_services.transition(
+                obj=run,
+                name="mark_done",
+                campaign=campaign,
+                comment=f"Started as campaign “{campaign}”.",
+                extra={"campaign": campaign.pk},
+            )
+            return campaign
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the run stays scheduled for the next tick
+    except Exception as exc:
+        if not isinstance(exc, DomainError | ValidationError | PermissionDenied):
+            logger.exception("Scheduled run %s failed", pk)
+        _fail_run(pk, _reason(exc))
+        return None
+
+
+def create_run_campaign(run: ScheduledRun) -> Campaign:
+    """The campaign that executes ``run``: a child of the reference campaign for the run's
+    entity (its targets are that entity's contacts), copied by the child's copy path with the
+    run's personalisation values and local targeting; locked (``child_edit_refusal``)."""
+    parent = run.campaign
+    campaign = Campaign.objects.create(
+        name=f"{parent.name} — {run.entity.name}"[:200],
+        description=parent.description,
+        entity=run.entity,
+        kind=CampaignKind.CHILD,
+        collaborative_type=parent.collaborative_type,
+        parent=parent,
+        order=run.order,
+        personalisation_values=dict(run.personalisation_values),
+    )
+    copy_campaign_content(source=parent, target=campaign)
+    tree = and_local_tree(parent=parent, child=campaign, tree=run.local_targeting)
+    if run.local_targeting and not tree:
+        raise DomainError("The reference campaign no longer has the query step to complete.")
+    portal_services.record_audit(
+        obj=campaign,
+        action="create_run_campaign",
+        to_state=campaign.state,
+        comment=f"Created to execute the scheduled run of order {run.order}.",
+        extra={"run": run.pk, "order": run.order_id, "local_conditions": tree},
+    )
+    return campaign
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        text = " ".join(exc.messages)
+    else:
+        text = str(exc) or type(exc).__name__
+    problems = getattr(exc, "problems", None)
+    if problems and not all(p in text for p in problems):
+        text = f"{text} {' '.join(problems)}"
+    return text[:2000]
+
+
+def _fail_run(pk: int, reason: str) -> None:
+    with transaction.atomic():
+        run = ScheduledRun.objects.select_for_update().filter(pk=pk, state=RunState.SCHEDULED)
+        run = run.first()
+        if run is not None:
+            portal_services.transition(
+                obj=run, name="fail", reason=reason, comment=f"The run did not start: {reason}"
+            )
 
 
 def children_overview(parent: Campaign) -> QuerySet:

@@ -61,6 +61,16 @@ def start_scheduled_campaigns() -> int:
     return services.start_scheduled_campaigns()
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def execute_scheduled_runs() -> int:
+    """Every minute: the scheduled runs of simple and by-form orders whose time has come
+    start their campaign (each claimed once, so a repeated or concurrent task starts
+    nothing twice)."""
+    from campaigns import services
+
+    return services.execute_scheduled_runs()
+
+
 @shared_task(acks_late=True, ignore_result=True, soft_time_limit=1800, time_limit=1900)
 def prepare_chunk(chunk_id: int) -> int:
     """Turn one chunk of a delivery's target into messages; safe to run twice."""

@@ -103,9 +103,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "campaign": campaign,
             "rows": rows,
             "actions": actions,
-            "can_personalise": may_change
-            and campaign.kind == CampaignKind.CHILD
-            and campaign.state in services.EDITABLE_CHILD_STATES,
+            "can_personalise": may_change and not services.child_edit_refusal(campaign),
             "history": AuditLog.objects.for_object(campaign).select_related("actor"),
             "diagram": diagram.render(campaign, campaign.runs.first())
             if campaign.activities.exists()
@@ -113,7 +111,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "editable_steps": campaign.activities.filter(
                 pk__in=list(services.editable_steps(campaign))
             )
-            if may_change and campaign.state in services.EDITABLE_CHILD_STATES
+            if may_change and not services.child_edit_refusal(campaign)
             else [],
             "deliveries": reports.campaign_deliveries(campaign)
             .visible_to(request.user)

@@ -357,10 +357,10 @@ class Order(ConcurrentTransitionMixin, models.Model):
     def owning_entity(self) -> Entity:
         return self.entity
 
-    def execution_refusal(self, at: Any) -> str:
-        """Why what this order realised (its child campaign) may not run at ``at`` ('' when
-        it may): the order is accepted, its package published or closed, and ``at`` inside
-        the package's execution window."""
+    def run_refusal(self, at: Any) -> str:
+        """Why the campaign of this order (its child, or its scheduled run's) may not start
+        at ``at`` ('' when it may): the order is accepted, the package published or closed,
+        ``at`` within its execution window. Part of ``campaigns.services.start_refusal``."""
         if self.state not in ACCEPTED_ORDER_STATES:
             return f"Its order is {self.get_state_display().lower()}, not approved: it cannot run."
         package = self.package

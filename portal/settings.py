@@ -433,6 +433,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.start_scheduled_campaigns",
         "schedule": timedelta(minutes=1),
     },
+    "execute-scheduled-runs": {
+        "task": "campaigns.tasks.execute_scheduled_runs",
+        "schedule": timedelta(minutes=1),
+    },
     "start-scheduled-deliveries": {
         "task": "campaigns.tasks.start_scheduled_deliveries",
         "schedule": timedelta(minutes=1),

@@ -346,7 +346,9 @@ class PersonalisationField(models.Model):
 
 class ScheduledRun(ConcurrentTransitionMixin, models.Model):
     """A run of a (parent) campaign for one entity with its order's personalisation values,
-    created when a simple or by-form order is accepted; the execution engine picks it up."""
+    created when a simple or by-form order is accepted. When it is due, a periodic task
+    (``campaigns.services.execute_scheduled_runs``) copies the campaign for the entity into
+    ``execution_campaign`` and starts it: done, or failed with its reason."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="scheduled_runs")
     entity = models.ForeignKey(Entity, on_delete=models.PROTECT, related_name="scheduled_runs")
@@ -361,10 +363,25 @@ class ScheduledRun(ConcurrentTransitionMixin, models.Model):
         help_text="The order's local conditions as a condition tree, ANDed to the campaign's "
         "targeting query when this run executes.",
     )
-    run_at = models.DateTimeField(null=True, blank=True)
+    run_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it runs: the package's execution date. Empty: as soon as the package's "
+        "execution date has come (at once when the package has none).",
+    )
     state = FSMField(
         max_length=16, choices=RunState.choices, default=RunState.SCHEDULED, protected=True
     )
+    execution_campaign = models.OneToOneField(
+        Campaign,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="executed_run",
+        help_text="The campaign this run created and started: the reference campaign's "
+        "workflow for this entity alone, with the order's values, locked.",
+    )
+    failure_reason = models.TextField(blank=True, help_text="Why the run did not start.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = EntityOwnedQuerySet.as_manager()
@@ -385,5 +402,11 @@ class ScheduledRun(ConcurrentTransitionMixin, models.Model):
         """The order was withdrawn before the run."""
 
     @transition(field=state, source=RunState.SCHEDULED, target=RunState.DONE)
-    def mark_done(self) -> None:
-        """The execution engine ran it."""
+    def mark_done(self, campaign: Campaign) -> None:
+        """The execution campaign it created has started."""
+        self.execution_campaign = campaign
+
+    @transition(field=state, source=RunState.SCHEDULED, target=RunState.FAILED)
+    def fail(self, reason: str) -> None:
+        """It could not start (refused or broken); nothing of it was kept."""
+        self.failure_reason = reason

@@ -181,3 +181,78 @@ def test_by_campaign_order_to_local_approval_to_messages_in_an_smtp_sink(
     assert set(delivery.messages.values_list("contact__first_name", flat=True)) == {"Ada", "Cy"}
     bodies = sink.bodies
     assert any("Hello Ada" in body and "Winter deals. Team A" in body for body in bodies)
+
+
+def test_by_form_order_with_local_conditions_to_the_scheduled_run_and_its_messages(
+    org, make_package, django_capture_on_commit_callbacks, mailoutbox
+):
+    """Package by form with local conditions → the store orders through the web with its
+    offer and its conditions → approval by emailed link → at the package's execution date the
+    beat task runs the reference campaign for the store alone → personalised messages to the
+    store's contacts that match its conditions; the central team follows it in the admin."""
+    from datetime import timedelta
+
+    import time_machine
+
+    from campaigns import tasks
+    from campaigns.models import Activity, ScheduledRun, Transition
+    from tests.local_conditions import reference_campaign, travellers
+
+    parent = reference_campaign(org, kind="by_form", name="Summer by form")
+    FieldFactory(campaign=parent, name="offer", label="Offer", required=True)
+    target, end = parent.activities.get(key="target"), parent.activities.get(key="end")
+    Transition.objects.filter(campaign=parent).delete()
+    mail = Activity.objects.create(
+        campaign=parent, key="mail", type="delivery",
+        settings={"channel": "email", "subject": "Hello {{ contact.first_name }}",
+                  "text_body": "This summer: {{ perso.offer }}"},
+    )  # fmt: skip
+    Transition.objects.create(campaign=parent, source=target, target=mail)
+    Transition.objects.create(campaign=parent, source=mail, target=end)
+    contacts = travellers(org)
+
+    marketer = Client()
+    marketer.force_login(org.marketer)
+    package = make_package(campaign=parent, audience=[org.store_a, org.store_b], publish=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        marketer.post(reverse("admin:packages_package_run", args=[package.pk, "publish"]))
+    local = Client()
+    local.force_login(org.operator_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        local.post(
+            reverse("packages:order_create", args=[package.pk]),
+            {"offer": "a free cabin upgrade", "local-product": "Cruise",
+             "local-window_0": "2026-06-01", "local-window_1": "2026-06-30",
+             "local-min_bookings": "2", "local-language": "", "action": "submit"},
+        )  # fmt: skip
+    order = Order.objects.get(package=package)
+    email = next(m for m in mailoutbox if m.to == [org.approver.email])
+    link = re.search(r"https?://[^/\s]+(/approvals/link/\S+/)", email.body).group(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        Client().post(link, {"decision": "approve", "comment": "Go"})
+    run = ScheduledRun.objects.get(order=order)
+    assert run.state == "scheduled" and not Campaign.objects.filter(order=order).exists()
+
+    # At the package's execution date, the beat task runs it for store A alone.
+    mailoutbox.clear()
+    with (
+        time_machine.travel(package.execution_at + timedelta(minutes=1)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        tasks.execute_scheduled_runs.delay()
+    run.refresh_from_db()
+    campaign = run.execution_campaign
+    assert run.state == "done" and campaign.entity == org.store_a
+    # Store A's consenting contacts with two June cruises: A00 and A15 (A15 speaks English).
+    sent = [m for m in mailoutbox if m.subject.startswith("Hello")]
+    assert {m.to[0] for m in sent} == {contacts["A00"].email, contacts["A15"].email}
+    assert all("This summer: a free cabin upgrade" in m.body for m in sent)
+
+    # The store follows it from its order; the central team from the runs list.
+    page = local.get(reverse("packages:order_detail", args=[order.pk])).content.decode()
+    assert reverse("campaigns:detail", args=[campaign.pk]) in page and "(done)" in page
+    runs = marketer.get(reverse("admin:campaigns_scheduledrun_changelist")).content.decode()
+    assert reverse("admin:campaigns_campaign_change", args=[campaign.pk]) in runs
+    assert {"schedule_run", "create_run_campaign", "mark_done"} <= set(
+        AuditLog.objects.values_list("action", flat=True)
+    )
