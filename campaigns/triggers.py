@@ -397,18 +397,26 @@ def _earlier(
     return next(iter(found.order_by()[:1]), None)
 
 
+def _per_version(cache: dict[tuple[int, Any], Any], key: tuple[int, Any], build: Any) -> Any:
+    """A per-process cache keyed by (id, version): built once, emptied past 200 entries."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) > 200:
+            cache.clear()
+        value = cache[key] = build()
+    return value
+
+
 # A compiled JSON Schema validator per definition version, per process.
 _validators: dict[tuple[int, Any], Draft202012Validator] = {}
 
 
 def _validator(definition: TriggerDefinition) -> Draft202012Validator:
-    key = (definition.pk, definition.updated_at)
-    validator = _validators.get(key)
-    if validator is None:
-        if len(_validators) > 200:
-            _validators.clear()
-        validator = _validators[key] = Draft202012Validator(definition.payload_schema or {})
-    return validator
+    return _per_version(
+        _validators,
+        (definition.pk, definition.updated_at),
+        lambda: Draft202012Validator(definition.payload_schema or {}),
+    )
 
 
 def payload_problems(definition: TriggerDefinition, payload: Any) -> list[dict[str, str]]:
@@ -545,14 +553,11 @@ _renderers: dict[tuple[int, Any], Renderer] = {}
 
 def _renderer(definition: TriggerDefinition) -> Renderer:
     """One compiled renderer per definition version in this process."""
-    key = (definition.delivery_id, definition.updated_at)
-    renderer = _renderers.get(key)
-    if renderer is None:
-        if len(_renderers) > 200:
-            _renderers.clear()
-        delivery = definition.delivery
-        renderer = _renderers[key] = Renderer(delivery)
-    return renderer
+    return _per_version(
+        _renderers,
+        (definition.delivery_id, definition.updated_at),
+        lambda: Renderer(definition.delivery),
+    )
 
 
 def render_check(
