@@ -460,8 +460,14 @@ def _raised_limits(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[s
 
 
 def check_may_run(*, campaign: Campaign, actor: Any) -> None:
-    """The actor may start (or schedule) this campaign: a role that changes campaigns, acting
-    for the campaign's entity."""
+    """The actor may start (or schedule) this campaign: a child campaign (parents, references
+    and the rest are run by the central team from the central workspace), and a role that
+    changes campaigns, acting for the campaign's entity. One rule for the portal and the API."""
+    if campaign.kind != CampaignKind.CHILD:
+        raise DomainError(
+            "Only a child campaign is started here; other campaigns are run from the central "
+            "workspace."
+        )
     portal_services.check_may_act_for(
         actor=actor, entity=campaign.entity, perm="campaigns.change_campaign"
     )

@@ -492,3 +492,21 @@ def test_a_package_whose_execution_window_ends_before_it_starts_is_not_published
         execution_until=now + timedelta(days=19),
     )
     assert "The execution window must end after it starts." in package.publication_problems()
+
+
+def test_only_a_child_is_started_or_scheduled_outside_the_central_workspace(org):
+    """The portal answers 404 for any other kind; the API and the services refuse it too."""
+    from rest_framework.test import APIClient
+
+    own = CampaignFactory(entity=org.store_a, kind="local", state=CampaignState.READY)
+    url = reverse("api:campaign-start", args=[own.pk])
+    api = APIClient()
+    api.force_authenticate(org.operator_a)
+    for body in ({}, {"at": (timezone.now() + timedelta(days=1)).isoformat()}):
+        refused = api.post(url, body, format="json")
+        assert refused.status_code == 409, refused.content
+        assert "child campaign" in refused.content.decode()
+    own.refresh_from_db()
+    assert own.state == CampaignState.READY and own.scheduled_start_at is None
+    with pytest.raises(DomainError):
+        services.start_campaign(campaign=own, actor=org.operator_a)
