@@ -499,16 +499,10 @@ def schedule_start(*, campaign: Campaign, actor: Any, at: datetime) -> Campaign:
             )
         if refusal := start_refusal(campaign, at=at):
             raise DomainError(refusal)
-        before = campaign.scheduled_start_at
-        campaign.scheduled_start_at = at
-        campaign.save(update_fields=["scheduled_start_at", "updated_at"])
-        portal_services.record_audit(
-            obj=campaign,
-            action="schedule_start",
-            actor=actor,
+        _set_scheduled_start(
+            campaign, at, actor=actor, action="schedule_start",
             comment=f"Start scheduled for {timezone.localtime(at):%Y-%m-%d %H:%M}.",
-            extra={"at": at.isoformat(), "before": before.isoformat() if before else None},
-        )
+        )  # fmt: skip
     return campaign
 
 
@@ -519,17 +513,26 @@ def unschedule_start(*, campaign: Campaign, actor: Any) -> Campaign:
         campaign = _locked(campaign)
         if campaign.scheduled_start_at is None:
             raise DomainError("No start is scheduled.")
-        before = campaign.scheduled_start_at
-        campaign.scheduled_start_at = None
-        campaign.save(update_fields=["scheduled_start_at", "updated_at"])
-        portal_services.record_audit(
-            obj=campaign,
-            action="unschedule_start",
-            actor=actor,
+        _set_scheduled_start(
+            campaign, None, actor=actor, action="unschedule_start",
             comment="Scheduled start withdrawn.",
-            extra={"before": before.isoformat()},
-        )
+        )  # fmt: skip
     return campaign
+
+
+def _set_scheduled_start(
+    campaign: Campaign, at: datetime | None, *, actor: Any, action: str, comment: str
+) -> None:
+    """Store (or clear) the locked campaign's scheduled start and audit the change."""
+    before = campaign.scheduled_start_at
+    campaign.scheduled_start_at = at
+    campaign.save(update_fields=["scheduled_start_at", "updated_at"])
+    extra = {"before": before.isoformat() if before else None}
+    if at is not None:
+        extra["at"] = at.isoformat()
+    portal_services.record_audit(
+        obj=campaign, action=action, actor=actor, comment=comment, extra=extra
+    )
 
 
 def _locked(campaign: Campaign) -> Campaign:
