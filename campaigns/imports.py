@@ -491,6 +491,12 @@ class _Table:
         try:
             self._records = _open_records(self.handle, self.job.file.name)
             headers = _header(self._records)
+            keys = list(self.resource_class._meta.import_id_fields or [])
+            missing = [key for key in keys if key not in headers]
+            if missing:
+                raise ImportFileError(
+                    f"The file has no “{'”, “'.join(missing)}” column (required)."
+                )
         except BaseException:
             self.__exit__()
             raise
@@ -547,12 +553,14 @@ def _problems(found: list[Problem]) -> list[Problem]:
     return [(line, report_field(field), message) for line, field, message in found]
 
 
-def _progress(job: ImportJob) -> Any:
+def _progress(job: ImportJob, lease: _Lease | None = None) -> Any:
     def record(count: int) -> None:
         if not connection.in_atomic_block:  # visible to others only outside a transaction
             ImportJob.objects.filter(pk=job.pk).update(
                 processed_rows=count, heartbeat_at=timezone.now()
             )
+        elif lease is not None:  # inside one: the lease's own connection writes it
+            lease.report(count)
 
     return record
 
@@ -560,12 +568,16 @@ def _progress(job: ImportJob) -> Any:
 class _Lease:
     """Renews a running job's lease from a thread (its own database connection) while the
     worker loads, checks and writes, so that long SQL statements and the write transaction do
-    not let it expire. Started only outside a transaction: inside one (a test's, a caller's)
+    not let it expire; it also publishes the progress made inside the write transaction
+    (``report``). Started only outside a transaction: inside one (a test's, a caller's)
     nobody else could see the job anyway, and SQLite would make the thread wait for it."""
 
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
-        self.stop = threading.Event()
+        self.stopping = False
+        self.wake = threading.Event()
+        self.reported = threading.Event()
+        self.count: int | None = None
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> _Lease:
@@ -584,20 +596,37 @@ class _Lease:
             self.thread.start()
         return self
 
+    def report(self, count: int) -> None:
+        """Publish ``count`` processed rows now (waits for the thread's write, briefly)."""
+        if self.thread is None:
+            return
+        self.count = count
+        self.reported.clear()
+        self.wake.set()
+        self.reported.wait(timeout=5)
+
     def _beat(self) -> None:
         from django.db import connection as own  # this thread's connection
 
         try:
-            while not self.stop.wait(settings.IMPORT_HEARTBEAT_SECONDS):
+            while True:
+                self.wake.wait(settings.IMPORT_HEARTBEAT_SECONDS)
+                self.wake.clear()
+                if self.stopping:
+                    break
+                progress = {} if self.count is None else {"processed_rows": self.count}
                 with contextlib.suppress(DatabaseError):  # (SQLite: a writer holds the lock)
                     ImportJob.objects.filter(pk=self.job_id, state=ImportState.RUNNING).update(
-                        heartbeat_at=timezone.now()
+                        heartbeat_at=timezone.now(), **progress
                     )
+                self.reported.set()
         finally:
+            self.reported.set()
             own.close()
 
     def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
+        self.stopping = True
+        self.wake.set()
         if self.thread is not None:
             self.thread.join(timeout=30)
 
@@ -612,24 +641,26 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def _import(job: ImportJob) -> ImportJob:
+def _import(job: ImportJob, lease: _Lease | None = None) -> ImportJob:
     """Stage the file, then check and (unless only checking) write it in one transaction
     holding the kind's lock: a worker killed at any point writes nothing, and the staging
-    table goes with its database session."""
+    table goes with its database session.
+
+    On PostgreSQL a write first streams the file (``StagedImport.stream``: chunks staged,
+    checked and written while the next is read); at the first problem that transaction is
+    rolled back and the file is read again, checked whole and reported row by row."""
     resource_class = RESOURCES[job.kind]
-    keys = list(resource_class._meta.import_id_fields or [])
     ImportJob.objects.filter(pk=job.pk).update(total_rows=0, processed_rows=0)
+    if connection.vendor == "postgresql" and not job.dry_run:
+        streamed = _import_streamed(job, resource_class, lease)
+        if streamed is not None:
+            return streamed
     stage: staging.StagedImport | None = None
     try:
         with _Table(job, resource_class) as table:
-            missing = [key for key in keys if key not in table.headers]
-            if missing:
-                raise ImportFileError(
-                    f"The file has no “{'”, “'.join(missing)}” column (required)."
-                )
             stage = staging.StagedImport(kind=job.kind, entity=job.entity, columns=table.headers)
             stage.__enter__()
-            stage.load(table.rows(), _progress(job))
+            stage.load(table.rows(), _progress(job, lease))
         checked = None
         if job.dry_run:  # reads only: checked outside any transaction, others write meanwhile
             checked = stage.check()
@@ -637,7 +668,6 @@ def _import(job: ImportJob) -> ImportJob:
             if not job.dry_run:
                 staging.lock(job.kind)
             found, counts = checked or stage.check()
-            problems = _problems(found)
             write = not job.dry_run and (not counts["errors"] or job.import_valid_rows)
             written = 0
             if write:
@@ -646,31 +676,62 @@ def _import(job: ImportJob) -> ImportJob:
                 except (staging.ImportChanged, IntegrityError):
                     raise _Changed from None
                 _fault("after_apply")
-            # The job's row is locked only now, so that the lease thread renews it meanwhile;
-            # a job failed meanwhile (its lease expired: "worker lost") keeps nothing of this.
-            current = ImportJob.objects.select_for_update().get(pk=job.pk)
-            if current.state != ImportState.RUNNING:
-                raise _Lost(current)
-            job = current
-            job.total_rows = job.processed_rows = counts["total"]
-            job.new_rows = counts["new"]
-            job.updated_rows = counts["updated"]
-            job.skipped_rows = counts["unchanged"]
-            job.error_rows = len({line for line, _, _ in problems})
-            job.rows_to_write = job.written_rows = written
-            job.checked_at = timezone.now()
-            if problems:
-                job.error_report.save(f"import-{job.pk}-errors.csv", _report(problems), save=False)
-            job.save(
-                update_fields=[
-                    "total_rows", "processed_rows", "new_rows", "updated_rows", "skipped_rows",
-                    "error_rows", "rows_to_write", "written_rows", "checked_at", "error_report",
-                ]
-            )  # fmt: skip
-            return _finish(job, write)
+            return _record(job, counts, _problems(found), written, write)
     finally:
         if stage is not None:
             stage.drop()
+
+
+def _import_streamed(
+    job: ImportJob, resource_class: type[ScopedResource], lease: _Lease | None
+) -> ImportJob | None:
+    """Write a file chunk by chunk in one transaction holding the kind's lock; None (and
+    nothing written) when a chunk has a problem. The staging table is created before the
+    transaction, so that it is seen from outside while the import runs."""
+    with (
+        _Table(job, resource_class) as table,
+        staging.StagedImport(kind=job.kind, entity=job.entity, columns=table.headers) as stage,
+        transaction.atomic(),
+    ):
+        staging.lock(job.kind)
+        try:
+            outcome = stage.stream(table.rows(), _progress(job, lease))
+        except (staging.ImportChanged, IntegrityError):
+            raise _Changed from None
+        if outcome is None:
+            transaction.set_rollback(True)
+            return None
+        counts, written = outcome
+        _fault("after_apply")
+        return _record(job, counts, [], written, write=True)
+
+
+def _record(
+    job: ImportJob, counts: dict[str, int], problems: list[Problem], written: int, write: bool
+) -> ImportJob:
+    """Store a checked (and maybe written) import's figures and report, in its transaction,
+    and finish the job. The job's row is locked only now, so that the lease thread renews it
+    meanwhile; a job failed meanwhile (its lease expired: "worker lost") keeps nothing."""
+    current = ImportJob.objects.select_for_update().get(pk=job.pk)
+    if current.state != ImportState.RUNNING:
+        raise _Lost(current)
+    job = current
+    job.total_rows = job.processed_rows = counts["total"]
+    job.new_rows = counts["new"]
+    job.updated_rows = counts["updated"]
+    job.skipped_rows = counts["unchanged"]
+    job.error_rows = len({line for line, _, _ in problems})
+    job.rows_to_write = job.written_rows = written
+    job.checked_at = timezone.now()
+    if problems:
+        job.error_report.save(f"import-{job.pk}-errors.csv", _report(problems), save=False)
+    job.save(
+        update_fields=[
+            "total_rows", "processed_rows", "new_rows", "updated_rows", "skipped_rows",
+            "error_rows", "rows_to_write", "written_rows", "checked_at", "error_report",
+        ]
+    )  # fmt: skip
+    return _finish(job, write)
 
 
 class _Changed(Exception):
@@ -696,8 +757,8 @@ def run_import(*, job_id: int) -> ImportJob:
         elif job.state != ImportState.RUNNING:
             return job
     try:
-        with _Lease(job.pk):
-            return _import(job)
+        with _Lease(job.pk) as lease:
+            return _import(job, lease)
     except _Lost as exc:
         return exc.job
     except (ImportFileError, OSError) as exc:

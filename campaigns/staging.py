@@ -14,17 +14,23 @@ FROM`` plus an ``INSERT … SELECT`` for subscriptions, whose key has no unique 
 A temporary table lives in the database session: it is dropped when the import ends, and by
 the server itself when the worker's connection dies (a killed worker leaves nothing behind).
 The caller runs the check and the write in one transaction holding the kind's lock (see
-``lock``), so a kill writes nothing and two imports of the same kind are serialised.
+``lock``), so a kill writes nothing and two imports of the same kind are serialised. On
+PostgreSQL a clean file is written chunk by chunk in that transaction while a thread reads and
+converts the next chunk (``stream``), so that Python's work and the database's overlap; the
+first problem found sends the file back to the whole-file path, which reports every problem.
 
 Table and column names come from the model's metadata and a counter, never from the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
+import queue
 import re
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +39,8 @@ from django.db import DatabaseError, connection, models
 from django.utils import timezone
 
 LOAD_CHUNK = 5000  # rows per executemany / COPY progress step
+STREAM_CHUNK = 50_000  # rows per staged, checked and written chunk of ``stream``
+FIRST_CHUNK = 5_000  # ``stream``'s first chunk: the database starts sooner
 LOCK_NAMESPACE = 0x1D17  # first key of the kinds' advisory locks (the second is the kind)
 LOCK_KINDS = {"contacts": 1, "stores": 2, "bookings": 3, "subscriptions": 4}
 STAGE_PREFIX = "import_stage_"
@@ -76,6 +84,26 @@ def staging_tables() -> list[str]:
                 [STAGE_PREFIX + "%"],
             )
         return sorted(row[0] for row in cursor.fetchall())
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]").search
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_value(value: Any) -> str:
+    """One value in COPY's text format (NULL, booleans, escaped text, the rest as str())."""
+    if value is None:
+        return "\\N"
+    if value is True or value is False:
+        return "t" if value else "f"
+    if type(value) is str:
+        return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL(value) else value
+    return str(value)  # numbers, decimals, dates: their ISO text
+
+
+def copy_line(row: tuple[Any, ...]) -> str:
+    """A row as one line of COPY's text format."""
+    return "\t".join([copy_value(value) for value in row]) + "\n"
 
 
 class _Bad(Exception):
@@ -294,6 +322,7 @@ class StagedImport:
         number = next(_counter)
         self.table = f"{STAGE_PREFIX}{number}"
         self.resolved = f"{STAGE_PREFIX}{number}_r"
+        self.keys_table = f"{STAGE_PREFIX}{number}_k"  # ``stream``'s keys staged so far
         self.python_problems: dict[int, list[tuple[str, str]]] = {}
         self.new_row_problems = self._new_row_problems()
         self.loaded = 0
@@ -332,7 +361,7 @@ class StagedImport:
             return  # the session is gone, and its temporary tables with it
         try:
             with connection.cursor() as cursor:
-                for table in (self.resolved, self.table):
+                for table in (self.resolved, self.keys_table, self.table):
                     cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
         except DatabaseError:  # an aborted outer transaction: its rollback drops them
             pass
@@ -415,6 +444,114 @@ class StagedImport:
                         progress(self.loaded)
         return self.loaded
 
+    def stream(
+        self,
+        rows: Iterable[tuple[int, list[Any], str]],
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[dict[str, int], int] | None:
+        """PostgreSQL, in the caller's transaction holding the kind's lock: stage, check and
+        write the rows chunk by chunk while a thread converts the next chunk (the database
+        writes one chunk while Python reads the next, instead of one waiting for the other).
+
+        Returns the counts and the rows written, or None at the first chunk with any problem
+        (a bad value, an unknown or foreign reference, a key already staged): the caller then
+        rolls back and takes the whole-file path (``load``, ``check``, ``apply``), which
+        reports every problem. A clean file gives exactly the whole file's result: its keys
+        are unique (each chunk's are checked against every key staged before them, kept in
+        a table of keys with its index), so no chunk reads a row another chunk wrote.
+
+        The staging table holds one chunk at a time; each chunk's check and write are the
+        whole-file path's own statements (``_resolve``, ``apply``)."""
+        names = ", ".join(["line", "dkey", "bad"] + [q(c.stage) for c in self.columns])
+        counts = dict.fromkeys(("new", "updated", "unchanged", "errors", "total"), 0)
+        written = 0
+        table, keys = q(self.table), q(self.keys_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'CREATE TEMPORARY TABLE {keys} (dkey text COLLATE "C" NOT NULL, line bigint)'
+            )
+            cursor.execute(f"CREATE INDEX ON {keys} (dkey)")
+            # For the rest of the transaction: a chunk is small beside the tables it reads,
+            # so each row's key and references are looked up through their indexes (a hash
+            # join would read the whole target table once per chunk); the chunk's row count
+            # comes from a small sample; a chunk is sorted in memory; no statement is worth
+            # compiling (JIT).
+            cursor.execute(
+                "SELECT set_config('enable_hashjoin', 'off', true), "
+                "set_config('enable_mergejoin', 'off', true), "
+                "set_config('default_statistics_target', '1', true), "
+                "set_config('work_mem', '64MB', true), set_config('jit', 'off', true)"
+            )
+            raw = cursor.cursor
+            converted = self._converted_in_thread(rows, STREAM_CHUNK, FIRST_CHUNK)
+            with contextlib.closing(converted) as chunks:
+                for size, refused, data in chunks:
+                    if refused:  # a value Python refused
+                        return None
+                    cursor.execute(f"TRUNCATE {table}")
+                    with raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                        copy.write(data)
+                    cursor.execute(f"INSERT INTO {keys} SELECT dkey, line FROM {table}")
+                    self.loaded += size
+                    cursor.execute(f"ANALYZE {table}")  # its row count, from a small sample
+                    cursor.execute(
+                        f"SELECT 1 FROM {table} s JOIN {keys} k ON k.dkey = s.dkey "
+                        "AND k.line <> s.line LIMIT 1"
+                    )
+                    if cursor.fetchone():  # a key already staged (or twice in the chunk)
+                        return None
+                    self._resolve(chunk=True)
+                    found = self._counts()
+                    if found["errors"]:
+                        return None
+                    written += self.apply()
+                    counts = {name: counts[name] + found[name] for name in counts}
+                    if progress:
+                        progress(self.loaded)
+        return counts, written
+
+    def _converted_in_thread(
+        self, rows: Iterable[tuple[int, list[Any], str]], size: int, first: int
+    ) -> Iterator[tuple[int, bool, bytes]]:
+        """The rows converted by ``_row``, ``first`` then ``size`` at a time, as (rows, any
+        refused, COPY text), from a thread that keeps one or two chunks ahead. Its errors
+        (an unreadable file) are raised here; closing this generator stops the thread and
+        waits for it (before the caller closes the file)."""
+        ahead: queue.Queue[Any] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        end = object()
+
+        def offer(item: Any) -> None:
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def produce() -> None:
+            try:
+                converted = (self._row(line, values, problem) for line, values, problem in rows)
+                wanted = min(first, size)
+                while not stop.is_set() and (chunk := list(itertools.islice(converted, wanted))):
+                    text = "".join([copy_line(row) for row in chunk]).encode()
+                    offer((len(chunk), any(row[2] for row in chunk), text))
+                    wanted = size
+                offer(end)
+            except BaseException as exc:  # handed to the consumer, raised there
+                offer(exc)
+
+        thread = threading.Thread(target=produce, name="import-convert", daemon=True)
+        thread.start()
+        try:
+            while (item := ahead.get()) is not end:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
     # Checking ----------------------------------------------------------------------------
 
     def _in_allowed(self, expression: str) -> str:
@@ -444,9 +581,10 @@ class StagedImport:
             return join, "towner.entity_id"
         return join, "t.entity_id"
 
-    def check(self) -> tuple[list[Problem], dict[str, int]]:
-        """Check the staged rows in SQL; problems (line, field, message) and the counts of
-        new, updated, unchanged and refused rows."""
+    def _resolve(self, chunk: bool = False) -> None:
+        """(Re)create the resolved table: each staged row with its references, the row under
+        its key, and its verdict (``chunk``: the staging table holds one chunk of ``stream``,
+        whose keys are checked against the keys table)."""
         joins, values = [], []
         for column in self.columns:
             if column.is_ref:
@@ -480,13 +618,17 @@ class StagedImport:
             )
             or "(1 = 0)"
         )
-        repeated = f"s.dkey IN (SELECT dkey FROM {q(self.table)} GROUP BY dkey HAVING COUNT(*) > 1)"
+        table = q(self.table)
+        if chunk:  # keys checked by ``stream`` itself, against every key staged so far
+            repeated = "(1 = 0)"
+        else:
+            repeated = f"s.dkey IN (SELECT dkey FROM {table} GROUP BY dkey HAVING COUNT(*) > 1)"
         new_bad = "(t.id IS NULL)" if self.new_row_problems else "(1 = 0)"
         err0 = (
             f"(s.bad <> 0 OR {refused} OR (s.bad = 0 AND ({unresolved} OR {new_bad})) "
             f"OR {repeated})"
         )
-        expect = {"new": "t.id IS NOT NULL", "existing": "t.id IS NULL"}.get(self.expect, "1 = 0")
+        expect = {"new": "tid IS NOT NULL", "existing": "tid IS NULL"}.get(self.expect, "1 = 0")
         select = ", ".join(
             [
                 "s.*",
@@ -495,15 +637,41 @@ class StagedImport:
                 f"CASE WHEN {refused} THEN 1 ELSE 0 END AS refused",
                 f"CASE WHEN t.id IS NULL OR ({' AND '.join(same)}) THEN 0 ELSE 1 END AS changed",
                 f"CASE WHEN {err0} THEN 1 ELSE 0 END AS err0",
-                f"CASE WHEN {err0} OR ({expect}) THEN 1 ELSE 0 END AS err",
             ]
         )
-        problems: list[Problem] = []
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {q(self.resolved)}")
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {q(self.resolved)} AS SELECT *, CASE WHEN err0 = 1 OR "
+                f"({expect}) THEN 1 ELSE 0 END AS err FROM (SELECT {select} "
+                f"FROM {table} s {' '.join(joins)} {target_join}) resolved"
+            )
+
+    def _counts(self) -> dict[str, int]:
+        """New, updated, unchanged and refused rows of the resolved table, and all of them."""
         with connection.cursor() as cursor:
             cursor.execute(
-                f"CREATE TEMPORARY TABLE {q(self.resolved)} AS SELECT {select} "
-                f"FROM {q(self.table)} s {' '.join(joins)} {target_join}"
+                "SELECT COALESCE(SUM(CASE WHEN err = 0 AND tid IS NULL THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN err = 0 AND changed = 1 THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN err = 0 AND tid IS NOT NULL AND changed = 0 "
+                "THEN 1 ELSE 0 END), 0), COALESCE(SUM(err), 0), COUNT(*) "
+                f"FROM {q(self.resolved)}"
             )
+            new, updated, unchanged, errors, total = cursor.fetchone()
+        return {
+            "new": int(new),
+            "updated": int(updated),
+            "unchanged": int(unchanged),
+            "errors": int(errors),
+            "total": int(total),
+        }
+
+    def check(self) -> tuple[list[Problem], dict[str, int]]:
+        """Check the staged rows in SQL; problems (line, field, message) and the counts of
+        new, updated, unchanged and refused rows."""
+        self._resolve()
+        problems: list[Problem] = []
+        with connection.cursor() as cursor:
             resolved = q(self.resolved)
             cursor.execute(f"SELECT line, dkey FROM {resolved} WHERE refused = 1")
             refused_lines = set()
@@ -551,22 +719,7 @@ class StagedImport:
                         else "No such row to update."
                     )
                     problems.append((line, self.keys[0], message))
-            cursor.execute(
-                "SELECT COALESCE(SUM(CASE WHEN err = 0 AND tid IS NULL THEN 1 ELSE 0 END), 0), "
-                "COALESCE(SUM(CASE WHEN err = 0 AND changed = 1 THEN 1 ELSE 0 END), 0), "
-                "COALESCE(SUM(CASE WHEN err = 0 AND tid IS NOT NULL AND changed = 0 "
-                "THEN 1 ELSE 0 END), 0), COALESCE(SUM(err), 0), COUNT(*) "
-                f"FROM {resolved}"
-            )
-            new, updated, unchanged, errors, total = cursor.fetchone()
-        counts = {
-            "new": int(new),
-            "updated": int(updated),
-            "unchanged": int(unchanged),
-            "errors": int(errors),
-            "total": int(total),
-        }
-        return problems, counts
+        return problems, self._counts()
 
     def statuses(self) -> dict[str, list[int]]:
         """The lines of the accepted rows: new, updated and unchanged (after ``check``)."""
