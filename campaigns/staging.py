@@ -41,6 +41,17 @@ from django.utils import timezone
 LOAD_CHUNK = 5000  # rows per executemany / COPY progress step
 STREAM_CHUNK = 50_000  # rows per staged, checked and written chunk of ``stream``
 FIRST_CHUNK = 5_000  # ``stream``'s first chunk: the database starts sooner
+# While ``stream`` runs: a chunk is small beside the tables it reads, so each row's key and
+# references are looked up through their indexes (a hash join would read the whole target
+# table once per chunk); a chunk's row count comes from a small sample; a chunk is sorted in
+# memory; no statement is worth compiling (JIT).
+STREAM_SETTINGS = {
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+    "default_statistics_target": "1",
+    "work_mem": "64MB",
+    "jit": "off",
+}
 LOCK_NAMESPACE = 0x1D17  # first key of the kinds' advisory locks (the second is the kind)
 LOCK_KINDS = {"contacts": 1, "stores": 2, "bookings": 3, "subscriptions": 4}
 STAGE_PREFIX = "import_stage_"
@@ -68,6 +79,24 @@ def lock(kind: str) -> None:
             cursor.execute(
                 "SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, LOCK_KINDS[kind]]
             )
+
+
+@contextlib.contextmanager
+def _settings(cursor: Any, values: dict[str, str]) -> Iterator[None]:
+    """PostgreSQL settings for the statements inside, local to the transaction, and put
+    back as they were after them (an error rolls them back with the rest)."""
+    names = list(values)
+    marks = ", ".join(["current_setting(%s)"] * len(names))
+    cursor.execute(f"SELECT {marks}", names)
+    before = dict(zip(names, cursor.fetchone(), strict=True))
+
+    def apply(chosen: dict[str, str]) -> None:
+        marks = ", ".join(["set_config(%s, %s, true)"] * len(chosen))
+        cursor.execute(f"SELECT {marks}", [part for pair in chosen.items() for part in pair])
+
+    apply(values)
+    yield
+    apply(before)
 
 
 def staging_tables() -> list[str]:
@@ -322,7 +351,6 @@ class StagedImport:
         number = next(_counter)
         self.table = f"{STAGE_PREFIX}{number}"
         self.resolved = f"{STAGE_PREFIX}{number}_r"
-        self.keys_table = f"{STAGE_PREFIX}{number}_k"  # ``stream``'s keys staged so far
         self.python_problems: dict[int, list[tuple[str, str]]] = {}
         self.new_row_problems = self._new_row_problems()
         self.loaded = 0
@@ -361,7 +389,7 @@ class StagedImport:
             return  # the session is gone, and its temporary tables with it
         try:
             with connection.cursor() as cursor:
-                for table in (self.resolved, self.keys_table, self.table):
+                for table in (self.resolved, self.table):
                     cursor.execute(f"DROP TABLE IF EXISTS {q(table)}")
         except DatabaseError:  # an aborted outer transaction: its rollback drops them
             pass
@@ -457,64 +485,45 @@ class StagedImport:
         (a bad value, an unknown or foreign reference, a key already staged): the caller then
         rolls back and takes the whole-file path (``load``, ``check``, ``apply``), which
         reports every problem. A clean file gives exactly the whole file's result: its keys
-        are unique (each chunk's are checked against every key staged before them, kept in
-        a table of keys with its index), so no chunk reads a row another chunk wrote.
+        are unique (the converting thread keeps the hash of every key it met: about 60 MB
+        for a million rows), so no chunk reads a row another chunk wrote.
 
         The staging table holds one chunk at a time; each chunk's check and write are the
         whole-file path's own statements (``_resolve``, ``apply``)."""
         names = ", ".join(["line", "dkey", "bad"] + [q(c.stage) for c in self.columns])
         counts = dict.fromkeys(("new", "updated", "unchanged", "errors", "total"), 0)
         written = 0
-        table, keys = q(self.table), q(self.keys_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f'CREATE TEMPORARY TABLE {keys} (dkey text COLLATE "C" NOT NULL, line bigint)'
-            )
-            cursor.execute(f"CREATE INDEX ON {keys} (dkey)")
-            # For the rest of the transaction: a chunk is small beside the tables it reads,
-            # so each row's key and references are looked up through their indexes (a hash
-            # join would read the whole target table once per chunk); the chunk's row count
-            # comes from a small sample; a chunk is sorted in memory; no statement is worth
-            # compiling (JIT).
-            cursor.execute(
-                "SELECT set_config('enable_hashjoin', 'off', true), "
-                "set_config('enable_mergejoin', 'off', true), "
-                "set_config('default_statistics_target', '1', true), "
-                "set_config('work_mem', '64MB', true), set_config('jit', 'off', true)"
-            )
-            raw = cursor.cursor
-            converted = self._converted_in_thread(rows, STREAM_CHUNK, FIRST_CHUNK)
-            with contextlib.closing(converted) as chunks:
-                for size, refused, data in chunks:
-                    if refused:  # a value Python refused
-                        return None
-                    cursor.execute(f"TRUNCATE {table}")
-                    with raw.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                        copy.write(data)
-                    cursor.execute(f"INSERT INTO {keys} SELECT dkey, line FROM {table}")
-                    self.loaded += size
-                    cursor.execute(f"ANALYZE {table}")  # its row count, from a small sample
-                    cursor.execute(
-                        f"SELECT 1 FROM {table} s JOIN {keys} k ON k.dkey = s.dkey "
-                        "AND k.line <> s.line LIMIT 1"
-                    )
-                    if cursor.fetchone():  # a key already staged (or twice in the chunk)
-                        return None
-                    self._resolve(chunk=True)
-                    found = self._counts()
-                    if found["errors"]:
-                        return None
-                    written += self.apply()
-                    counts = {name: counts[name] + found[name] for name in counts}
-                    if progress:
-                        progress(self.loaded)
+        table = q(self.table)
+        converted = self._converted_in_thread(rows, STREAM_CHUNK, FIRST_CHUNK)
+        with (
+            connection.cursor() as cursor,
+            contextlib.closing(converted) as chunks,
+            _settings(cursor, STREAM_SETTINGS),
+        ):
+            for size, refused, data in chunks:
+                if refused:  # a value Python refused, or a key met before
+                    return None
+                cursor.execute(f"TRUNCATE {table}")
+                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    copy.write(data)
+                self.loaded += size
+                cursor.execute(f"ANALYZE {table}")  # its row count, from a small sample
+                self._resolve(chunk=True)
+                found = self._counts()
+                if found["errors"]:
+                    return None
+                written += self.apply()
+                counts = {name: counts[name] + found[name] for name in counts}
+                if progress:
+                    progress(self.loaded)
         return counts, written
 
     def _converted_in_thread(
         self, rows: Iterable[tuple[int, list[Any], str]], size: int, first: int
     ) -> Iterator[tuple[int, bool, bytes]]:
         """The rows converted by ``_row``, ``first`` then ``size`` at a time, as (rows, any
-        refused, COPY text), from a thread that keeps one or two chunks ahead. Its errors
+        refused or with a key met before, COPY text), from a thread that keeps one or two
+        chunks ahead. Its errors
         (an unreadable file) are raised here; closing this generator stops the thread and
         waits for it (before the caller closes the file)."""
         ahead: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -532,10 +541,15 @@ class StagedImport:
         def produce() -> None:
             try:
                 converted = (self._row(line, values, problem) for line, values, problem in rows)
+                seen: set[int] = set()  # the keys' hashes (a collision only costs the fallback)
                 wanted = min(first, size)
                 while not stop.is_set() and (chunk := list(itertools.islice(converted, wanted))):
+                    refused = any(row[2] for row in chunk)
+                    before = len(seen)
+                    seen.update(hash(row[1]) for row in chunk)
+                    refused |= len(seen) - before < len(chunk)  # a key met before
                     text = "".join([copy_line(row) for row in chunk]).encode()
-                    offer((len(chunk), any(row[2] for row in chunk), text))
+                    offer((len(chunk), refused, text))
                     wanted = size
                 offer(end)
             except BaseException as exc:  # handed to the consumer, raised there

@@ -142,3 +142,20 @@ def test_copy_text_format_of_each_kind_of_value():
         "\\N\tt\tf\t7\t1.50\t2026-01-02\n"
     )
     assert staging.copy_value("a\\b\tc\nd\re") == "a\\\\b\\tc\\nd\\re"
+
+
+def test_the_planner_settings_of_the_stream_do_not_outlive_it(org):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the stream is PostgreSQL's")
+    names = ["enable_hashjoin", "enable_mergejoin", "jit", "work_mem", "default_statistics_target"]
+
+    def current() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT " + ", ".join(["current_setting(%s)"] * len(names)), names)
+            return list(cursor.fetchone())
+
+    before = current()
+    assert run(HEADER + people(7)).written_rows == 7  # in this test's transaction
+    assert current() == before
