@@ -8,13 +8,11 @@ Chunks are made tiny (3 rows) so that every file here spans several of them."""
 
 from __future__ import annotations
 
-import csv
-import io
-
 import pytest
 
 from campaigns import imports, staging
 from campaigns.models import Contact, ImportJob
+from tests.campaigns.test_import_staging import report
 
 HEADER = "external_id,first_name,last_name,email,entity,email_consent,birth_date\n"
 
@@ -30,13 +28,6 @@ def run(content: str, **kwargs) -> ImportJob:
         enqueue=False, **{"dry_run": False, **kwargs},
     )  # fmt: skip
     return imports.run_import(job_id=job.pk)
-
-
-def report(job: ImportJob) -> list[list[str]]:
-    if not job.error_report:
-        return []
-    with job.error_report.open("rb") as handle:
-        return list(csv.reader(io.StringIO(handle.read().decode())))[1:]
 
 
 def people(count: int, start: int = 0, name: str = "New") -> str:
