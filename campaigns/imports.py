@@ -655,6 +655,9 @@ def _import(job: ImportJob, lease: _Lease | None = None) -> ImportJob:
         streamed = _import_streamed(job, resource_class, lease)
         if streamed is not None:
             return streamed
+        if lease is not None:  # its count was the rolled-back stream's
+            lease.count = None
+        ImportJob.objects.filter(pk=job.pk).update(processed_rows=0)
     stage: staging.StagedImport | None = None
     try:
         with _Table(job, resource_class) as table:

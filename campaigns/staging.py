@@ -485,8 +485,8 @@ class StagedImport:
         (a bad value, an unknown or foreign reference, a key already staged): the caller then
         rolls back and takes the whole-file path (``load``, ``check``, ``apply``), which
         reports every problem. A clean file gives exactly the whole file's result: its keys
-        are unique (the converting thread keeps the hash of every key it met: about 60 MB
-        for a million rows), so no chunk reads a row another chunk wrote.
+        are unique as converted (the converting thread keeps the hash of every key it met:
+        about 60 MB for a million rows), so no chunk reads a row another chunk wrote.
 
         The staging table holds one chunk at a time; each chunk's check and write are the
         whole-file path's own statements (``_resolve``, ``apply``)."""
@@ -538,15 +538,19 @@ class StagedImport:
                 except queue.Full:
                     continue
 
+        key_at = [3 + [c.name for c in self.columns].index(key) for key in self.keys]
+
         def produce() -> None:
             try:
                 converted = (self._row(line, values, problem) for line, values, problem in rows)
-                seen: set[int] = set()  # the keys' hashes (a collision only costs the fallback)
+                # The hash of every key met, as converted (two spellings of one date are one
+                # key): a collision only costs the fallback.
+                seen: set[int] = set()
                 wanted = min(first, size)
                 while not stop.is_set() and (chunk := list(itertools.islice(converted, wanted))):
                     refused = any(row[2] for row in chunk)
                     before = len(seen)
-                    seen.update(hash(row[1]) for row in chunk)
+                    seen.update(hash(tuple(row[at] for at in key_at)) for row in chunk)
                     refused |= len(seen) - before < len(chunk)  # a key met before
                     text = "".join([copy_line(row) for row in chunk]).encode()
                     offer((len(chunk), refused, text))

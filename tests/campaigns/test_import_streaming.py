@@ -150,3 +150,53 @@ def test_the_planner_settings_of_the_stream_do_not_outlive_it(org):
     before = current()
     assert run(HEADER + people(7)).written_rows == 7  # in this test's transaction
     assert current() == before
+
+
+SUBSCRIPTIONS = "contact,product,start_date,end_date,status\n"
+
+
+def subscriptions_outcome(org, between: int, existing: bool) -> tuple:
+    from campaigns.models import Subscription
+
+    Subscription.objects.all().delete()
+    Contact.objects.all().delete()
+    contact = Contact.objects.create(external_id="C1", entity=org.store_a)
+    if existing:
+        Subscription.objects.create(contact=contact, product="P", start_date="2024-01-05")
+    filler = "".join(f"C1,F{i},2024-01-01,,active\n" for i in range(between))
+    job = imports.create_job(
+        kind="subscriptions", filename="s.csv", actor=None, enqueue=False, dry_run=False,
+        content=(SUBSCRIPTIONS + "C1,P,2024-01-05,,cancelled\n" + filler
+                 + "C1,P,2024-1-5,,cancelled\n").encode(),
+    )  # fmt: skip
+    job = imports.run_import(job_id=job.pk)
+    rows = Subscription.objects.filter(product="P").count()
+    new = job.new_rows - between if job.new_rows else 0  # the filler lines are all new
+    return job.state, new, job.updated_rows, job.skipped_rows, rows
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_one_key_written_two_ways_gives_the_same_answer_wherever_the_chunks_end(org, existing):
+    """Two spellings of one subscription's start date are one key: the answer for lines in
+    one chunk and for lines in two chunks is the same."""
+    assert subscriptions_outcome(org, 0, existing) == subscriptions_outcome(org, 5, existing)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_after_a_fallback_is_the_whole_file_path_s(org, settings, monkeypatch):
+    """The lease thread publishes the stream's progress; once the stream is abandoned it must
+    not keep writing that count over the whole-file path's."""
+    import time
+
+    settings.IMPORT_HEARTBEAT_SECONDS = 1
+    seen, check = [], staging.StagedImport.check
+
+    def slow_check(self):
+        time.sleep(2.5)  # two heartbeats
+        seen.append(ImportJob.objects.values_list("processed_rows", flat=True).get())
+        return check(self)
+
+    monkeypatch.setattr(staging.StagedImport, "check", slow_check)
+    job = run(HEADER + people(8) + "K9,Bad,L,not-an-email,STORE_A,1,\n")
+    assert job.error_rows == 1
+    assert seen == [9]  # every line loaded by the whole-file path
