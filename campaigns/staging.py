@@ -338,6 +338,7 @@ class StagedImport:
             if field.attribute and field.column_name in position
         ]
         self.by_name = {column.name: column for column in self.columns}
+        self.stage_names = ", ".join(["line", "dkey", "bad"] + [q(c.stage) for c in self.columns])
         self.plan = [(column.convert, column.index) for column in self.columns]
         self.preparers = [
             (3 + number, column.prepare)
@@ -346,6 +347,10 @@ class StagedImport:
         ]
         self.keys = list(self.resource._meta.import_id_fields)
         self.key_index = [position.get(self.resource.fields[key].column_name) for key in self.keys]
+        # where the keys sit in a converted row (line, dkey, bad, then the columns)
+        self.key_at = [
+            3 + self.columns.index(self.by_name[key]) for key in self.keys if key in self.by_name
+        ]
         entity_column = self.resource.entity_column
         self.entity_index = position.get(entity_column) if entity_column else None
         number = next(_counter)
@@ -354,6 +359,7 @@ class StagedImport:
         self.python_problems: dict[int, list[tuple[str, str]]] = {}
         self.new_row_problems = self._new_row_problems()
         self.loaded = 0
+        self.to_write: int | None = None  # set by the check (``_counts``)
 
     def _new_row_problems(self) -> list[tuple[str, str]]:
         """What a new row's full_clean() says of the fields the file leaves out (their
@@ -437,7 +443,7 @@ class StagedImport:
     ) -> int:
         """Convert and stage (line, values, problem) rows; ``progress(count)`` after each
         chunk. Returns the number of rows staged."""
-        names = ", ".join(["line", "dkey", "bad"] + [q(c.stage) for c in self.columns])
+        names = self.stage_names
         converted = (self._row(line, values, problem) for line, values, problem in rows)
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
@@ -490,7 +496,7 @@ class StagedImport:
 
         The staging table holds one chunk at a time; each chunk's check and write are the
         whole-file path's own statements (``_resolve``, ``apply``)."""
-        names = ", ".join(["line", "dkey", "bad"] + [q(c.stage) for c in self.columns])
+        names = self.stage_names
         counts = dict.fromkeys(("new", "updated", "unchanged", "errors", "total"), 0)
         written = 0
         table = q(self.table)
@@ -538,8 +544,6 @@ class StagedImport:
                 except queue.Full:
                     continue
 
-        key_at = [3 + [c.name for c in self.columns].index(key) for key in self.keys]
-
         def produce() -> None:
             try:
                 converted = (self._row(line, values, problem) for line, values, problem in rows)
@@ -550,7 +554,7 @@ class StagedImport:
                 while not stop.is_set() and (chunk := list(itertools.islice(converted, wanted))):
                     refused = any(row[2] for row in chunk)
                     before = len(seen)
-                    seen.update(hash(tuple(row[at] for at in key_at)) for row in chunk)
+                    seen.update(hash(tuple(row[at] for at in self.key_at)) for row in chunk)
                     refused |= len(seen) - before < len(chunk)  # a key met before
                     text = "".join([copy_line(row) for row in chunk]).encode()
                     offer((len(chunk), refused, text))
@@ -676,6 +680,7 @@ class StagedImport:
                 f"FROM {q(self.resolved)}"
             )
             new, updated, unchanged, errors, total = cursor.fetchone()
+        self.to_write = int(new) + int(updated)  # what ``apply`` must write, no more, no less
         return {
             "new": int(new),
             "updated": int(updated),
@@ -788,11 +793,10 @@ class StagedImport:
             params += values
         updates = [f for f in fields if f.name in self.by_name or getattr(f, "auto_now", False)]
         resolved = q(self.resolved)
+        expected = self.to_write
+        if expected is None:
+            raise RuntimeError("apply() writes what check() accepted: check first.")
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT COUNT(*) FROM {resolved} WHERE err = 0 AND (tid IS NULL OR changed = 1)"
-            )
-            expected = cursor.fetchone()[0]
             written = 0
             if updates:  # the rows found under their keys (checked under the kind's lock)
                 assignments = ", ".join(
