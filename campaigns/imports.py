@@ -650,14 +650,12 @@ def _import(job: ImportJob, lease: _Lease | None = None) -> ImportJob:
     checked and written while the next is read); at the first problem that transaction is
     rolled back and the file is read again, checked whole and reported row by row."""
     resource_class = RESOURCES[job.kind]
-    ImportJob.objects.filter(pk=job.pk).update(total_rows=0, processed_rows=0)
+    _restart_progress(job, lease)
     if connection.vendor == "postgresql" and not job.dry_run:
         streamed = _import_streamed(job, resource_class, lease)
         if streamed is not None:
             return streamed
-        if lease is not None:  # its count was the rolled-back stream's
-            lease.count = None
-        ImportJob.objects.filter(pk=job.pk).update(processed_rows=0)
+        _restart_progress(job, lease)  # the stream's count was rolled back with it
     stage: staging.StagedImport | None = None
     try:
         with _Table(job, resource_class) as table:
@@ -683,6 +681,12 @@ def _import(job: ImportJob, lease: _Lease | None = None) -> ImportJob:
     finally:
         if stage is not None:
             stage.drop()
+
+
+def _restart_progress(job: ImportJob, lease: _Lease | None) -> None:
+    if lease is not None:
+        lease.count = None
+    ImportJob.objects.filter(pk=job.pk).update(total_rows=0, processed_rows=0)
 
 
 def _import_streamed(
