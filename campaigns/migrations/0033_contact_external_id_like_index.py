@@ -1,9 +1,11 @@
 """Drop the LIKE-prefix index PostgreSQL gets for the contact's unique ``external_id``.
 
 Django adds a second, ``varchar_pattern_ops`` index to every unique or indexed text column on
-PostgreSQL, for ``LIKE 'prefix%'``. No query of the product reads contacts that way: lookups
-by customer id are exact (the unique index), and the targeting's "starts with" compares
-``UPPER(external_id)``, which that index cannot serve. Every contact written paid for it all
+PostgreSQL, for ``LIKE 'prefix%'``. No page, API, task or targeting query reads contacts that
+way: lookups by customer id are exact (the unique index), and the targeting's "starts with"
+compares ``UPPER(external_id)``, which that index cannot serve. Only the demo and bench data
+generators (``campaigns/synthetic.py``, ``campaigns/demo.py``) ask whether a prefix exists,
+once per run. Every contact written paid for it all
 the same (about 3 s of a 1M-contact import, measured with ``bench.imports``).
 """
 
